@@ -1,0 +1,174 @@
+"""Catalogs: pandas tables with ``id_str``, ``file_loc`` and one vote-count column per answer.
+
+:func:`validate_catalog` checks a catalog against a schema once, up front, and raises a single
+:class:`CatalogError` naming every problem, its columns and the first offending rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from zoobot_tf.schemas import Schema, get_schema
+
+ID_COL = "id_str"
+FILE_COL = "file_loc"
+MAX_ROWS_SHOWN = 5
+
+
+class CatalogError(ValueError):
+    """A catalog that does not fit the schema or the files on disk. The message lists every problem."""
+
+
+def _rows(df: pd.DataFrame, mask: np.ndarray, id_col: str) -> str:
+    idx = np.flatnonzero(mask)
+    shown = ", ".join(
+        f"row {i} ({id_col}={df[id_col].iloc[i]!r})" if id_col in df.columns else f"row {i}"
+        for i in idx[:MAX_ROWS_SHOWN]
+    )
+    more = f" and {len(idx) - MAX_ROWS_SHOWN} more" if len(idx) > MAX_ROWS_SHOWN else ""
+    return shown + more
+
+
+def validate_catalog(
+    catalog: pd.DataFrame,
+    schema: Schema | str | None = None,
+    label_cols: Sequence[str] | None = None,
+    require_files: bool = True,
+    counts: bool = True,
+    id_col: str = ID_COL,
+    file_col: str = FILE_COL,
+    check_files_limit: int | None = None,
+) -> None:
+    """Raise :class:`CatalogError` listing every problem found, or return None.
+
+    Args:
+        catalog: one row per galaxy.
+        schema: the decision tree whose label columns must be present (or give ``label_cols``).
+        label_cols: explicit label columns (finetuning targets); default: the schema's.
+        require_files: check that every ``file_loc`` exists.
+        counts: label values must be vote counts (finite, >= 0, integer). False for regression targets.
+        check_files_limit: check only the first n files (huge catalogs on slow disks); None = all.
+    """
+    problems: list[str] = []
+    if label_cols is None and schema is not None:
+        label_cols = get_schema(schema).label_cols
+    label_cols = list(label_cols or [])
+    if id_col not in catalog.columns:
+        problems.append(f"missing id column {id_col!r}")
+    if require_files and file_col not in catalog.columns:
+        problems.append(f"missing image path column {file_col!r}")
+    missing = [c for c in label_cols if c not in catalog.columns]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+        problems.append(f"missing {len(missing)} label column(s): {shown}")
+    if len(catalog) == 0:
+        problems.append("the catalog has no rows")
+
+    present = [c for c in label_cols if c in catalog.columns]
+    for col in present:
+        values = pd.to_numeric(catalog[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad_type = pd.isna(values) & catalog[col].notna().to_numpy()
+        if bad_type.any():
+            problems.append(f"column {col!r} is not numeric at {_rows(catalog, bad_type, id_col)}")
+        nonfinite = ~np.isfinite(values) & ~bad_type
+        if nonfinite.any():
+            problems.append(f"column {col!r} has missing or non-finite values at {_rows(catalog, nonfinite, id_col)}")
+        if counts:
+            finite = np.isfinite(values)
+            negative = finite & (values < 0)
+            if negative.any():
+                problems.append(f"column {col!r} has negative counts at {_rows(catalog, negative, id_col)}")
+            fractional = finite & (values != np.round(values))
+            if fractional.any():
+                problems.append(
+                    f"column {col!r} has non-integer counts at {_rows(catalog, fractional, id_col)} "
+                    f"(the Dirichlet-multinomial loss needs raw vote counts, not fractions)"
+                )
+
+    if id_col in catalog.columns:
+        dup = catalog[id_col].duplicated(keep=False).to_numpy()
+        if dup.any():
+            problems.append(f"duplicate {id_col} values at {_rows(catalog, dup, id_col)}")
+        empty = catalog[id_col].isna().to_numpy() | (catalog[id_col].astype(str).str.len() == 0).to_numpy()
+        if empty.any():
+            problems.append(f"empty {id_col} at {_rows(catalog, empty, id_col)}")
+
+    if require_files and file_col in catalog.columns:
+        locs = catalog[file_col].astype(str)
+        if check_files_limit is not None:
+            locs = locs.iloc[:check_files_limit]
+        not_found = ~np.array([Path(p).is_file() for p in locs], dtype=bool)
+        if not_found.any():
+            problems.append(f"image files not found ({int(not_found.sum())}) at {_rows(catalog, not_found, id_col)}")
+
+    if problems:
+        raise CatalogError("Catalog does not match"
+                           + (f" schema {get_schema(schema).name!r}" if schema is not None else " its labels")
+                           + ":\n  - " + "\n  - ".join(problems))
+
+
+def split_by_id(ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                names: Sequence[str] = ("train", "val", "test"), salt: str = "zoobot-tf") -> np.ndarray:
+    """Deterministic split: each id goes to a split by a hash of the id, independent of row order.
+
+    Returns an array of split names, one per id. The same id always lands in the same split,
+    so a catalog can grow without galaxies moving between train and test.
+    """
+    if len(fractions) != len(names) or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must match names and sum to 1. Received: fractions={list(fractions)}")
+    edges = np.cumsum(fractions)
+    u = np.array([int(hashlib.sha1(f"{salt}:{i}".encode()).hexdigest()[:12], 16) / 16 ** 12 for i in ids])
+    which = np.searchsorted(edges, u, side="right").clip(0, len(names) - 1)
+    return np.asarray(names, dtype=object)[which]
+
+
+def read_catalog(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet catalog; ``id_str`` is always read as a string."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Catalog not found: {path}")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(path, dtype={ID_COL: str})
+    if ID_COL in df.columns:
+        df[ID_COL] = df[ID_COL].astype(str)
+    return df
+
+
+def resolve_file_locs(catalog: pd.DataFrame, base: str | Path, file_col: str = FILE_COL) -> pd.DataFrame:
+    """Make relative ``file_loc`` paths absolute against ``base`` (the catalog's folder)."""
+    base = Path(base)
+    out = catalog.copy()
+    out[file_col] = [str(p) if Path(p).is_absolute() else str(base / p) for p in out[file_col].astype(str)]
+    return out
+
+
+# --------------------------------------------------------------------------- GZ2 (Willett et al. 2013)
+_WILLETT_RE = re.compile(r"^t(\d\d)_.+_a(\d\d)_.+_count$")
+
+
+def gz2_willett_to_schema_columns(table: pd.DataFrame, id_col: str = "objid") -> pd.DataFrame:
+    """Rename the 37 ``t??_..._a??_..._count`` columns of the GZ2 data-release tables (Willett et al.
+    2013, e.g. Table 5) to the ``gz2_willett`` schema's label columns, in schema order.
+
+    Returns a new frame with ``id_str`` and the 37 vote-count columns.
+    """
+    count_cols = [c for c in table.columns if _WILLETT_RE.match(c)]
+    schema = get_schema("gz2_willett")
+    if len(count_cols) != schema.n_answers:
+        raise CatalogError(f"Expected {schema.n_answers} GZ2 '*_count' columns (t01..t11); found {len(count_cols)}.")
+    # Table order is task by task (t01..t11), answers in the published order: the schema's order.
+    tasks = [int(_WILLETT_RE.match(c).group(1)) for c in count_cols]
+    expected = [qi + 1 for qi, q in enumerate(schema.questions) for _ in q.answers]
+    if tasks != expected:
+        raise CatalogError(f"GZ2 count columns are not in task order t01..t11: {count_cols}")
+    out = pd.DataFrame({ID_COL: table[id_col].astype(str)})
+    for col, label in zip(count_cols, schema.label_cols):
+        out[label] = table[col].astype(np.int64)
+    return out

@@ -1,0 +1,114 @@
+"""Dirichlet-multinomial loss over a decision tree, and the per-question loss metric.
+
+Per galaxy and question q with vote counts k (N_q = sum k) and predicted concentrations alpha:
+
+    log p(k | N_q, alpha) = lgamma(A) + lgamma(N_q + 1) - lgamma(N_q + A)
+                            + sum_a [lgamma(k_a + alpha_a) - lgamma(alpha_a) - lgamma(k_a + 1)],  A = sum alpha
+
+The loss is ``-sum_q log p``. A question with N_q = 0 (not asked, or another campaign's column)
+contributes exactly zero loss and zero gradient, so no masks are needed anywhere.
+
+Everything here is computed in float32, whatever the model's compute dtype (mixed precision).
+The Keras loss returns one value per galaxy and lets Keras reduce it: dividing by the number of
+replicas by hand double-scales under Keras 3 (REFERENCE section 3).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from zoobot_tf.schemas import Schema, get_schema
+
+tfd = tfp.distributions
+
+IndexGroups = Sequence[Sequence[int]]
+
+
+def _groups(schema_or_groups) -> list[tuple[int, int]]:
+    if isinstance(schema_or_groups, (Schema, str)):
+        return get_schema(schema_or_groups).question_index_groups
+    return [(int(s), int(e)) for s, e in schema_or_groups]
+
+
+def question_log_likelihood(counts: tf.Tensor, concentrations: tf.Tensor) -> tf.Tensor:
+    """Dirichlet-multinomial log-likelihood of one question.
+
+    Args:
+        counts: (batch, n_answers) vote counts (exact integers, any numeric dtype).
+        concentrations: (batch, n_answers) alpha > 0.
+    Returns:
+        (batch,) float32 log p; exactly 0 (with zero gradient) where the question has no votes.
+    """
+    counts = tf.cast(counts, tf.float32)
+    concentrations = tf.cast(concentrations, tf.float32)
+    total = tf.reduce_sum(counts, axis=-1)
+    asked = total > 0
+    # validate_args stays off: it rejects counts that are not exact integers in float, which
+    # the caller guarantees; the catalog validation checks integrality once, up front.
+    log_p = tfd.DirichletMultinomial(total_count=total, concentration=concentrations).log_prob(counts)
+    return tf.where(asked, log_p, tf.zeros_like(log_p))
+
+
+def per_question_nll(counts: tf.Tensor, concentrations: tf.Tensor, schema_or_groups) -> tf.Tensor:
+    """(batch, n_questions) negative log-likelihood of each question, float32."""
+    groups = _groups(schema_or_groups)
+    return tf.stack(
+        [-question_log_likelihood(counts[:, s:e], concentrations[:, s:e]) for s, e in groups], axis=-1
+    )
+
+
+def dirichlet_multinomial_nll(counts: tf.Tensor, concentrations: tf.Tensor, schema_or_groups) -> tf.Tensor:
+    """(batch,) negative log-likelihood of all votes of each galaxy (summed over questions), float32."""
+    return tf.reduce_sum(per_question_nll(counts, concentrations, schema_or_groups), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class DirichletMultinomialLoss(keras.losses.Loss):
+    """Keras loss: y_true = vote counts (batch, n_answers), y_pred = concentrations (batch, n_answers).
+
+    Returns per-galaxy losses; Keras averages them over the batch ("sum_over_batch_size"), using
+    sample weights when given (the pipeline uses them to pad partial batches with zero-weight rows).
+    """
+
+    def __init__(self, question_index_groups: IndexGroups, name: str = "dirichlet_multinomial",
+                 reduction: str = "sum_over_batch_size", **kwargs):
+        kwargs.pop("dtype", None)
+        super().__init__(name=name, reduction=reduction, dtype="float32", **kwargs)
+        self.question_index_groups = _groups(question_index_groups)
+
+    def call(self, y_true, y_pred):
+        return dirichlet_multinomial_nll(y_true, y_pred, self.question_index_groups)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction,
+                "question_index_groups": [list(g) for g in self.question_index_groups]}
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class QuestionLoss(keras.metrics.Mean):
+    """Mean Dirichlet-multinomial loss of one question over all galaxies seen (weighted by sample weight).
+
+    Galaxies where the question was not asked count with loss 0, so the per-question losses add up
+    to the total loss. Built on ``keras.metrics.Mean``, whose sum/count variables are aggregated
+    across replicas, so the value is the same under any distribution strategy.
+    """
+
+    def __init__(self, question: str, start: int, end: int, name: str | None = None, **kwargs):
+        kwargs.pop("dtype", None)
+        super().__init__(name=name or f"loss_{question}", dtype="float32", **kwargs)
+        self.question, self.start, self.end = question, int(start), int(end)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = -question_log_likelihood(y_true[:, self.start:self.end], y_pred[:, self.start:self.end])
+        return super().update_state(values, sample_weight=sample_weight)
+
+    def get_config(self):
+        return {"question": self.question, "start": self.start, "end": self.end, "name": self.name}
+
+
+def question_loss_metrics(schema: Schema) -> list[QuestionLoss]:
+    """One :class:`QuestionLoss` per question of the schema."""
+    return [QuestionLoss(q.name, q.start, q.end) for q in schema.questions]

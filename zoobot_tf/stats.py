@@ -1,0 +1,94 @@
+"""Vote fractions, Beta credible intervals and the probability that a question was asked.
+
+All functions take numpy arrays, shaped (galaxies, answers) or (galaxies, answers, samples)
+for MC-dropout samples of concentrations, and follow the schema's answer order.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import special
+
+from zoobot_tf.schemas import Schema
+
+
+def _question_totals(x: np.ndarray, schema: Schema) -> np.ndarray:
+    """Sum over the answers of each question, broadcast back to every answer: same shape as x."""
+    m = schema.answer_to_question_matrix()  # (A, Q)
+    per_answer = m @ m.T  # (A, A): 1 where two answers share a question
+    if x.ndim == 3:  # (N, A, S)
+        return np.einsum("nas,ab->nbs", x, per_answer)
+    return x @ per_answer
+
+
+def vote_fractions_from_counts(counts: np.ndarray, schema: Schema) -> np.ndarray:
+    """(N, A) observed vote fractions; NaN for questions with no votes."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = _question_totals(counts, schema)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, counts / totals, np.nan)
+
+
+def question_totals_from_counts(counts: np.ndarray, schema: Schema) -> np.ndarray:
+    """(N, Q) number of votes on each question."""
+    return np.asarray(counts, dtype=np.float64) @ schema.answer_to_question_matrix()
+
+
+def expected_vote_fractions(concentrations: np.ndarray, schema: Schema) -> np.ndarray:
+    """Mean vote fraction alpha_a / A_q. (N, A) -> (N, A); (N, A, S) -> (N, A) averaged over samples."""
+    conc = np.asarray(concentrations, dtype=np.float64)
+    frac = conc / _question_totals(conc, schema)
+    return frac.mean(axis=-1) if conc.ndim == 3 else frac
+
+
+def beta_intervals(concentrations: np.ndarray, schema: Schema, level: float = 0.9,
+                   iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Central credible interval of each answer's vote fraction.
+
+    The marginal of answer a under Dirichlet(alpha) is Beta(alpha_a, A_q - alpha_a). With MC-dropout
+    samples (N, A, S) the posterior is the equal-weight mixture over samples; its quantiles are found
+    by bisection on the mixture CDF. Returns (lower, upper), each (N, A).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1). Received: level={level}")
+    conc = np.asarray(concentrations, dtype=np.float64)
+    a = conc
+    b = _question_totals(conc, schema) - conc
+    q_lo, q_hi = (1 - level) / 2, 1 - (1 - level) / 2
+    if conc.ndim == 2:
+        return special.betaincinv(a, b, q_lo), special.betaincinv(a, b, q_hi)
+
+    def mixture_quantile(q):
+        lo = np.zeros(conc.shape[:2])
+        hi = np.ones(conc.shape[:2])
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            cdf = special.betainc(a, b, mid[..., None]).mean(axis=-1)
+            below = cdf < q
+            lo = np.where(below, mid, lo)
+            hi = np.where(below, hi, mid)
+        return (lo + hi) / 2
+
+    return mixture_quantile(q_lo), mixture_quantile(q_hi)
+
+
+def prob_asked(fractions: np.ndarray, schema: Schema) -> np.ndarray:
+    """(N, Q) probability that a volunteer is asked each question: the product of the fractions of
+    the answers on the path from the root. ``fractions`` is (N, A), e.g. expected vote fractions."""
+    fractions = np.asarray(fractions, dtype=np.float64)
+    out = np.ones((fractions.shape[0], schema.n_questions))
+    index = {q.name: i for i, q in enumerate(schema.questions)}
+    for q in schema.question_order():
+        if q.asked_after is None:
+            continue
+        parent = schema.answer(q.asked_after)
+        out[:, index[q.name]] = out[:, index[parent.question]] * fractions[:, parent.index]
+    return out
+
+
+def mask_unlikely_questions(fractions: np.ndarray, schema: Schema, threshold: float = 0.5) -> np.ndarray:
+    """Copy of (N, A) fractions with NaN for the answers of questions asked with probability < threshold."""
+    p = prob_asked(fractions, schema)
+    answer_q = np.argmax(schema.answer_to_question_matrix(), axis=1)  # (A,)
+    out = np.array(fractions, dtype=np.float64, copy=True)
+    out[p[:, answer_q] < threshold] = np.nan
+    return out
