@@ -1,0 +1,331 @@
+"""Catalog -> sharded TFRecords (encoded image bytes + id + labels) with a JSON manifest, and back.
+
+Shards hold the *encoded* JPEG/PNG bytes, not raw pixels: Zoobot's raw-uint8 TFRecords cost
+~270 KB per galaxy and were abandoned for disk cost. Optionally images are resized and re-encoded
+(JPEG) at shard time, which makes training at small sizes much faster to decode.
+
+Layout of a shard folder::
+
+    manifest.json                       schema, label columns, splits, counts, sha256 of every shard
+    train-00000-of-00004.tfrecord ...
+    val-00000-of-00001.tfrecord
+    test-00000-of-00001.tfrecord
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from zoobot_tf.data import pipeline
+from zoobot_tf.data.catalogs import FILE_COL, ID_COL, split_by_id, validate_catalog
+from zoobot_tf.data.images import decode_image_bytes, is_fits, read_image_file
+from zoobot_tf.schemas import Schema, get_schema
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+LABEL_KINDS = ("votes", "classification", "regression", "none")
+
+
+class ShardError(ValueError):
+    """Shards that are missing, corrupt or do not fit the request (split, workers, schema)."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _example(image: bytes, id_str: str, label_kind: str, label) -> bytes:
+    feats = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        "id_str": tf.train.Feature(bytes_list=tf.train.BytesList(value=[id_str.encode()])),
+    }
+    if label_kind == "votes":
+        feats["votes"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in label]))
+    elif label_kind == "classification":
+        feats["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
+    elif label_kind == "regression":
+        feats["targets"] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in label]))
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def _encoded_images(paths: Sequence[str], resize: int | None, jpeg_quality: int):
+    """Yield (index, encoded bytes) for every readable image, in order; unreadable ones are skipped.
+
+    Runs as a parallel tf.data map; decoding validates each image even when its bytes are kept as-is.
+    """
+    needs_python = any(is_fits(p) for p in paths)
+
+    def load(i, path):
+        if needs_python:
+            raw = tf.numpy_function(lambda p: read_image_file(p.decode()), [path], tf.string, stateful=False)
+            raw = tf.reshape(raw, [])
+        else:
+            raw = tf.io.read_file(path)
+        img = decode_image_bytes(raw)
+        if resize:
+            small = tf.image.resize(img, (resize, resize), antialias=True)
+            raw = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(tf.round(small), 0, 255), tf.uint8), quality=jpeg_quality)
+        else:
+            tf.debugging.assert_positive(tf.size(img))  # keeps the decode in the graph as a validity check
+        return i, raw
+
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), np.asarray(paths, dtype=object).astype(str)))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    for i, raw in ds.as_numpy_iterator():
+        yield int(i), raw
+
+
+def write_shards(
+    catalog: pd.DataFrame,
+    output_dir: str | Path,
+    schema: Schema | str | None = None,
+    label_kind: str = "votes",
+    label_cols: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    split_col: str | None = "split",
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    galaxies_per_shard: int = 1024,
+    min_shards: int = 2,
+    resize: int | None = None,
+    jpeg_quality: int = 95,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Write a catalog as TFRecord shards with a manifest; return the manifest.
+
+    Args:
+        catalog: ``id_str``, ``file_loc`` and the label columns.
+        schema: decision tree (``label_kind='votes'``): its label columns are written as int vote counts.
+        label_kind: ``votes``, ``classification`` (one integer column), ``regression`` (float columns)
+            or ``none`` (images only, for prediction).
+        label_cols: the label columns for classification/regression.
+        class_names: names of the classes (classification), stored in the manifest.
+        split_col: a column of ``train``/``val``/``test``; if absent, galaxies are split by a hash of
+            ``id_str`` with ``split_fractions`` (deterministic, stable as the catalog grows).
+        galaxies_per_shard, min_shards: shard sizing (``min_shards`` per split when there are enough
+            galaxies, so multi-worker training can shard by file).
+        resize: re-encode images as JPEG at this size (square) to save disk and decode time.
+        overwrite: replace an existing shard folder.
+    """
+    from tqdm.auto import tqdm
+
+    if label_kind not in LABEL_KINDS:
+        raise ValueError(f"Unknown label_kind. Received: label_kind={label_kind!r}; expected one of {LABEL_KINDS}")
+    schema_obj = get_schema(schema) if label_kind == "votes" else None
+    if label_kind == "votes":
+        label_cols = schema_obj.label_cols
+    elif label_kind in ("classification", "regression"):
+        if not label_cols:
+            raise ValueError(f"label_kind={label_kind!r} needs label_cols.")
+        label_cols = list(label_cols)
+        if label_kind == "classification" and len(label_cols) != 1:
+            raise ValueError(f"Classification needs exactly one label column. Received: label_cols={label_cols}")
+    else:
+        label_cols = []
+    validate_catalog(catalog, schema=schema_obj, label_cols=label_cols,
+                     counts=label_kind in ("votes", "classification"))
+
+    output_dir = Path(output_dir)
+    if (output_dir / MANIFEST).exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} already holds shards; pass overwrite=True to replace them.")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for old in output_dir.glob("*.tfrecord"):
+        if overwrite:
+            old.unlink()
+
+    catalog = catalog.reset_index(drop=True)
+    if split_col and split_col in catalog.columns:
+        splits = catalog[split_col].astype(str).to_numpy()
+    else:
+        splits = split_by_id(catalog[ID_COL].astype(str).tolist(), split_fractions)
+    labels = catalog[label_cols].to_numpy() if label_cols else np.zeros((len(catalog), 0))
+    ids = catalog[ID_COL].astype(str).tolist()
+
+    # shard sizes per split
+    plan = {}
+    for split in pd.unique(splits):
+        idx = np.flatnonzero(splits == split)
+        n_shards = max(math.ceil(len(idx) / galaxies_per_shard), min(min_shards, len(idx)), 1)
+        plan[split] = np.array_split(idx, n_shards)
+    shard_of = {}
+    for split, chunks in plan.items():
+        for s, chunk in enumerate(chunks):
+            for i in chunk:
+                shard_of[int(i)] = (split, s)
+
+    writers: dict = {}
+    counts: dict = {}
+    written = np.zeros(len(catalog), dtype=bool)
+    tmp_paths = {}
+    try:
+        for split, chunks in plan.items():
+            for s in range(len(chunks)):
+                name = f"{split}-{s:05d}-of-{len(chunks):05d}.tfrecord"
+                tmp = output_dir / (name + ".partial")
+                tmp_paths[(split, s)] = (tmp, output_dir / name)
+                writers[(split, s)] = tf.io.TFRecordWriter(str(tmp))
+                counts[(split, s)] = 0
+        paths = catalog[FILE_COL].astype(str).tolist()
+        bar = tqdm(total=len(paths), desc=f"writing shards to {output_dir}", unit="galaxy", disable=not progress)
+        for i, raw in _encoded_images(paths, resize, jpeg_quality):
+            key = shard_of[i]
+            label = labels[i] if label_kind != "classification" else labels[i][0]
+            writers[key].write(_example(raw, ids[i], label_kind, label))
+            counts[key] += 1
+            written[i] = True
+            bar.update(1)
+        bar.close()
+    finally:
+        for w in writers.values():
+            w.close()
+
+    skipped = [ids[i] for i in np.flatnonzero(~written)]
+    if skipped:
+        log.warning("Skipped %d unreadable images (listed in the manifest): %s", len(skipped), skipped[:10])
+    manifest_splits: dict = {}
+    for (split, s), (tmp, final) in sorted(tmp_paths.items()):
+        os.replace(tmp, final)
+        entry = manifest_splits.setdefault(split, {"n_galaxies": 0, "shards": []})
+        entry["n_galaxies"] += counts[(split, s)]
+        entry["shards"].append({"file": final.name, "n_galaxies": counts[(split, s)], "sha256": _sha256(final)})
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "label_kind": label_kind,
+        "schema": schema_obj.to_dict() if schema_obj else None,
+        "label_cols": list(label_cols),
+        "class_names": list(class_names) if class_names is not None else None,
+        "image": {"resized_to": resize, "encoding": "jpeg" if resize else "as-is"},
+        "splits": manifest_splits,
+        "skipped_ids": skipped,
+    }
+    tmp_manifest = output_dir / (MANIFEST + ".partial")
+    tmp_manifest.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp_manifest, output_dir / MANIFEST)  # the manifest appears last: a folder with one is complete
+    return manifest
+
+
+def read_manifest(shard_dir: str | Path) -> dict:
+    path = Path(shard_dir) / MANIFEST
+    if not path.exists():
+        raise ShardError(f"No {MANIFEST} in {shard_dir}: not a zoobot-tf shard folder (make one with "
+                         f"`zoobot-tf make-shards`), or its writing did not finish.")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ShardError(f"{path} has format_version {manifest.get('format_version')}; expected {FORMAT_VERSION}.")
+    return manifest
+
+
+def shard_files(shard_dir: str | Path, split: str, verify: bool = False) -> list[str]:
+    """The shard files of a split, checked to exist (and, with ``verify``, against their sha256)."""
+    manifest = read_manifest(shard_dir)
+    if split not in manifest["splits"]:
+        raise ShardError(f"Split {split!r} not in {shard_dir}; available: {sorted(manifest['splits'])}")
+    files = []
+    for entry in manifest["splits"][split]["shards"]:
+        path = Path(shard_dir) / entry["file"]
+        if not path.exists():
+            raise ShardError(f"Shard listed in the manifest is missing: {path}")
+        if verify and _sha256(path) != entry["sha256"]:
+            raise ShardError(f"Shard {path} does not match its sha256 in the manifest (corrupt or replaced).")
+        files.append(str(path))
+    return files
+
+
+def parse_fn(label_kind: str, n_labels: int):
+    """Parse one serialized example -> (encoded image bytes, labels, id_str)."""
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "id_str": tf.io.FixedLenFeature([], tf.string)}
+    if label_kind == "votes":
+        spec["votes"] = tf.io.FixedLenFeature([n_labels], tf.int64)
+    elif label_kind == "classification":
+        spec["label"] = tf.io.FixedLenFeature([], tf.int64)
+    elif label_kind == "regression":
+        spec["targets"] = tf.io.FixedLenFeature([n_labels], tf.float32)
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        if label_kind == "votes":
+            labels = tf.cast(ex["votes"], tf.float32)
+        elif label_kind == "classification":
+            labels = tf.cast(ex["label"], tf.int32)
+        elif label_kind == "regression":
+            labels = ex["targets"]
+        else:
+            labels = tf.zeros([0], tf.float32)
+        return ex["image"], labels, ex["id_str"]
+
+    return parse
+
+
+def shard_dataset(
+    shard_dir: str | Path,
+    split: str,
+    batch_size: int,
+    load_size: int,
+    training: bool = False,
+    shuffle_buffer: int = 2048,
+    seed: int | None = None,
+    deterministic: bool | None = None,
+    repeat: bool = False,
+    cache: bool | str = "auto",
+    num_workers: int = 1,
+) -> tf.data.Dataset:
+    """A batched ``(images, labels, sample_weight)`` dataset from a shard folder (see :mod:`pipeline`).
+
+    Shards are read with a parallel interleave (file order shuffled when training); ``deterministic``
+    fixes the order of everything for reproducible runs. ``num_workers`` > 1 checks that the split has
+    at least that many shards, since multi-worker training divides the shards between workers.
+    """
+    manifest = read_manifest(shard_dir)
+    files = shard_files(shard_dir, split)
+    if num_workers > 1 and len(files) < num_workers:
+        raise ShardError(f"Split {split!r} has {len(files)} shard(s) but training uses {num_workers} workers; each "
+                         f"worker needs at least one. Re-make the shards with more (e.g. --galaxies_per_shard).")
+    n_labels = len(manifest["label_cols"])
+    n_examples = manifest["splits"][split]["n_galaxies"]
+    parse = parse_fn(manifest["label_kind"], n_labels)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    ds = ds.map(lambda s: parse(s)[:2], num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return pipeline.finish(ds, batch_size, load_size, training, n_examples=n_examples, shuffle_buffer=shuffle_buffer,
+                           seed=seed, deterministic=deterministic, repeat=repeat, cache=cache,
+                           known_cardinality=num_workers == 1)
+
+
+def shard_ids_dataset(shard_dir: str | Path, split: str) -> tf.data.Dataset:
+    """(encoded bytes, id_str) per galaxy in file order: for predictions over shards."""
+    manifest = read_manifest(shard_dir)
+    parse = parse_fn(manifest["label_kind"], len(manifest["label_cols"]))
+    ds = tf.data.TFRecordDataset(shard_files(shard_dir, split)).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(lambda image, labels, id_str: (image, id_str))
+
+
+def read_labels(shard_dir: str | Path, split: str) -> tuple[list[str], np.ndarray]:
+    """All ids and labels of a split, in file order (for evaluation), without decoding images."""
+    manifest = read_manifest(shard_dir)
+    parse = parse_fn(manifest["label_kind"], len(manifest["label_cols"]))
+    ds = tf.data.TFRecordDataset(shard_files(shard_dir, split)).map(lambda s: parse(s)[1:])
+    ids, labels = [], []
+    for y, i in ds.as_numpy_iterator():
+        ids.append(i.decode())
+        labels.append(y)
+    return ids, np.asarray(labels)

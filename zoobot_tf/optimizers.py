@@ -1,0 +1,96 @@
+"""AdamW with per-variable learning-rate multipliers and replica-correct gradient clipping.
+
+Two things Keras 3's AdamW does not do, both needed here:
+
+* Layer-wise learning-rate decay for finetuning (Zoobot: x0.75 per block from the head down).
+  Adam is invariant to gradient scale, so the multiplier must act on the step itself (and on the
+  decoupled weight decay), not on the gradient.
+* Gradient clipping under tf.distribute. Keras 3 clips each replica's partial gradient *before*
+  the cross-replica sum, so ``global_clipnorm`` under MirroredStrategy differs from one device.
+  Here gradients are summed across replicas first, then clipped, then applied (tested against
+  a single-device step in ``tests/test_distribute.py``).
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _in_multi_replica_context() -> bool:
+    ctx = tf.distribute.get_replica_context()
+    return ctx is not None and ctx.num_replicas_in_sync > 1
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class ZoobotAdamW(keras.optimizers.AdamW):
+    """``keras.optimizers.AdamW`` plus ``lr_multipliers``: {variable path prefix: multiplier}.
+
+    The longest matching prefix of ``variable.path`` wins; unmatched variables use 1.0.
+    """
+
+    def __init__(self, learning_rate=1e-3, weight_decay=0.01, lr_multipliers: dict | None = None, **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, **kwargs)
+        self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
+        self._multiplier_by_index: list[float] = []
+
+    def build(self, variables):
+        super().build(variables)
+        self._multiplier_by_index = [self.multiplier_for(v.path) for v in variables]
+
+    def multiplier_for(self, path: str) -> float:
+        best, best_len = 1.0, -1
+        for prefix, m in self.lr_multipliers.items():
+            if path.startswith(prefix) and len(prefix) > best_len:
+                best, best_len = m, len(prefix)
+        return best
+
+    def _multiplier(self, variable) -> float:
+        if not self._multiplier_by_index:
+            return 1.0
+        return self._multiplier_by_index[self._get_variable_index(variable)]
+
+    def update_step(self, gradient, variable, learning_rate):
+        m = self._multiplier(variable)
+        if m != 1.0:
+            learning_rate = learning_rate * m
+        return super().update_step(gradient, variable, learning_rate)
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None:
+            return
+        if not self.lr_multipliers:
+            return super()._apply_weight_decay(variables)
+
+        def apply(distribution, variables):
+            for variable in variables:
+                if not self._use_weight_decay(variable):
+                    continue
+                m = self._multiplier(variable)
+
+                def decay(var, m=m):
+                    lr = tf.cast(self.learning_rate, var.dtype) * m
+                    var.assign_sub(var * tf.cast(self.weight_decay, var.dtype) * lr)
+
+                value = variable.value if isinstance(variable, keras.Variable) else variable
+                distribution.extended.update(value, decay, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(apply, self._distribution_strategy, variables)
+
+    # --- clip after the cross-replica sum, not before (Keras 3 clips per replica) ---
+    def _clip_gradients(self, grads):
+        if _in_multi_replica_context():
+            grads = list(grads)
+            present = [i for i, g in enumerate(grads) if g is not None]
+            if present:
+                summed = tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+                for i, g in zip(present, summed):
+                    grads[i] = g
+        return super()._clip_gradients(grads)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        # Already summed across replicas in _clip_gradients, which always runs first.
+        return list(grads_and_vars)
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multipliers": dict(self.lr_multipliers)}

@@ -1,0 +1,268 @@
+"""Train a Zoobot model: data -> shards -> model -> fit under a distribution strategy -> evaluate -> save.
+
+A run folder holds everything needed to understand and reproduce the run::
+
+    <output_dir>/config.json        the TrainConfig used
+    <output_dir>/shards/            TFRecords made from the catalog (unless --shards was given)
+    <output_dir>/logs/              TensorBoard: train/ and validation/ scalars, galaxy grids, hparams
+    <output_dir>/history.csv        one row per epoch (exactly one, across restarts)
+    <output_dir>/checkpoints/       best.weights.h5 (lowest validation loss)
+    <output_dir>/backup/            BackupAndRestore state while training (a killed run resumes from it)
+    <output_dir>/model.keras        the final model (best weights)
+    <output_dir>/metrics.json       test metrics per question, against the baseline
+    <output_dir>/export/            TF Serving export (optional)
+
+Run the same command again after an interruption and training continues where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from zoobot_tf import callbacks as zcallbacks
+from zoobot_tf import distribute, evaluate
+from zoobot_tf.data import tfrecords
+from zoobot_tf.data.catalogs import read_catalog, resolve_file_locs
+from zoobot_tf.models.zoobot import Zoobot
+from zoobot_tf.schemas import get_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run. Saved as ``config.json`` in the run folder."""
+
+    output_dir: str = "runs/default"
+    # data: one of shards / catalog / synthetic (the default)
+    shards: str | None = None
+    catalog: str | None = None
+    synthetic_galaxies: int = 5000
+    synthetic_image_size: int = 64
+    shard_image_size: int | None = None  # re-encode images at this size when making shards
+    schema: str = "gz_decals_dr5"
+    # model
+    backbone: str = "resnet_micro"
+    image_size: int = 64
+    channels: int = 1
+    crop_fraction: float = 1.0
+    flip: bool = True
+    dropout_rate: float = 0.2
+    precision: str = "float32"
+    # optimisation
+    batch_size: int = 64  # per replica; the global batch is batch_size x replicas
+    epochs: int = 10
+    patience: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    clipnorm: float | None = 0.3
+    steps_per_epoch: int | None = None
+    # execution
+    strategy: str = "one_device"
+    cpu_replicas: int | None = None
+    seed: int = 0
+    deterministic: bool = False
+    export: bool = True
+    progress: bool = True
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"Unknown training options: {sorted(unknown)}")
+        return cls(**d)
+
+
+# settings that may change when a run is resumed (the rest must match the saved config)
+_RESUMABLE = {"epochs", "patience", "export", "progress", "strategy", "cpu_replicas"}
+
+
+@dataclasses.dataclass
+class TrainResult:
+    output_dir: Path
+    model: Zoobot
+    metrics: pd.DataFrame
+    history: list
+    seconds: float
+
+
+def _check_config(out: Path, config: TrainConfig) -> None:
+    path = out / "config.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        mine = dataclasses.asdict(config)
+        diff = {k: (saved.get(k), v) for k, v in mine.items() if k not in _RESUMABLE and saved.get(k) != v}
+        if diff:
+            shown = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"{out} holds a run with a different configuration ({shown}). "
+                             f"Use a new --output_dir, or delete the old run.")
+
+
+def prepare_shards(config: TrainConfig, chief: bool = True, wait_seconds: float = 600) -> Path:
+    """The shard folder for this run: given, or made once from the catalog or synthetic galaxies."""
+    out = Path(config.output_dir)
+    if config.shards:
+        tfrecords.read_manifest(config.shards)
+        return Path(config.shards)
+    shard_dir = out / "shards"
+    if (shard_dir / tfrecords.MANIFEST).exists():
+        return shard_dir
+    if not chief:  # the chief makes the shards; other workers wait for its manifest
+        start = time.time()
+        while not (shard_dir / tfrecords.MANIFEST).exists():
+            if time.time() - start > wait_seconds:
+                raise TimeoutError(f"Timed out waiting for the chief to write {shard_dir}")
+            time.sleep(1)
+        return shard_dir
+    if config.catalog:
+        catalog = resolve_file_locs(read_catalog(config.catalog), Path(config.catalog).parent)
+    else:
+        from zoobot_tf.data.synthetic import make_synthetic_catalog
+
+        catalog = make_synthetic_catalog(config.synthetic_galaxies, out / "synthetic",
+                                         image_size=config.synthetic_image_size, seed=config.seed,
+                                         schema=config.schema, progress=config.progress)
+    tfrecords.write_shards(catalog, shard_dir, schema=config.schema, resize=config.shard_image_size,
+                           progress=config.progress, overwrite=True)
+    return shard_dir
+
+
+def build_model(config: TrainConfig) -> Zoobot:
+    model = Zoobot(task="votes", schema=config.schema, backbone=config.backbone, image_size=config.image_size,
+                   channels=config.channels, crop_fraction=config.crop_fraction,
+                   augment={"flip": config.flip}, dropout_rate=config.dropout_rate, precision=config.precision)
+    model.compile(learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=config.clipnorm)
+    return model
+
+
+def _log_hparams(logdir: Path, config: TrainConfig) -> None:
+    from tensorboard.plugins.hparams import api as hp
+
+    values = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
+              for k, v in dataclasses.asdict(config).items() if v is not None}
+    with tf.summary.create_file_writer(str(logdir / "hparams")).as_default():
+        hp.hparams(values)
+
+
+def _fixed_batch(dataset: tf.data.Dataset, n: int = 8):
+    for x, y, w in dataset.take(1):
+        keep = w.numpy() > 0
+        return x.numpy()[keep][:n], y.numpy()[keep][:n]
+    return None, None
+
+
+def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
+    """Train (or resume) a run. ``train(epochs=5, backbone="resnet18")`` or ``train(TrainConfig(...))``."""
+    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    schema = get_schema(config.schema)
+    out = Path(config.output_dir)
+    start = time.time()
+    strategy = distribute.get_strategy(config.strategy, cpu_replicas=config.cpu_replicas)
+    chief = distribute.is_chief(strategy)
+    workers = distribute.num_workers(strategy)
+    if chief:
+        out.mkdir(parents=True, exist_ok=True)
+        _check_config(out, config)
+        (out / "config.json").write_text(config.to_json())
+    if (out / "metrics.json").exists() and (out / "model.keras").exists():
+        raise FileExistsError(f"{out} holds a finished run (model.keras, metrics.json). Use a new --output_dir.")
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    shard_dir = prepare_shards(config, chief=chief)
+    manifest = tfrecords.read_manifest(shard_dir)
+    if manifest["label_kind"] != "votes" or get_schema(manifest["schema"]) != schema:
+        raise ValueError(f"Shards in {shard_dir} hold labels for schema "
+                         f"{(manifest.get('schema') or {}).get('name')!r}, not {schema.name!r}.")
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    log.info("strategy %s: %d replica(s), %d worker(s), global batch %d", config.strategy, replicas, workers,
+             global_batch)
+
+    with strategy.scope():
+        model = build_model(config)
+    _, train_counts = tfrecords.read_labels(shard_dir, "train")
+    baseline = evaluate.fit_baseline(train_counts, schema)
+    if not (out / "backup").exists():  # a fresh run starts from the baseline; a resumed one from its backup
+        model.init_head_prior(baseline)
+    load_size = model.view.pre_size
+    datasets = {
+        split: tfrecords.shard_dataset(shard_dir, split, global_batch, load_size, training=(split == "train"),
+                                       seed=config.seed, deterministic=config.deterministic or None,
+                                       repeat=(split == "train" and config.steps_per_epoch is not None),
+                                       num_workers=workers)
+        for split in ("train", "val")
+    }
+    history_path = out / "history.csv"
+    prior_best, _, _ = zcallbacks.best_so_far(zcallbacks.read_history(history_path))
+    logdir = out / "logs" if chief else out / f"logs_worker{distribute.worker_index()}"
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best_path = ckpt_dir / ("best.weights.h5" if chief else f"worker{distribute.worker_index()}.weights.h5")
+    images, counts = _fixed_batch(tfrecords.shard_dataset(shard_dir, "val", 8, load_size, cache=False))
+    cbs = [
+        zcallbacks.HistoryLog(history_path if chief else out / f"history_worker{distribute.worker_index()}.csv"),
+        keras.callbacks.TensorBoard(str(logdir), update_freq="epoch", histogram_freq=0),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True,
+                                        save_weights_only=True,
+                                        initial_value_threshold=prior_best if math.isfinite(prior_best) else None),
+        zcallbacks.ResumableEarlyStopping(history_path, monitor="val_loss", patience=config.patience),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if chief and images is not None:
+        cbs.insert(2, zcallbacks.GalaxyGrid(logdir, images, counts, schema, every=max(1, config.epochs // 10)))
+        _log_hparams(logdir, config)
+    # last, so that an epoch is only marked done after everything else recorded it
+    backup_dir = out / "backup" if chief else out / f"backup_worker{distribute.worker_index()}"
+    cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+
+    fit_kwargs = dict(epochs=config.epochs, callbacks=cbs, verbose=2 if config.progress else 0)
+    if config.steps_per_epoch:
+        fit_kwargs["steps_per_epoch"] = config.steps_per_epoch
+    if workers > 1:
+        from zoobot_tf import multiworker
+
+        history = multiworker.fit(model, strategy, datasets["train"], datasets["val"], **fit_kwargs)
+    else:
+        history = model.fit(datasets["train"], validation_data=datasets["val"], **fit_kwargs)
+
+    if best_path.exists():
+        model.load_weights(str(best_path))
+    seconds = time.time() - start
+    metrics = evaluate_run(model, shard_dir, schema, global_batch, load_size, baseline)
+    if chief:
+        model.save(out / "model.keras")
+        summary = {"seconds": seconds, "epochs_run": len(zcallbacks.read_history(history_path)),
+                   "params": int(model.count_params()), "backbone": config.backbone,
+                   "metrics": metrics.to_dict(orient="records")}
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+        if config.export:
+            from zoobot_tf.export import export_model
+
+            export_model(model, out / "export", name="zoobot")
+    return TrainResult(out, model, metrics, zcallbacks.read_history(history_path), seconds)
+
+
+def evaluate_run(model: Zoobot, shard_dir: Path, schema, batch_size: int, load_size: int,
+                 baseline: np.ndarray | None = None, split: str = "test") -> pd.DataFrame:
+    """Test metrics of ``model`` on a shard split, with the training-set baseline."""
+    test = tfrecords.shard_dataset(shard_dir, split, batch_size, load_size, training=False)
+    conc, counts = evaluate.predict_batches(model, test)
+    if baseline is None:
+        _, train_counts = tfrecords.read_labels(shard_dir, "train")
+        baseline = evaluate.fit_baseline(train_counts, schema)
+    return evaluate.vote_metrics(counts, conc, schema, baseline=baseline)
