@@ -139,12 +139,15 @@ def test_question_loss_metrics_sum_to_total():
     schema = get_schema("gz_decals_dr5")
     counts = random_votes(rng, schema, 16).astype(np.float32)
     alpha = rng.uniform(1, 101, counts.shape).astype(np.float32)
-    metrics = losses.question_loss_metrics(schema)
-    for m in metrics:
+    total_metric, *metrics = losses.question_loss_metrics(schema)
+    for m in [total_metric] + metrics:
         m.update_state(counts[:8], alpha[:8])
-        m.update_state(counts[8:], alpha[8:])
-    total = sum(float(m.result()) for m in metrics)
-    np.testing.assert_allclose(total, reference_nll(counts, alpha, schema.question_index_groups).mean(), rtol=1e-5)
+        # a padded batch: 8 real rows weighted 16/8 = 2 and 8 padding rows weighted 0
+        m.update_state(np.concatenate([counts[8:], counts[8:]]), np.concatenate([alpha[8:], alpha[8:]]),
+                       sample_weight=np.array([2.0] * 8 + [0.0] * 8))
+    expected = reference_nll(counts, alpha, schema.question_index_groups).mean()
+    np.testing.assert_allclose(sum(float(m.result()) for m in metrics), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(total_metric.result()), expected, rtol=1e-5)
 
 
 def test_question_loss_metric_is_correct_across_replicas(two_replicas):

@@ -44,7 +44,8 @@ def best_so_far(history: list[dict], monitor: str = "val_loss") -> tuple[float, 
 
 class HistoryLog(keras.callbacks.Callback):
     """CSV with exactly one row per epoch, across restarts: rows from epochs that are about to be
-    re-run (after a resume from an older backup) are dropped before training continues."""
+    re-run (after a resume from an older backup) are dropped before training continues. Each row
+    holds the epoch's logs and ``step``, the optimizer's step count at the end of the epoch."""
 
     def __init__(self, path: str | Path):
         super().__init__()
@@ -72,6 +73,9 @@ class HistoryLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}}
+        optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
+        if optimizer is not None:
+            row["step"] = float(optimizer.iterations.numpy())  # optimizer steps so far, across restarts
         keys = sorted(set(row) - {"epoch"})
         if self._keys is not None and keys != self._keys:  # new columns: rewrite with the union
             self._write(read_history(self.path) + [row])

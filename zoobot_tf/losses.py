@@ -87,9 +87,20 @@ class DirichletMultinomialLoss(keras.losses.Loss):
                 "question_index_groups": [list(g) for g in self.question_index_groups]}
 
 
+def real_rows(sample_weight):
+    """Sample weights -> 1 for real galaxies, 0 for padding rows.
+
+    The pipeline weights real rows of a padded batch by ``batch / n_real`` so the *loss* is the mean
+    over real galaxies; metrics accumulate over many batches and must count every galaxy once.
+    """
+    if sample_weight is None:
+        return None
+    return tf.cast(tf.convert_to_tensor(sample_weight) > 0, tf.float32)
+
+
 @keras.saving.register_keras_serializable(package="zoobot_tf")
 class QuestionLoss(keras.metrics.Mean):
-    """Mean Dirichlet-multinomial loss of one question over all galaxies seen (weighted by sample weight).
+    """Mean Dirichlet-multinomial loss of one question over all galaxies seen (padding rows excluded).
 
     Galaxies where the question was not asked count with loss 0, so the per-question losses add up
     to the total loss. Built on ``keras.metrics.Mean``, whose sum/count variables are aggregated
@@ -103,12 +114,49 @@ class QuestionLoss(keras.metrics.Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         values = -question_log_likelihood(y_true[:, self.start:self.end], y_pred[:, self.start:self.end])
-        return super().update_state(values, sample_weight=sample_weight)
+        return super().update_state(values, sample_weight=real_rows(sample_weight))
 
     def get_config(self):
         return {"question": self.question, "start": self.start, "end": self.end, "name": self.name}
 
 
-def question_loss_metrics(schema: Schema) -> list[QuestionLoss]:
-    """One :class:`QuestionLoss` per question of the schema."""
-    return [QuestionLoss(q.name, q.start, q.end) for q in schema.questions]
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class TotalLoss(keras.metrics.Mean):
+    """Mean Dirichlet-multinomial loss per galaxy (all questions), exact over real galaxies.
+
+    Keras' own ``loss`` log weights every batch by its full size, so a padded last batch counts a
+    little too much; this metric does not, and is what checkpoints and early stopping monitor.
+    """
+
+    def __init__(self, question_index_groups: IndexGroups, name: str = "nll", **kwargs):
+        kwargs.pop("dtype", None)
+        super().__init__(name=name, dtype="float32", **kwargs)
+        self.question_index_groups = _groups(question_index_groups)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = dirichlet_multinomial_nll(y_true, y_pred, self.question_index_groups)
+        return super().update_state(values, sample_weight=real_rows(sample_weight))
+
+    def get_config(self):
+        return {"name": self.name, "question_index_groups": [list(g) for g in self.question_index_groups]}
+
+
+def question_loss_metrics(schema: Schema) -> list[keras.metrics.Metric]:
+    """The total loss (``nll``) and one :class:`QuestionLoss` per question of the schema."""
+    return [TotalLoss(schema.question_index_groups)] + [QuestionLoss(q.name, q.start, q.end) for q in schema.questions]
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class PaddedAccuracy(keras.metrics.SparseCategoricalAccuracy):
+    """Sparse categorical accuracy that counts each real galaxy once (padding rows excluded)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred, sample_weight=real_rows(sample_weight))
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class PaddedMAE(keras.metrics.MeanAbsoluteError):
+    """Mean absolute error that counts each real galaxy once (padding rows excluded)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred, sample_weight=real_rows(sample_weight))

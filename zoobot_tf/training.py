@@ -37,6 +37,8 @@ from zoobot_tf.schemas import get_schema
 
 log = logging.getLogger(__name__)
 
+MONITOR = "val_nll"  # exact mean validation loss per galaxy (see losses.TotalLoss)
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -208,7 +210,7 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
         for split in ("train", "val")
     }
     history_path = out / "history.csv"
-    prior_best, _, _ = zcallbacks.best_so_far(zcallbacks.read_history(history_path))
+    prior_best, _, _ = zcallbacks.best_so_far(zcallbacks.read_history(history_path), MONITOR)
     logdir = out / "logs" if chief else out / f"logs_worker{distribute.worker_index()}"
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -217,10 +219,10 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
     cbs = [
         zcallbacks.HistoryLog(history_path if chief else out / f"history_worker{distribute.worker_index()}.csv"),
         keras.callbacks.TensorBoard(str(logdir), update_freq="epoch", histogram_freq=0),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True,
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=MONITOR, mode="min", save_best_only=True,
                                         save_weights_only=True,
                                         initial_value_threshold=prior_best if math.isfinite(prior_best) else None),
-        zcallbacks.ResumableEarlyStopping(history_path, monitor="val_loss", patience=config.patience),
+        zcallbacks.ResumableEarlyStopping(history_path, monitor=MONITOR, mode="min", patience=config.patience),
         keras.callbacks.TerminateOnNaN(),
     ]
     if chief and images is not None:
@@ -230,7 +232,7 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
     backup_dir = out / "backup" if chief else out / f"backup_worker{distribute.worker_index()}"
     cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
 
-    fit_kwargs = dict(epochs=config.epochs, callbacks=cbs, verbose=2 if config.progress else 0)
+    fit_kwargs = dict(epochs=config.epochs, callbacks=cbs, verbose=2 if config.progress else 0, shuffle=False)
     if config.steps_per_epoch:
         fit_kwargs["steps_per_epoch"] = config.steps_per_epoch
     if workers > 1:

@@ -99,7 +99,7 @@ def write_shards(
     label_cols: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     split_col: str | None = "split",
-    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    splits: dict[str, float] | None = None,
     galaxies_per_shard: int = 1024,
     min_shards: int = 2,
     resize: int | None = None,
@@ -117,7 +117,8 @@ def write_shards(
         label_cols: the label columns for classification/regression.
         class_names: names of the classes (classification), stored in the manifest.
         split_col: a column of ``train``/``val``/``test``; if absent, galaxies are split by a hash of
-            ``id_str`` with ``split_fractions`` (deterministic, stable as the catalog grows).
+            ``id_str`` into ``splits`` (default ``{"train": 0.8, "val": 0.1, "test": 0.1}``;
+            deterministic, and stable as the catalog grows).
         galaxies_per_shard, min_shards: shard sizing (``min_shards`` per split when there are enough
             galaxies, so multi-worker training can shard by file).
         resize: re-encode images as JPEG at this size (square) to save disk and decode time.
@@ -153,7 +154,8 @@ def write_shards(
     if split_col and split_col in catalog.columns:
         splits = catalog[split_col].astype(str).to_numpy()
     else:
-        splits = split_by_id(catalog[ID_COL].astype(str).tolist(), split_fractions)
+        splits = splits or {"train": 0.8, "val": 0.1, "test": 0.1}
+        splits = split_by_id(catalog[ID_COL].astype(str).tolist(), list(splits.values()), list(splits))
     labels = catalog[label_cols].to_numpy() if label_cols else np.zeros((len(catalog), 0))
     ids = catalog[ID_COL].astype(str).tolist()
 

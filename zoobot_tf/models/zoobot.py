@@ -188,10 +188,19 @@ class Zoobot(keras.Model):
             weighted_metrics = default_metrics(self)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        """Recompile a reloaded model with the exact objects it was saved with (optimizer state included)."""
+        from keras.src.saving import serialization_lib
+
+        config = serialization_lib.deserialize_keras_object(config)
+        keras.Model.compile(self, **config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # ------------------------------------------------------------------ parts
     def embedding_model(self) -> keras.Model:
         """images [0, 255] -> pooled embedding (a view of this model: same layers, same weights)."""
-        return keras.Model(self.inputs, self._embedding_tensor, name="embedding")
+        return keras.Model(self.inputs[0], self._embedding_tensor, name="embedding")
 
     def apply_head(self, embeddings, training: bool = False):
         """Run the head on (batch, embedding_dim) embeddings; ``training=True`` keeps dropout on (MC dropout)."""
@@ -244,8 +253,8 @@ def default_metrics(model: Zoobot) -> list:
     if model.task == "votes":
         return zlosses.question_loss_metrics(model.schema)
     if model.task == "classification":
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    return [keras.metrics.MeanAbsoluteError(name="mae")]
+        return [zlosses.PaddedAccuracy(name="accuracy")]
+    return [zlosses.PaddedMAE(name="mae")]
 
 
 def define_model(schema="gz_decals_dr5", backbone: str = "efficientnet_b0", image_size: int = 224,

@@ -59,10 +59,15 @@ def build_resnet(
     layers_per_stage: Sequence[int] = (2, 2, 2, 2),
     widths: Sequence[int] = (64, 128, 256, 512),
     stem_width: int = 64,
+    stem_pool: bool = True,
     drop_path_rate: float = 0.0,
     name: str = "encoder",
 ) -> keras.Model:
-    """ResNet encoder: (H, W, C) in [0, 1] -> pooled features (widths[-1] x expansion)."""
+    """ResNet encoder: (H, W, C) in [0, 1] -> pooled features (widths[-1] x expansion).
+
+    ``stem_pool=False`` drops the stem's max pooling (4x more resolution in the first stage), for
+    small images where the standard /4 stem erases fine structure such as spiral arms.
+    """
     if block not in ("basic", "bottleneck"):
         raise ValueError(f"block must be 'basic' or 'bottleneck'. Received: block={block!r}")
     fn, expansion = (_basic, 1) if block == "basic" else (_bottleneck, 4)
@@ -70,8 +75,9 @@ def build_resnet(
     x = conv2d(inputs, stem_width, 7, 2, name="conv1")
     x = batch_norm(x, "bn1", activation="relu")
     # max pooling after ReLU: zero padding equals PyTorch's -inf padding (all values are >= 0)
-    x = layers.ZeroPadding2D(1, name="maxpool.pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
+    if stem_pool:
+        x = layers.ZeroPadding2D(1, name="maxpool.pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     in_ch = stem_width
     rates = drop_path_rates(layers_per_stage, drop_path_rate)
     for i, (n, width) in enumerate(zip(layers_per_stage, widths)):

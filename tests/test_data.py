@@ -1,0 +1,179 @@
+"""Catalog validation, TFRecord shards, decoding and the padded, weighted batches."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from helpers import vote_catalog, write_images
+from zoobot_tf import losses
+from zoobot_tf.data import catalogs, images, pipeline, tfrecords
+from zoobot_tf.models import Zoobot
+from zoobot_tf.schemas import get_schema
+
+
+def test_validation_reports_every_problem_with_columns_and_rows(tmp_path):
+    df = vote_catalog(tmp_path / "img", n=8)
+    df = df.astype({c: float for c in df.columns if c not in ("id_str", "file_loc")})
+    df.loc[2, "bar_strong"] = -1
+    df.loc[3, "bar_weak"] = 2.5
+    df.loc[4, "merging_none"] = np.nan
+    df.loc[5, "id_str"] = "g0000"
+    df.loc[6, "file_loc"] = str(tmp_path / "missing.jpg")
+    df = df.drop(columns=["ring_yes"], errors="ignore").drop(columns=["spiral-winding_tight"])
+    with pytest.raises(catalogs.CatalogError) as e:
+        catalogs.validate_catalog(df, "gz_decals_dr5")
+    msg = str(e.value)
+    for needle in ["spiral-winding_tight", "'bar_strong' has negative counts at row 2 (id_str='g0002')",
+                   "'bar_weak' has non-integer", "row 3", "'merging_none' has missing", "duplicate id_str",
+                   "image files not found (1) at row 6"]:
+        assert needle in msg, (needle, msg)
+
+
+def test_valid_catalog_passes_and_split_is_stable(tmp_path):
+    df = vote_catalog(tmp_path / "img", n=30)
+    catalogs.validate_catalog(df, "gz_decals_dr5")
+    ids = [f"x{i}" for i in range(2000)]
+    s1 = catalogs.split_by_id(ids)
+    s2 = catalogs.split_by_id(ids[::-1])[::-1]
+    np.testing.assert_array_equal(s1, s2)
+    frac = pd.Series(s1).value_counts(normalize=True)
+    assert abs(frac["train"] - 0.8) < 0.03 and abs(frac["test"] - 0.1) < 0.02
+
+
+def test_decode_handles_png_alpha_16bit_and_greyscale(tmp_path):
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 200
+    rgba = np.concatenate([rgb, np.zeros((8, 8, 1), np.uint8)], -1)  # fully transparent alpha
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    grey16 = np.full((8, 8), 65535 // 2, np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "b.png")
+    Image.fromarray(rgb).save(tmp_path / "c.jpg", quality=100)
+    a = images.decode_image_bytes(tf.io.read_file(str(tmp_path / "a.png"))).numpy()
+    b = images.decode_image_bytes(tf.io.read_file(str(tmp_path / "b.png"))).numpy()
+    c = images.decode_image_bytes(tf.io.read_file(str(tmp_path / "c.jpg")), load_size=16).numpy()
+    assert a.shape == (8, 8, 3) and np.allclose(a[..., 0], 200) and np.allclose(a[..., 1:], 0)
+    np.testing.assert_allclose(b, 32767 / 257, atol=1e-3)  # 16-bit precision kept, scaled to [0, 255]
+    assert c.shape == (16, 16, 3) and 190 < c[..., 0].mean() < 210
+    assert a.max() > 1  # pixels stay in [0, 255]: only the model divides by 255
+
+
+def test_fits_images_become_png_with_an_asinh_stretch(tmp_path):
+    fits = pytest.importorskip("astropy.io.fits")
+    data = np.zeros((16, 16), np.float32)
+    data[6:10, 6:10] = 100.0
+    fits.PrimaryHDU(data).writeto(tmp_path / "g.fits")
+    png = images.read_image_file(tmp_path / "g.fits")
+    out = images.decode_image_bytes(tf.constant(png)).numpy()
+    assert out.shape == (16, 16, 3) and out[8, 8, 0] == 255 and out[0, 0, 0] == 0
+
+
+def test_shards_round_trip_ids_votes_and_manifest(tmp_path):
+    df = vote_catalog(tmp_path / "img", n=40)
+    manifest = tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", galaxies_per_shard=10,
+                                      progress=False)
+    assert set(manifest["splits"]) <= {"train", "val", "test"}
+    assert sum(s["n_galaxies"] for s in manifest["splits"].values()) == 40
+    assert json.loads((tmp_path / "shards" / "manifest.json").read_text()) == manifest
+    tfrecords.shard_files(tmp_path / "shards", "train", verify=True)
+    seen = {}
+    for split in manifest["splits"]:
+        ids, votes = tfrecords.read_labels(tmp_path / "shards", split)
+        seen.update(dict(zip(ids, votes)))
+    schema = get_schema("gz_decals_dr5")
+    for _, row in df.iterrows():
+        np.testing.assert_array_equal(seen[row.id_str], row[schema.label_cols].to_numpy(np.float32))
+    with pytest.raises(FileExistsError):
+        tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False)
+
+
+def test_corrupt_images_are_skipped_and_listed(tmp_path):
+    df = vote_catalog(tmp_path / "img", n=12)
+    (tmp_path / "img" / "g0003.jpg").write_bytes(b"not an image")
+    manifest = tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False)
+    assert manifest["skipped_ids"] == ["g0003"]
+    assert sum(s["n_galaxies"] for s in manifest["splits"].values()) == 11
+
+
+def test_corrupted_shard_is_detected(tmp_path):
+    df = vote_catalog(tmp_path / "img", n=12)
+    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False, split_col=None,
+                           splits={"train": 1.0})
+    shard = tfrecords.shard_files(tmp_path / "shards", "train")[0]
+    with open(shard, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(tfrecords.ShardError, match="sha256"):
+        tfrecords.shard_files(tmp_path / "shards", "train", verify=True)
+    with pytest.raises(tfrecords.ShardError, match="workers"):
+        tfrecords.shard_dataset(tmp_path / "shards", "train", 4, 32, num_workers=5)
+
+
+def test_resize_at_shard_time(tmp_path):
+    df = vote_catalog(tmp_path / "img", n=6, size=80)
+    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", resize=24, progress=False,
+                           split_col=None, splits={"train": 1.0})
+    raw, _, _ = next(iter(tf.data.TFRecordDataset(tfrecords.shard_files(tmp_path / "shards", "train")).map(
+        tfrecords.parse_fn("votes", 34))))
+    assert tf.io.decode_jpeg(raw).shape == (24, 24, 3)
+
+
+def test_partial_batches_are_padded_with_zero_weight_rows():
+    x = tf.reshape(tf.range(5 * 2 * 2 * 3, dtype=tf.float32), (5, 2, 2, 3))
+    y = tf.ones((5, 4))
+    px, py, w = pipeline.pad_batch(x, y, 8)
+    assert px.shape == (8, 2, 2, 3)
+    np.testing.assert_allclose(w.numpy(), [8 / 5] * 5 + [0] * 3, rtol=1e-6)
+    np.testing.assert_array_equal(py.numpy()[5:], 0)
+    np.testing.assert_array_equal(px.numpy()[5:], x.numpy()[:3])  # real rows repeated, not zeros
+
+
+def test_keras_evaluate_equals_the_mean_over_real_galaxies(tmp_path):
+    """Padding, weights and cardinality together: Keras' reported loss is the true mean loss."""
+    df = vote_catalog(tmp_path / "img", n=21)
+    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False, split_col=None,
+                           splits={"train": 1.0})
+    model = Zoobot(backbone="resnet_micro", image_size=32)
+    model.compile()
+    ds = tfrecords.shard_dataset(tmp_path / "shards", "train", 8, model.view.pre_size)
+    assert int(ds.cardinality()) == 3
+    result = model.evaluate(ds, verbose=0, return_dict=True)
+    conc, counts = [], []
+    for x, y, w in ds:
+        keep = w.numpy() > 0
+        conc.append(model(x, training=False).numpy()[keep])
+        counts.append(y.numpy()[keep])
+    conc, counts = np.concatenate(conc), np.concatenate(counts)
+    assert len(counts) == 21
+    per_q = losses.per_question_nll(counts, conc, get_schema("gz_decals_dr5")).numpy()
+    np.testing.assert_allclose(result["loss_bar"], per_q[:, 3].mean(), rtol=1e-4)
+    # Keras' own loss tracker weights batches by their padded size; nll and per-question metrics are exact
+    np.testing.assert_allclose(result["nll"], per_q.sum(1).mean(), rtol=1e-4)
+    np.testing.assert_allclose(sum(v for k, v in result.items() if k.startswith("loss_")), per_q.sum(1).mean(),
+                               rtol=1e-4)
+
+
+def test_deterministic_training_order(tmp_path):
+    df = vote_catalog(tmp_path / "img", n=30)
+    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False, split_col=None,
+                           splits={"train": 1.0}, galaxies_per_shard=8)
+
+    def order(seed):
+        ds = tfrecords.shard_dataset(tmp_path / "shards", "train", 30, 32, training=True, seed=seed,
+                                     deterministic=True)
+        return next(iter(ds))[1].numpy()
+
+    np.testing.assert_array_equal(order(3), order(3))
+    assert not np.array_equal(order(3), order(4))
+
+
+def test_gz2_willett_columns_map_to_the_schema():
+    cols = {}
+    schema = get_schema("gz2_willett")
+    for qi, q in enumerate(schema.questions):
+        for ai, a in enumerate(q.answers):
+            cols[f"t{qi + 1:02d}_task_a{a.index + 1:02d}_{a.text.replace('-', '_')}_count"] = [ai]
+    table = pd.DataFrame({"objid": [7], **cols})
+    out = catalogs.gz2_willett_to_schema_columns(table)
+    assert list(out.columns) == ["id_str"] + schema.label_cols

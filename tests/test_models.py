@@ -1,0 +1,171 @@
+"""Backbones, the view layer, heads and the Zoobot model: shapes, independent references, round trips."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from zoobot_tf.models import GalaxyView, Zoobot
+from zoobot_tf.models.backbones import build_backbone, list_backbones, stage_groups
+from zoobot_tf.models.heads import DirichletConcentration
+
+FAST = ["convnext_zepto", "convnext_atto", "efficientnet_b0", "efficientnetv2_b0", "resnet18", "resnet_micro"]
+
+
+@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_backbones_build_offline_for_small_inputs(name, channels):
+    enc = build_backbone(name, (32, 32, channels))
+    out = enc(np.random.default_rng(0).uniform(0, 1, (2, 32, 32, channels)).astype("float32"))
+    assert out.shape[0] == 2 and len(out.shape) == 2
+    assert np.all(np.isfinite(out.numpy()))
+
+
+@pytest.mark.parametrize("ours,reference", [
+    ("efficientnet_b0", lambda: keras.applications.EfficientNetB0(include_top=False, weights=None, pooling="avg",
+                                                                   input_shape=(64, 64, 3))),
+    ("efficientnetv2_s", lambda: keras.applications.EfficientNetV2S(include_top=False, weights=None, pooling="avg",
+                                                                    input_shape=(64, 64, 3),
+                                                                    include_preprocessing=False)),
+    ("convnext_tiny", lambda: keras.applications.ConvNeXtTiny(include_top=False, weights=None, pooling="avg",
+                                                              input_shape=(64, 64, 3), include_preprocessing=False)),
+])
+def test_parameter_counts_match_keras_applications(ours, reference):
+    ref = reference()
+    # keras' EfficientNetB0 carries a 7-value Normalization layer we do not use (images are in [0, 1])
+    norm = sum(int(np.prod(w.shape)) for l in ref.layers if isinstance(l, keras.layers.Normalization) for w in l.weights)
+    assert build_backbone(ours, (64, 64, 3)).count_params() == ref.count_params() - norm
+
+
+def test_convnext_uses_depthwise_not_grouped_convolutions():
+    enc = build_backbone("convnext_atto", (64, 64, 1))
+    dw = [l for l in enc.layers if isinstance(l, keras.layers.DepthwiseConv2D)]
+    grouped = [l for l in enc.layers if isinstance(l, keras.layers.Conv2D) and getattr(l, "groups", 1) > 1]
+    assert len(dw) == 12 and not grouped
+    assert all(l.kernel_size == (7, 7) for l in dw)
+
+
+def test_registry_rejects_bad_arguments():
+    with pytest.raises(KeyError, match="Available"):
+        build_backbone("not-a-net", (64, 64, 1))
+    with pytest.raises(ValueError, match="at least 32"):
+        build_backbone("resnet18", (16, 16, 1))
+    assert {"convnext_nano", "efficientnet_b0", "resnet50", "efficientnetv2_s"} <= set(list_backbones())
+
+
+def test_stage_groups_cover_the_encoder_in_order():
+    enc = build_backbone("convnext_zepto", (32, 32, 1))
+    groups = stage_groups(enc, "convnext_zepto")
+    assert len(groups) == 6  # stem, 4 stages, head norm
+    assert groups[0][0].name.startswith("stem") and groups[-1][0].name.startswith("head")
+    assert sum(len(g) for g in groups) == len([l for l in enc.layers if l.weights])
+
+
+# ----------------------------------------------------------------------------- view layer
+def test_view_divides_by_255_exactly_once():
+    view = GalaxyView(image_size=32, channels=1, augment=False)
+    grey = np.full((1, 32, 32, 3), 128, np.uint8)
+    out = view(grey).numpy()
+    np.testing.assert_allclose(out, 128 / 255, atol=1e-6)
+    assert out.max() <= 1.0
+    # float input in [0, 255] gives the same answer as uint8
+    np.testing.assert_allclose(view(grey.astype("float32")).numpy(), out)
+
+
+def test_view_greyscale_is_channel_mean_and_alpha_is_dropped():
+    rgb = np.zeros((1, 32, 32, 3), np.float32)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 30, 60, 90
+    rgba = np.concatenate([rgb, np.full((1, 32, 32, 1), 255, np.float32)], -1)
+    grey = GalaxyView(32, 1, augment=False)
+    np.testing.assert_allclose(grey(rgb).numpy(), 60 / 255, atol=1e-6)
+    np.testing.assert_allclose(grey(rgba).numpy(), 60 / 255, atol=1e-6)
+    colour = GalaxyView(32, 3, augment=False)
+    np.testing.assert_allclose(colour(rgba).numpy()[0, 5, 5], [30 / 255, 60 / 255, 90 / 255], atol=1e-6)
+    np.testing.assert_allclose(colour(rgb[..., :1]).numpy()[0, 5, 5], [30 / 255] * 3, atol=1e-6)
+
+
+def test_view_resizes_any_size_and_crops_the_centre():
+    img = np.zeros((1, 100, 100, 3), np.float32)
+    img[:, 40:60, 40:60] = 255  # a bright central square, 20% of the side
+    view = GalaxyView(32, 1, crop_fraction=0.4, augment=False)
+    out = view(img).numpy()[0, ..., 0]
+    assert out.shape == (32, 32)
+    # the central 40% (40 px) fills the 32 px output: the square covers the middle half
+    assert out[16, 16] > 0.95 and out[2, 2] < 0.05 and out[8, 16] > 0.4
+
+
+def test_augmentation_only_in_training_and_flip_false_never_mirrors():
+    x = np.random.default_rng(0).uniform(0, 255, (8, 48, 48, 3)).astype("float32")
+    view = GalaxyView(32, 1)
+    a, b = view(x, training=False).numpy(), view(x, training=False).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(view(x, training=True).numpy() - a).mean() > 0.01
+    for flip, expect_mirror in [(False, False), (True, True)]:
+        v = GalaxyView(32, 1, flip=flip)
+        t = v._transforms(512, random=True).numpy()
+        det = t[:, 0] * t[:, 4] - t[:, 1] * t[:, 3]
+        assert (det < 0).any() == expect_mirror  # a negative determinant is a mirror image
+
+
+def test_inference_resampling_matches_training_noise_level():
+    noise = tf.random.stateless_normal((32, 64, 64, 3), seed=[1, 2], mean=128, stddev=30)
+    view = GalaxyView(64, 1)
+    train_std = view(noise, training=True).numpy()[:, 8:-8, 8:-8].std()
+    test_std = view(noise, training=False).numpy()[:, 8:-8, 8:-8].std()
+    assert abs(train_std / test_std - 1) < 0.03
+
+
+# ----------------------------------------------------------------------------- model
+def test_concentrations_in_range_and_float32_under_mixed_precision():
+    act = DirichletConcentration()
+    out = act(np.array([[-1e4, 0.0, 1e4]], np.float32)).numpy()
+    np.testing.assert_allclose(out, [[1.0, 51.0, 101.0]])
+    m = Zoobot(schema="gz_rings", backbone="convnext_zepto", image_size=32, precision="mixed_bfloat16")
+    y = m(np.zeros((2, 40, 40, 3), np.float32))
+    assert y.dtype == tf.float32 and y.shape == (2, 2)
+    assert m.encoder.layers[2].compute_dtype == "bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+@pytest.mark.parametrize("task,kwargs", [("votes", {"schema": "gz_decals_dr5"}),
+                                         ("classification", {"class_names": ["a", "b", "c"]}),
+                                         ("regression", {"n_targets": 2})])
+def test_keras_file_round_trip_gives_identical_outputs(tmp_path, task, kwargs):
+    m = Zoobot(task=task, backbone="convnext_zepto", image_size=32, **kwargs)
+    x = np.random.default_rng(1).uniform(0, 255, (3, 50, 50, 3)).astype("float32")
+    path = tmp_path / "m.keras"
+    m.save(path)
+    again = keras.models.load_model(path)
+    assert isinstance(again, Zoobot) and again.task == task
+    np.testing.assert_array_equal(again.predict(x, verbose=0), m.predict(x, verbose=0))
+    assert again.get_config() == m.get_config()
+
+
+def test_compile_defaults_fit_one_step_and_head_prior():
+    m = Zoobot(schema="gz_decals_dr5", backbone="resnet_micro", image_size=32)
+    m.compile()
+    prior = np.linspace(1.5, 20, 34)
+    m.init_head_prior(prior, kernel_scale=0.0)
+    x = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(m.predict(x, verbose=0), np.tile(prior, (4, 1)), rtol=1e-4)
+    counts = np.random.default_rng(3).integers(0, 10, (4, 34)).astype("float32")
+    hist = m.fit(x, counts, epochs=1, verbose=0).history
+    assert np.isfinite(hist["loss"][0]) and "loss_smooth-or-featured" in hist
+
+
+def test_mc_dropout_head_samples_differ_but_inference_is_deterministic():
+    m = Zoobot(schema="gz_rings", backbone="convnext_zepto", image_size=32, dropout_rate=0.5)
+    x = np.random.default_rng(4).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    emb = m.embedding_model()(x)
+    assert emb.shape == (2, m.embedding_dim)
+    a, b = m.apply_head(emb, training=True), m.apply_head(emb, training=True)
+    assert not np.allclose(a, b)
+    np.testing.assert_allclose(m.apply_head(emb), m(x, training=False), rtol=1e-5)
+
+
+def test_bad_model_arguments_are_named():
+    with pytest.raises(ValueError, match="task"):
+        Zoobot(task="segmentation")
+    with pytest.raises(ValueError, match="n_classes"):
+        Zoobot(task="classification", n_classes=1, backbone="convnext_zepto", image_size=32)
+    with pytest.raises(ValueError, match="channels"):
+        Zoobot(backbone="convnext_zepto", image_size=32, channels=2)

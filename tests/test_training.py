@@ -1,0 +1,107 @@
+"""End-to-end training runs: the run folder, resume after a kill, and the CLI."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from zoobot_tf import callbacks
+from zoobot_tf.training import TrainConfig, train
+
+SMALL = dict(synthetic_galaxies=80, synthetic_image_size=32, image_size=32, batch_size=16, progress=False)
+
+
+def _event_tags(logdir):
+    tags = set()
+    for root, _, files in os.walk(logdir):
+        for f in files:
+            if f.startswith("events"):
+                for e in tf.compat.v1.train.summary_iterator(os.path.join(root, f)):
+                    tags.update(v.tag for v in e.summary.value)
+    return tags
+
+
+def test_train_writes_a_complete_run_folder(tmp_path):
+    out = tmp_path / "run"
+    result = train(TrainConfig(output_dir=str(out), epochs=2, **SMALL))
+    for name in ["config.json", "history.csv", "checkpoints/best.weights.h5", "model.keras", "metrics.json",
+                 "export/zoobot/1/saved_model.pb", "shards/manifest.json", "synthetic/catalog.csv"]:
+        assert (out / name).exists(), name
+    assert [r["epoch"] for r in callbacks.read_history(out / "history.csv")] == [0, 1]
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metrics"][-1]["question"] == "total" and np.isfinite(metrics["metrics"][-1]["loss"])
+    tags = _event_tags(out / "logs")
+    assert {"epoch_loss", "epoch_nll", "epoch_learning_rate", "epoch_loss_smooth-or-featured",
+            "galaxies_predicted_vs_observed"} <= tags, tags
+    again = keras.models.load_model(out / "model.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(again.predict(x, verbose=0), result.model.predict(x, verbose=0), rtol=1e-6)
+    # a finished run is never silently retrained, and a different config is refused
+    with pytest.raises(FileExistsError, match="finished run"):
+        train(TrainConfig(output_dir=str(out), epochs=2, **SMALL))
+    with pytest.raises(ValueError, match="different configuration"):
+        train(TrainConfig(output_dir=str(out), epochs=2, **{**SMALL, "image_size": 48}))
+
+
+def test_history_log_keeps_one_row_per_epoch_across_restarts(tmp_path):
+    path = tmp_path / "history.csv"
+    log = callbacks.HistoryLog(path)
+    for e in range(3):
+        log.on_epoch_begin(e)
+        log.on_epoch_end(e, {"loss": float(e), "val_nll": 10.0 - e})
+    # restart from a backup taken after epoch 1: epoch 2 is re-run
+    log = callbacks.HistoryLog(path)
+    log.on_epoch_begin(2)
+    log.on_epoch_end(2, {"loss": 2.5, "val_nll": 7.5})
+    rows = callbacks.read_history(path)
+    assert [r["epoch"] for r in rows] == [0, 1, 2] and rows[2]["loss"] == 2.5
+    assert callbacks.best_so_far(rows, "val_nll") == (7.5, 2, 0)
+
+
+def _run_cli(args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "zoobot_tf.cli", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_lost_or_repeated_epochs(tmp_path):
+    out = tmp_path / "run"
+    args = ["--output_dir", str(out), "--epochs", "5", "--synthetic_galaxies", "200", "--synthetic_image_size",
+            "32", "--image_size", "32", "--batch_size", "16", "--export", "false", "--progress", "false",
+            "--patience", "100"]
+    proc = _run_cli(args)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if len(callbacks.read_history(out / "history.csv")) >= 2 and (out / "backup").exists():
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(callbacks.read_history(out / "history.csv"))
+    assert 2 <= done_before < 5 and not (out / "model.keras").exists()
+    proc = _run_cli(args)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    rows = callbacks.read_history(out / "history.csv")
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3, 4]
+    manifest = json.loads((out / "shards" / "manifest.json").read_text())
+    steps = -(-manifest["splits"]["train"]["n_galaxies"] // 16)
+    # the resumed optimizer continued counting: the same step count as an uninterrupted run, epoch by epoch
+    assert [int(r["step"]) for r in rows] == [steps * (e + 1) for e in range(5)]
+    keras.models.load_model(out / "model.keras")
+
+
+def test_cli_reports_user_errors_without_a_traceback(tmp_path):
+    from zoobot_tf.cli import main
+
+    assert main(["train", "--shards", str(tmp_path / "nope")]) == 2
+    assert main(["make-shards", "--catalog", str(tmp_path / "missing.csv"), "--output_dir", str(tmp_path)]) == 2
+    assert main(["train", "--output_dir", str(tmp_path / "r"), "--schema", "no-such-tree"]) == 2
