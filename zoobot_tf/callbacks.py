@@ -105,6 +105,24 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best, self.best_epoch, self.wait = best, best_epoch, since
 
 
+class SharedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore for a cluster: the chief writes the backup, every worker restores from it.
+
+    With one backup per worker (Keras 3's default), a worker killed just after saving epoch k while
+    the chief was still at k - 1 restarts one epoch ahead, and the workers' collectives no longer
+    match. One backup, on the shared file system that already holds the shards, keeps every worker
+    on the same epoch.
+    """
+
+    def __init__(self, backup_dir, chief: bool = True, **kwargs):
+        super().__init__(backup_dir, delete_checkpoint=chief, **kwargs)
+        self.chief = chief
+
+    def _save_model(self):
+        if self.chief:
+            super()._save_model()
+
+
 class GalaxyGrid(keras.callbacks.Callback):
     """Each ``every`` epochs, log to TensorBoard a grid of validation galaxies with their predicted and
     observed vote fractions for the first questions of the schema (``<logdir>/validation``)."""
@@ -123,7 +141,9 @@ class GalaxyGrid(keras.callbacks.Callback):
             return
         from zoobot_tf import stats
 
-        conc = self.model.predict(self.images, verbose=0)
+        # A direct call, not model.predict: only the chief runs this callback, and predict() would start
+        # collective ops under a multi-worker strategy that the other workers never join.
+        conc = self.model(self.images, training=False).numpy()
         predicted = stats.expected_vote_fractions(conc, self.schema)
         observed = stats.vote_fractions_from_counts(self.counts, self.schema)
         png = render_grid(self.images, predicted, observed, self.schema, self.n_questions)

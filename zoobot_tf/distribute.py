@@ -148,3 +148,39 @@ def tf_config_from_slurm(port: int = 12345, environ: dict | None = None) -> dict
 
 def set_tf_config(config: dict) -> None:
     os.environ["TF_CONFIG"] = json.dumps(config)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` free TCP ports on 127.0.0.1."""
+    import socket
+
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def launch_local_workers(args: Sequence[str], n_workers: int = 2, ports: Sequence[int] | None = None,
+                         env: dict | None = None, log_dir: str | None = None):
+    """Start ``n_workers`` processes running ``args`` (e.g. ``["zoobot-tf", "train", ...]``) as one
+    multi-worker cluster on 127.0.0.1, each with its own TF_CONFIG. Returns the Popen objects.
+
+    For trying multi-worker training on one machine; on a cluster each node gets its TF_CONFIG from
+    :func:`tf_config_from_slurm` or :func:`tf_config` instead.
+    """
+    import subprocess
+
+    ports = list(ports or free_ports(n_workers))
+    workers = [f"127.0.0.1:{p}" for p in ports]
+    procs = []
+    for i in range(n_workers):
+        worker_env = {**os.environ, **(env or {}), "TF_CONFIG": json.dumps(tf_config(workers, i))}
+        out = open(os.path.join(log_dir, f"worker{i}.log"), "w") if log_dir else None
+        procs.append(subprocess.Popen(list(args), env=worker_env, stdout=out or subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs

@@ -17,9 +17,11 @@ Run the same command again after an interruption and training continues where it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -197,66 +199,98 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
 
     with strategy.scope():
         model = build_model(config)
+    paths = RunPaths(out, chief)
     _, train_counts = tfrecords.read_labels(shard_dir, "train")
     baseline = evaluate.fit_baseline(train_counts, schema)
-    if not (out / "backup").exists():  # a fresh run starts from the baseline; a resumed one from its backup
+    if not paths.backup.exists():  # a fresh run starts from the baseline; a resumed one from its backup
         model.init_head_prior(baseline)
     load_size = model.view.pre_size
+
+    fit_kwargs = dict(epochs=config.epochs, verbose=2 if config.progress else 0, shuffle=False,
+                      callbacks=_callbacks(config, paths, model, shard_dir, schema, load_size))
+    repeat = config.steps_per_epoch is not None or workers > 1
+    if workers > 1:
+        # Workers read different shards; with repeated data and a fixed step count every worker takes
+        # the same number of steps, so no collective waits for a worker that ran out of data.
+        fit_kwargs["steps_per_epoch"] = config.steps_per_epoch or max(1, manifest["splits"]["train"]["n_galaxies"]
+                                                                      // global_batch)
+        fit_kwargs["validation_steps"] = max(1, -(-manifest["splits"]["val"]["n_galaxies"] // global_batch))
+    elif config.steps_per_epoch:
+        fit_kwargs["steps_per_epoch"] = config.steps_per_epoch
     datasets = {
         split: tfrecords.shard_dataset(shard_dir, split, global_batch, load_size, training=(split == "train"),
                                        seed=config.seed, deterministic=config.deterministic or None,
-                                       repeat=(split == "train" and config.steps_per_epoch is not None),
-                                       num_workers=workers)
+                                       repeat=repeat and (split == "train" or workers > 1), num_workers=workers)
         for split in ("train", "val")
     }
-    history_path = out / "history.csv"
-    prior_best, _, _ = zcallbacks.best_so_far(zcallbacks.read_history(history_path), MONITOR)
-    logdir = out / "logs" if chief else out / f"logs_worker{distribute.worker_index()}"
-    ckpt_dir = out / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    best_path = ckpt_dir / ("best.weights.h5" if chief else f"worker{distribute.worker_index()}.weights.h5")
-    images, counts = _fixed_batch(tfrecords.shard_dataset(shard_dir, "val", 8, load_size, cache=False))
-    cbs = [
-        zcallbacks.HistoryLog(history_path if chief else out / f"history_worker{distribute.worker_index()}.csv"),
-        keras.callbacks.TensorBoard(str(logdir), update_freq="epoch", histogram_freq=0),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor=MONITOR, mode="min", save_best_only=True,
-                                        save_weights_only=True,
-                                        initial_value_threshold=prior_best if math.isfinite(prior_best) else None),
-        zcallbacks.ResumableEarlyStopping(history_path, monitor=MONITOR, mode="min", patience=config.patience),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if chief and images is not None:
-        cbs.insert(2, zcallbacks.GalaxyGrid(logdir, images, counts, schema, every=max(1, config.epochs // 10)))
-        _log_hparams(logdir, config)
-    # last, so that an epoch is only marked done after everything else recorded it
-    backup_dir = out / "backup" if chief else out / f"backup_worker{distribute.worker_index()}"
-    cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True))
+    model.fit(datasets["train"], validation_data=datasets["val"], **fit_kwargs)
 
-    fit_kwargs = dict(epochs=config.epochs, callbacks=cbs, verbose=2 if config.progress else 0, shuffle=False)
-    if config.steps_per_epoch:
-        fit_kwargs["steps_per_epoch"] = config.steps_per_epoch
-    if workers > 1:
-        from zoobot_tf import multiworker
-
-        history = multiworker.fit(model, strategy, datasets["train"], datasets["val"], **fit_kwargs)
-    else:
-        history = model.fit(datasets["train"], validation_data=datasets["val"], **fit_kwargs)
-
-    if best_path.exists():
-        model.load_weights(str(best_path))
+    if paths.best.exists():
+        model.load_weights(str(paths.best))
     seconds = time.time() - start
+    log.info("final weights fingerprint %s (identical on every worker)", weights_fingerprint(model))
     metrics = evaluate_run(model, shard_dir, schema, global_batch, load_size, baseline)
     if chief:
         model.save(out / "model.keras")
-        summary = {"seconds": seconds, "epochs_run": len(zcallbacks.read_history(history_path)),
+        summary = {"seconds": seconds, "epochs_run": len(zcallbacks.read_history(paths.history)),
                    "params": int(model.count_params()), "backbone": config.backbone,
-                   "metrics": metrics.to_dict(orient="records")}
+                   "workers": workers, "replicas": replicas, "metrics": metrics.to_dict(orient="records")}
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
         if config.export:
             from zoobot_tf.export import export_model
 
             export_model(model, out / "export", name="zoobot")
-    return TrainResult(out, model, metrics, zcallbacks.read_history(history_path), seconds)
+    else:
+        shutil.rmtree(paths.root, ignore_errors=True)  # only the chief keeps files
+        try:
+            paths.root.parent.rmdir()
+        except OSError:
+            pass  # another worker's folder is still there
+    return TrainResult(out, model, metrics, zcallbacks.read_history(paths.history), seconds)
+
+
+class RunPaths:
+    """Where a process writes: the chief into the run folder, other workers into a scratch folder
+    of their own (deleted at the end), so only the chief's checkpoints, logs and exports remain."""
+
+    def __init__(self, out: Path, chief: bool):
+        self.root = out if chief else out / ".workers" / f"worker{distribute.worker_index()}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.history = self.root / "history.csv"
+        self.logs = self.root / "logs"
+        self.best = self.root / "checkpoints" / "best.weights.h5"
+        self.backup = out / "backup"  # shared: written by the chief, read by every worker
+        self.best.parent.mkdir(parents=True, exist_ok=True)
+        self.chief = chief
+
+
+def _callbacks(config: TrainConfig, paths: RunPaths, model, shard_dir, schema, load_size) -> list:
+    prior_best, _, _ = zcallbacks.best_so_far(zcallbacks.read_history(paths.history), MONITOR)
+    cbs = [
+        zcallbacks.HistoryLog(paths.history),
+        keras.callbacks.TensorBoard(str(paths.logs), update_freq="epoch", histogram_freq=0),
+        keras.callbacks.ModelCheckpoint(str(paths.best), monitor=MONITOR, mode="min", save_best_only=True,
+                                        save_weights_only=True,
+                                        initial_value_threshold=prior_best if math.isfinite(prior_best) else None),
+        zcallbacks.ResumableEarlyStopping(paths.history, monitor=MONITOR, mode="min", patience=config.patience),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if paths.chief:
+        images, counts = _fixed_batch(tfrecords.shard_dataset(shard_dir, "val", 8, load_size, cache=False))
+        if images is not None:
+            cbs.insert(2, zcallbacks.GalaxyGrid(paths.logs, images, counts, schema, every=max(1, config.epochs // 10)))
+        _log_hparams(paths.logs, config)
+    # last, so that an epoch is only marked done after everything else recorded it
+    cbs.append(zcallbacks.SharedBackupAndRestore(str(paths.backup), chief=paths.chief, double_checkpoint=True))
+    return cbs
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of all weights (to check that workers agree)."""
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
 
 
 def evaluate_run(model: Zoobot, shard_dir: Path, schema, batch_size: int, load_size: int,
