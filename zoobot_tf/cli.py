@@ -120,6 +120,105 @@ def cmd_export(args) -> int:
     return 0
 
 
+def default_model_path() -> str:
+    """The embedded default model: $ZOOBOT_TF_MODEL, else saved_models/zoobot_synthetic in the repository."""
+    import os
+
+    if os.environ.get("ZOOBOT_TF_MODEL"):
+        return os.environ["ZOOBOT_TF_MODEL"]
+    return str(Path(__file__).resolve().parents[1] / "saved_models" / "zoobot_synthetic")
+
+
+def _check_input(path: str, flag: str) -> None:
+    if not Path(path).exists():
+        raise CLIError(f"{flag} {path}: no such file or folder")
+
+
+def _load(model_path: str):
+    from zoobot_tf.finetune import load_model
+
+    _check_input(model_path, "--model")
+    try:
+        return load_model(model_path)
+    except (TypeError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from None
+
+
+def cmd_finetune(args) -> int:
+    import json
+
+    from zoobot_tf.data.catalogs import read_catalog, resolve_file_locs
+    from zoobot_tf.finetune import finetune
+    from zoobot_tf.models.backbones import REGISTRY
+
+    if args.pretrained not in REGISTRY:
+        _check_input(args.pretrained, "--pretrained")
+    _check_input(args.catalog, "--catalog")
+    catalog = resolve_file_locs(read_catalog(args.catalog), Path(args.catalog).parent)
+    labels = args.label_cols.split(",")
+    missing = [c for c in labels if c not in catalog.columns]
+    if missing:
+        raise CLIError(f"--label_cols {missing} not in the catalog; its columns are {list(catalog.columns)}")
+    kwargs = dict(n_blocks=args.n_blocks, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                  dropout_rate=args.dropout_rate, augment={"flip": args.flip})
+    if args.task == "votes":
+        kwargs["schema"] = args.schema
+    if args.crop_fraction is not None:
+        kwargs["crop_fraction"] = args.crop_fraction
+    if args.image_size:
+        kwargs["image_size"] = args.image_size
+    result = finetune(args.pretrained, catalog, labels, task=args.task, epochs=args.epochs, patience=args.patience,
+                      split_col="split", balance_classes=args.balance_classes, seed=args.seed, **kwargs)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.model.save(out / "model.keras")
+    (out / "metrics.json").write_text(json.dumps({"test": result.test_metrics, "history": result.history},
+                                                 indent=2, default=float))
+    print("test:", {k: round(float(v), 4) for k, v in result.test_metrics.items()})
+    print(f"model: {out / 'model.keras'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from zoobot_tf.predict import predict
+
+    _check_input(args.input, "--input")
+    model = _load(args.model)
+    skipped = predict(model, args.input, args.output, n_samples=args.n_samples, tta=args.tta,
+                      batch_size=args.batch_size, hdf5=args.hdf5)
+    print(f"wrote {args.output}" + (f" and {args.hdf5}" if args.hdf5 else "")
+          + (f"; skipped {len(skipped)} unreadable image(s), listed in {args.output}.skipped.csv" if len(skipped)
+             else ""))
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from zoobot_tf.representations import EmbeddingIndex, _write_table, embed
+
+    _check_input(args.input, "--input")
+    model = _load(args.model)
+    table = embed(model, args.input, None, batch_size=args.batch_size, pca_components=args.pca)
+    if args.anomaly_k:
+        scores = EmbeddingIndex.from_table(table).anomaly_scores(k=args.anomaly_k)
+        table = table.merge(scores, on="id_str")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    _write_table(table, Path(args.output), {"backbone": model.backbone, "pca": args.pca})
+    print(f"wrote {len(table)} embeddings to {args.output}")
+    return 0
+
+
+def cmd_similar(args) -> int:
+    from zoobot_tf.representations import EmbeddingIndex
+
+    _check_input(args.embeddings, "--embeddings")
+    index = EmbeddingIndex.from_table(args.embeddings)
+    try:
+        print(index.neighbours(args.id, k=args.k).to_string(index=False))
+    except KeyError as e:
+        raise CLIError(str(e)) from None
+    return 0
+
+
 def cmd_backbones(args) -> int:
     from zoobot_tf.models.backbones import REGISTRY, build_backbone
 
@@ -168,6 +267,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="zoobot")
     p.add_argument("--mc_samples", type=int, default=5)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("finetune", help="finetune a pretrained encoder on labelled galaxies",
+                       description="Finetune on a catalog (id_str, file_loc, label columns; optional split column).")
+    p.add_argument("--pretrained", default=default_model_path(),
+                   help="pretrained .keras file, export folder, or a backbone name for a random encoder")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--label_cols", required=True, help="label column(s), comma-separated")
+    p.add_argument("--task", default="classification", choices=["classification", "regression", "votes"])
+    p.add_argument("--schema", default="gz_rings", help="decision tree for --task votes")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--n_blocks", type=int, default=0, help="encoder stages to train from the top (0: frozen, -1: all)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--learning_rate", type=float, default=1e-4)
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--dropout_rate", type=float, default=0.5)
+    p.add_argument("--image_size", type=int, default=None, help="default: the pretrained model's")
+    p.add_argument("--crop_fraction", type=float, default=None)
+    p.add_argument("--flip", type=_bool, default=True, help="false for chirality tasks")
+    p.add_argument("--balance_classes", action="store_true", help="weight classes by inverse frequency")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("predict", help="predict (with MC-dropout uncertainty) for a catalog, folder or shards")
+    p.add_argument("--model", default=default_model_path(), help=".keras file or export folder (default: embedded)")
+    p.add_argument("--input", required=True, help="catalog CSV/Parquet, folder of JPEG/PNG/FITS, or shard folder")
+    p.add_argument("--output", required=True, help="table: .csv or .parquet")
+    p.add_argument("--hdf5", default=None, help="also write raw samples (galaxy x output x sample) here")
+    p.add_argument("--n_samples", type=int, default=5, help="MC-dropout samples")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation on each sample")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("embed", help="write embeddings (feat_0..) for a catalog, folder or shards")
+    p.add_argument("--model", default=default_model_path())
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True, help=".parquet, .h5 or .csv")
+    p.add_argument("--pca", type=int, default=None, help="keep this many principal components")
+    p.add_argument("--anomaly_k", type=int, default=None, help="add an anomaly_score (mean distance to k neighbours)")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("similar", help="the galaxies most similar to one galaxy, from an embeddings table")
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--id", required=True)
+    p.add_argument("--k", type=int, default=10)
+    p.set_defaults(func=cmd_similar)
 
     p = sub.add_parser("backbones", help="list the available backbones")
     p.add_argument("--count", action="store_true", help="build each and count its parameters")

@@ -39,7 +39,7 @@ def validate_catalog(
     schema: Schema | str | None = None,
     label_cols: Sequence[str] | None = None,
     require_files: bool = True,
-    counts: bool = True,
+    label_kind: str = "votes",
     id_col: str = ID_COL,
     file_col: str = FILE_COL,
     check_files_limit: int | None = None,
@@ -51,7 +51,8 @@ def validate_catalog(
         schema: the decision tree whose label columns must be present (or give ``label_cols``).
         label_cols: explicit label columns (finetuning targets); default: the schema's.
         require_files: check that every ``file_loc`` exists.
-        counts: label values must be vote counts (finite, >= 0, integer). False for regression targets.
+        label_kind: ``votes`` (finite, >= 0, integer counts), ``regression`` (finite numbers) or
+            ``classification`` (any non-missing value: class names or indices).
         check_files_limit: check only the first n files (huge catalogs on slow disks); None = all.
     """
     problems: list[str] = []
@@ -71,6 +72,11 @@ def validate_catalog(
 
     present = [c for c in label_cols if c in catalog.columns]
     for col in present:
+        if label_kind == "classification":
+            missing_label = catalog[col].isna().to_numpy()
+            if missing_label.any():
+                problems.append(f"column {col!r} has missing labels at {_rows(catalog, missing_label, id_col)}")
+            continue
         values = pd.to_numeric(catalog[col], errors="coerce").to_numpy(dtype=np.float64)
         bad_type = pd.isna(values) & catalog[col].notna().to_numpy()
         if bad_type.any():
@@ -78,7 +84,7 @@ def validate_catalog(
         nonfinite = ~np.isfinite(values) & ~bad_type
         if nonfinite.any():
             problems.append(f"column {col!r} has missing or non-finite values at {_rows(catalog, nonfinite, id_col)}")
-        if counts:
+        if label_kind == "votes":
             finite = np.isfinite(values)
             negative = finite & (values < 0)
             if negative.any():

@@ -139,8 +139,7 @@ def write_shards(
             raise ValueError(f"Classification needs exactly one label column. Received: label_cols={label_cols}")
     else:
         label_cols = []
-    validate_catalog(catalog, schema=schema_obj, label_cols=label_cols,
-                     counts=label_kind in ("votes", "classification"))
+    validate_catalog(catalog, schema=schema_obj, label_cols=label_cols, label_kind=label_kind)
 
     output_dir = Path(output_dir)
     if (output_dir / MANIFEST).exists() and not overwrite:
@@ -156,7 +155,13 @@ def write_shards(
     else:
         splits = splits or {"train": 0.8, "val": 0.1, "test": 0.1}
         splits = split_by_id(catalog[ID_COL].astype(str).tolist(), list(splits.values()), list(splits))
-    labels = catalog[label_cols].to_numpy() if label_cols else np.zeros((len(catalog), 0))
+    if label_kind == "classification":
+        from zoobot_tf.data.sources import encode_labels
+
+        encoded, class_names = encode_labels(catalog[label_cols[0]], class_names)
+        labels = encoded[:, None]
+    else:
+        labels = catalog[label_cols].to_numpy() if label_cols else np.zeros((len(catalog), 0))
     ids = catalog[ID_COL].astype(str).tolist()
 
     # shard sizes per split

@@ -1,0 +1,117 @@
+"""Finetuning: encoder weights carried over, freezing, layer-wise learning rates, heads, class weights."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import keras
+from helpers import write_images
+from zoobot_tf.finetune import Finetuner, balanced_class_weight, finetune, load_model
+from zoobot_tf.models import Zoobot
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pre") / "pre.keras"
+    m = Zoobot(backbone="resnet_micro", image_size=32)
+    m.save(path)
+    return path
+
+
+def bright_faint_catalog(folder, n=48, seed=0):
+    """An easy task: the class is the image brightness."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    rows = []
+    for i in range(n):
+        label = i % 2
+        level = 200 if label else 40
+        img = np.clip(rng.normal(level, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"b{i}.png"
+        Image.fromarray(img).save(path)
+        rows.append({"id_str": f"b{i}", "file_loc": str(path), "kind": "bright" if label else "faint",
+                     "brightness": level / 255})
+    return pd.DataFrame(rows)
+
+
+def _stage_weights(model, stage):
+    return [w.copy() for layer in model.stage_groups()[stage] for w in layer.get_weights()]
+
+
+def test_encoder_weights_are_carried_over_and_frozen(pretrained, tmp_path):
+    pre = load_model(pretrained)
+    tuner = Finetuner(pretrained, task="classification", class_names=["faint", "bright"], n_blocks=0,
+                      learning_rate=1e-2)
+    for a, b in zip(tuner.model.encoder.get_weights(), pre.encoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    cat = bright_faint_catalog(tmp_path / "img")
+    before = tuner.model.encoder.get_weights()
+    head_before = tuner.model.get_layer("head_dense").get_weights()[0].copy()
+    tuner.model.fit(tuner.dataset(cat, "kind", training=True), epochs=2, verbose=0)
+    for a, b in zip(tuner.model.encoder.get_weights(), before):  # BN statistics included
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(tuner.model.get_layer("head_dense").get_weights()[0], head_before)
+
+
+def test_unfreezing_the_last_blocks_with_layerwise_lr(pretrained, tmp_path):
+    tuner = Finetuner(pretrained, task="classification", class_names=["faint", "bright"], n_blocks=2,
+                      lr_decay=0.5, learning_rate=1e-2)
+    groups = tuner.model.stage_groups()
+    mult = tuner.model.optimizer.lr_multipliers
+    top = [v.path for v in groups[-1][0].trainable_weights]
+    second = [v.path for v in groups[-2][0].trainable_weights]
+    assert all(mult[p] == 0.5 for p in top) and all(mult[p] == 0.25 for p in second)
+    assert not any(layer.trainable for g in groups[:-2] for layer in g)
+    # BatchNorm stays in inference mode even in unfrozen stages
+    assert not any(l.trainable for g in groups for l in g if isinstance(l, keras.layers.BatchNormalization))
+    cat = bright_faint_catalog(tmp_path / "img")
+    low_before, top_before = _stage_weights(tuner.model, 0), _stage_weights(tuner.model, len(groups) - 2)
+    tuner.model.fit(tuner.dataset(cat, "kind", training=True), epochs=1, verbose=0)
+    for a, b in zip(_stage_weights(tuner.model, 0), low_before):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(_stage_weights(tuner.model, len(groups) - 2), top_before))
+
+
+def test_layerwise_multiplier_scales_the_step():
+    """With AdamW, a variable's first step is -lr * multiplier * sign(grad) (to first order)."""
+    from zoobot_tf.optimizers import ZoobotAdamW
+
+    a, b = keras.Variable(np.zeros(3, np.float32), name="a"), keras.Variable(np.zeros(3, np.float32), name="b")
+    opt = ZoobotAdamW(learning_rate=0.1, weight_decay=0.0, lr_multipliers={b.path: 0.25})
+    opt.apply([np.ones(3, np.float32), np.ones(3, np.float32)], [a, b])
+    np.testing.assert_allclose(a.numpy(), -0.1, rtol=1e-3)
+    np.testing.assert_allclose(b.numpy(), -0.025, rtol=1e-3)
+
+
+def test_finetune_learns_an_easy_task_and_regression_and_votes_heads(pretrained, tmp_path):
+    cat = bright_faint_catalog(tmp_path / "img", n=80)
+    res = finetune(pretrained, cat, "kind", epochs=15, n_blocks=-1, learning_rate=3e-3, verbose=0, batch_size=16,
+                   augment=False)
+    assert res.history["loss"][-1] < res.history["loss"][0]
+    assert res.test_metrics["accuracy"] >= 0.8
+    reg = Finetuner(pretrained, task="regression", target_names=["brightness"], n_blocks=-1, learning_rate=3e-3)
+    h = reg.model.fit(reg.dataset(cat, ["brightness"], training=True), epochs=4, verbose=0).history
+    assert h["loss"][-1] < h["loss"][0]
+    votes = Finetuner(pretrained, task="votes", schema="gz_rings")
+    assert votes.model.output_shape == (None, 2) and votes.model.schema.name == "gz_rings"
+
+
+def test_random_encoder_baseline_and_errors(tmp_path):
+    tuner = Finetuner("resnet_micro", task="classification", n_classes=3, image_size=32)
+    assert tuner.model.n_classes == 3
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "nope.keras")
+
+
+def test_class_weights_balance_and_reach_the_loss(tmp_path):
+    labels = np.array([0] * 30 + [1] * 10)
+    w = balanced_class_weight(labels, 2)
+    assert w[1] == 3 * w[0] and np.isclose(np.mean([w[l] for l in labels]), 1.0)
+    cat = bright_faint_catalog(tmp_path / "img", n=8)
+    tuner = Finetuner("resnet_micro", task="classification", class_names=["faint", "bright"], image_size=32)
+    ds = tuner.dataset(cat, "kind", class_weight={0: 1.0, 1: 5.0})
+    _, y, sw = next(iter(ds))  # 8 galaxies padded to a batch of 32: real rows weigh 32/8 = 4 x class weight
+    y, sw = y.numpy(), sw.numpy()
+    np.testing.assert_allclose(sw[:8], 4.0 * np.where(y[:8] == 1, 5.0, 1.0))
+    np.testing.assert_array_equal(sw[8:], 0.0)

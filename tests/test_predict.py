@@ -1,0 +1,111 @@
+"""Predictions with MC dropout, the friendly table against direct computations, embeddings and search."""
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from helpers import write_images
+from zoobot_tf import stats
+from zoobot_tf.models import Zoobot
+from zoobot_tf.predict import predict
+from zoobot_tf.representations import PCA, EmbeddingIndex, embed, read_embeddings
+from zoobot_tf.schemas import get_schema
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = Zoobot(backbone="resnet_micro", image_size=32, dropout_rate=0.5)
+    m.init_head_prior(np.linspace(2, 30, 34), kernel_scale=1.0)
+    return m
+
+
+@pytest.fixture
+def folder(tmp_path):
+    write_images(tmp_path / "imgs", 10, size=40)
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return tmp_path / "imgs"
+
+
+def test_predict_folder_writes_table_hdf5_and_skipped_list(model, folder, tmp_path):
+    out = tmp_path / "preds.csv"
+    skipped = predict(model, folder, out, n_samples=4, hdf5=tmp_path / "preds.h5", batch_size=4, progress=False)
+    assert skipped["id_str"].tolist() == ["broken"]
+    assert (tmp_path / "preds.csv.skipped.csv").exists()
+    table = pd.read_csv(out, dtype={"id_str": str})
+    assert len(table) == 10 and "broken" not in set(table.id_str)
+    with h5py.File(tmp_path / "preds.h5") as f:
+        conc = f["concentrations"][:]
+        ids = [i.decode() for i in f["id_str"][:]]
+    assert conc.shape == (10, 34, 4)
+    assert not np.allclose(conc[..., 0], conc[..., 1])  # MC dropout samples differ
+    schema = get_schema("gz_decals_dr5")
+    table = table.set_index("id_str").loc[ids]
+    # expected fraction = mean over samples of alpha / A (direct computation)
+    alpha = conc[:, 0, :]
+    total = conc[:, 0:3, :].sum(1)
+    direct = (alpha / total).mean(-1)
+    np.testing.assert_allclose(table["smooth-or-featured_smooth_fraction"], direct, rtol=1e-5)
+    # P(asked) of bar = fraction(featured) x fraction(not edge-on), and bar is hidden where < 0.5
+    frac = stats.expected_vote_fractions(conc, schema)
+    p_bar = frac[:, 1] * frac[:, 4]
+    np.testing.assert_allclose(table["bar_prob_asked"], p_bar, rtol=1e-5)
+    hidden = p_bar < 0.5
+    assert table["bar_strong_fraction"].isna().to_numpy().tolist() == hidden.tolist()
+    # 90% interval of a sample-averaged Beta mixture: the mixture CDF at the bounds is 0.05 / 0.95
+    lo = table["smooth-or-featured_smooth_fraction_lower"].to_numpy()
+    a, b = conc[:, 0, :], conc[:, 0:3, :].sum(1) - conc[:, 0, :]
+    cdf = np.mean([sps.beta.cdf(lo, a[:, k], b[:, k]) for k in range(4)], axis=0)
+    np.testing.assert_allclose(cdf, 0.05, atol=1e-5)
+
+
+def test_predict_parquet_tta_and_deterministic_single_sample(model, folder, tmp_path):
+    predict(model, folder, tmp_path / "a.parquet", n_samples=1, progress=False)
+    predict(model, folder, tmp_path / "b.parquet", n_samples=1, progress=False)
+    a, b = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    predict(model, folder, tmp_path / "c.parquet", n_samples=2, tta=True, progress=False)
+    c = pd.read_parquet(tmp_path / "c.parquet")
+    assert not np.allclose(c["merging_none_fraction"], a["merging_none_fraction"])
+
+
+def test_predict_classifier_and_catalog_input(tmp_path):
+    paths = write_images(tmp_path / "imgs", 6, size=32)
+    cat = pd.DataFrame({"id_str": [f"g{i}" for i in range(6)], "file_loc": paths})
+    cat.loc[5, "file_loc"] = str(tmp_path / "missing.png")
+    clf = Zoobot(task="classification", class_names=["ring", "none"], backbone="resnet_micro", image_size=32)
+    skipped = predict(clf, cat, tmp_path / "p.csv", n_samples=3, progress=False)
+    assert skipped["id_str"].tolist() == ["g5"]
+    t = pd.read_csv(tmp_path / "p.csv")
+    np.testing.assert_allclose(t["prob_ring"] + t["prob_none"], 1.0, rtol=1e-5)
+    assert set(t["predicted_class"]) <= {"ring", "none"}
+
+
+def test_embeddings_pca_similarity_and_anomalies(model, tmp_path):
+    folder = tmp_path / "imgs"
+    paths = write_images(folder, 12, size=40)
+    (folder / "twin.jpg").write_bytes((folder / "g0003.jpg").read_bytes())  # an exact duplicate
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / "weird.jpg")  # pure noise
+    table = embed(model, folder, tmp_path / "emb.parquet", progress=False)
+    assert table.shape == (14, 1 + model.embedding_dim)
+    again = read_embeddings(tmp_path / "emb.parquet")
+    pd.testing.assert_frame_equal(table, again)
+    index = EmbeddingIndex.from_table(table)
+    nn = index.neighbours("g0003", k=3)
+    assert nn["id_str"].iloc[0] == "twin" and nn["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    assert index.anomaly_scores(k=3)["id_str"].iloc[0] == "weird"
+    small = embed(model, folder, tmp_path / "emb.h5", pca_components=4, progress=False)
+    assert small.shape == (14, 5)
+    assert read_embeddings(tmp_path / "emb.h5").shape == (14, 5)
+
+
+def test_pca_matches_direct_eigendecomposition():
+    x = np.random.default_rng(1).normal(size=(200, 6)) @ np.diag([5, 3, 1, 0.5, 0.1, 0.01])
+    pca = PCA(2).fit(x)
+    evals, evecs = np.linalg.eigh(np.cov(x.T))
+    top = evecs[:, ::-1][:, :2]
+    np.testing.assert_allclose(np.abs(pca.components_ @ top), np.eye(2), atol=1e-6)
+    np.testing.assert_allclose(pca.explained_variance_ratio_, evals[::-1][:2] / evals.sum(), rtol=1e-6)

@@ -1,0 +1,170 @@
+"""Embeddings: the pooled encoder output of every galaxy, similarity search and anomaly scores.
+
+    from zoobot_tf.representations import embed, EmbeddingIndex
+    table = embed("runs/demo/model.keras", "my_images/", "embeddings.parquet", pca_components=32)
+    index = EmbeddingIndex.from_table(table)
+    index.neighbours("J1234+5678", k=10)        # most similar galaxies (cosine similarity)
+    index.anomaly_scores(k=10)                   # mean distance to the k nearest neighbours
+
+Tables have ``id_str`` and ``feat_0 .. feat_{d-1}`` (Parquet, CSV or HDF5). PCA is fitted on up to
+``pca_fit_max`` galaxies and applied to all, so it scales to large catalogs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zoobot_tf.data.catalogs import ID_COL
+from zoobot_tf.data.sources import decoded_batches, image_source
+
+
+def feature_columns(table: pd.DataFrame) -> list[str]:
+    cols = [c for c in table.columns if c.startswith("feat_")]
+    return sorted(cols, key=lambda c: int(c.split("_")[1]))
+
+
+class PCA:
+    """Principal components by SVD of the centred data (numpy; no scikit-learn needed)."""
+
+    def __init__(self, n_components: int):
+        self.n_components = int(n_components)
+
+    def fit(self, x: np.ndarray) -> "PCA":
+        x = np.asarray(x, dtype=np.float64)
+        if self.n_components > min(x.shape):
+            raise ValueError(f"pca_components={self.n_components} exceeds min(galaxies, features)={min(x.shape)}")
+        self.mean_ = x.mean(axis=0)
+        _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
+        self.components_ = vt[: self.n_components]
+        var = s ** 2 / max(len(x) - 1, 1)
+        self.explained_variance_ratio_ = var[: self.n_components] / var.sum()
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean_) @ self.components_.T
+
+
+def _write_table(table: pd.DataFrame, output: Path, meta: dict) -> None:
+    suffix = output.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        table.to_parquet(output, index=False)
+    elif suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(output, "w") as f:
+            f.create_dataset(ID_COL, data=table[ID_COL].astype(str).to_numpy(dtype=object),
+                             dtype=h5py.string_dtype())
+            f.create_dataset("features", data=table[feature_columns(table)].to_numpy(np.float32))
+            f.attrs["meta"] = json.dumps(meta)
+    elif suffix == ".csv":
+        table.to_csv(output, index=False)
+    else:
+        raise ValueError(f"Unknown output format {suffix!r}; use .parquet, .h5 or .csv")
+
+
+def read_embeddings(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in f[ID_COL][:]]
+            feats = f["features"][:]
+        return pd.concat([pd.DataFrame({ID_COL: ids}),
+                          pd.DataFrame(feats, columns=[f"feat_{i}" for i in range(feats.shape[1])])], axis=1)
+    return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path,
+                                                                                               dtype={ID_COL: str})
+
+
+def embed(model, source, output: str | Path | None = None, batch_size: int = 64, pca_components: int | None = None,
+          pca_fit_max: int = 50_000, split: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Embeddings for every readable galaxy of ``source`` (catalog, folder of images or shards).
+
+    Returns (and writes, if ``output``) a table ``id_str, feat_0..feat_{d-1}``; with ``pca_components``
+    the features are the first k principal components.
+    """
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    from zoobot_tf.finetune import load_model
+
+    model = load_model(model)
+    expected, ds = image_source(source, split=split)
+    embedder = model.embedding_model()
+
+    @tf.function(reduce_retracing=True)
+    def run(images):
+        return embedder(images, training=False)
+
+    ids, feats = [], []
+    bar = tqdm(total=len(expected), desc="embedding", unit="galaxy", disable=not progress)
+    for images, batch_ids in decoded_batches(ds, batch_size, model.view.pre_size):
+        feats.append(run(images).numpy().astype(np.float32))
+        ids.extend(i.decode() for i in batch_ids.numpy())
+        bar.update(len(batch_ids))
+    bar.close()
+    if not ids:
+        raise RuntimeError(f"No image could be read from {source}.")
+    x = np.concatenate(feats)
+    meta = {"backbone": model.backbone, "embedding_dim": int(x.shape[1])}
+    if pca_components:
+        rng = np.random.default_rng(0)
+        fit_rows = rng.choice(len(x), size=min(len(x), pca_fit_max), replace=False)
+        pca = PCA(pca_components).fit(x[fit_rows])
+        x = pca.transform(x).astype(np.float32)
+        meta["pca_explained_variance_ratio"] = pca.explained_variance_ratio_.tolist()
+    table = pd.concat([pd.DataFrame({ID_COL: ids}),
+                       pd.DataFrame(x, columns=[f"feat_{i}" for i in range(x.shape[1])])], axis=1)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        _write_table(table, Path(output), meta)
+    return table
+
+
+class EmbeddingIndex:
+    """Cosine-similarity search and k-nearest-neighbour anomaly scores over an embedding table."""
+
+    def __init__(self, ids, features: np.ndarray):
+        self.ids = np.asarray(ids).astype(str)
+        x = np.asarray(features, dtype=np.float32)
+        self.unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        self._row = {i: n for n, i in enumerate(self.ids)}
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame | str | Path) -> "EmbeddingIndex":
+        if not isinstance(table, pd.DataFrame):
+            table = read_embeddings(table)
+        return cls(table[ID_COL], table[feature_columns(table)].to_numpy())
+
+    def neighbours(self, query, k: int = 10, include_self: bool = False) -> pd.DataFrame:
+        """The ``k`` most similar galaxies to ``query`` (an id, or a feature vector)."""
+        if isinstance(query, str):
+            if query not in self._row:
+                raise KeyError(f"id_str {query!r} is not in the index")
+            q = self.unit[self._row[query]]
+        else:
+            q = np.asarray(query, dtype=np.float32)
+            q = q / max(np.linalg.norm(q), 1e-12)
+        sim = self.unit @ q
+        if isinstance(query, str) and not include_self:
+            sim[self._row[query]] = -np.inf
+        top = np.argsort(-sim)[:k]
+        return pd.DataFrame({ID_COL: self.ids[top], "similarity": sim[top]})
+
+    def anomaly_scores(self, k: int = 10, chunk: int = 4096) -> pd.DataFrame:
+        """Mean cosine distance to each galaxy's ``k`` nearest neighbours: high = unusual."""
+        k = min(k, len(self.ids) - 1)
+        if k < 1:
+            raise ValueError("Anomaly scores need at least 2 galaxies.")
+        scores = np.empty(len(self.ids), dtype=np.float32)
+        for start in range(0, len(self.ids), chunk):
+            sim = self.unit[start:start + chunk] @ self.unit.T
+            rows = np.arange(sim.shape[0])
+            sim[rows, rows + start] = -np.inf  # not its own neighbour
+            nearest = -np.partition(-sim, k - 1, axis=1)[:, :k]
+            scores[start:start + chunk] = 1.0 - nearest.mean(axis=1)
+        return pd.DataFrame({ID_COL: self.ids, "anomaly_score": scores}).sort_values(
+            "anomaly_score", ascending=False, ignore_index=True)
