@@ -54,6 +54,7 @@ TRAIN_HELP = {
     "schema": "decision tree (built-in name or YAML/JSON file)",
     "backbone": "encoder architecture (see `zoobot-tf backbones`)",
     "strategy": "one_device | mirrored | multi_worker_mirrored | tpu",
+    "tfds": "a prepared TFDS data set with votes instead of shards (e.g. synthetic_gz, gz_decals/dr5)",
     "cpu_replicas": "with --strategy mirrored on a machine without GPUs: split the CPU into this many replicas",
     "precision": "float32 | mixed_bfloat16 | mixed_float16",
     "batch_size": "per replica; the global batch is batch_size x replicas",
@@ -151,14 +152,12 @@ def cmd_finetune(args) -> int:
     from zoobot_tf.finetune import finetune
     from zoobot_tf.models.backbones import REGISTRY
 
+    from zoobot_tf.finetune import finetune_tfds
+
     if args.pretrained not in REGISTRY:
         _check_input(args.pretrained, "--pretrained")
-    _check_input(args.catalog, "--catalog")
-    catalog = resolve_file_locs(read_catalog(args.catalog), Path(args.catalog).parent)
-    labels = args.label_cols.split(",")
-    missing = [c for c in labels if c not in catalog.columns]
-    if missing:
-        raise CLIError(f"--label_cols {missing} not in the catalog; its columns are {list(catalog.columns)}")
+    if bool(args.catalog) == bool(args.tfds):
+        raise CLIError("give exactly one of --catalog and --tfds")
     kwargs = dict(n_blocks=args.n_blocks, learning_rate=args.learning_rate, batch_size=args.batch_size,
                   dropout_rate=args.dropout_rate, augment={"flip": args.flip})
     if args.task == "votes":
@@ -167,8 +166,22 @@ def cmd_finetune(args) -> int:
         kwargs["crop_fraction"] = args.crop_fraction
     if args.image_size:
         kwargs["image_size"] = args.image_size
-    result = finetune(args.pretrained, catalog, labels, task=args.task, epochs=args.epochs, patience=args.patience,
-                      split_col="split", balance_classes=args.balance_classes, seed=args.seed, **kwargs)
+    if args.tfds:
+        kwargs.pop("schema", None)
+        result = finetune_tfds(args.pretrained, args.tfds, args.tfds_data_dir, epochs=args.epochs,
+                               patience=args.patience, seed=args.seed, **kwargs)
+    else:
+        _check_input(args.catalog, "--catalog")
+        if not args.label_cols:
+            raise CLIError("--catalog needs --label_cols")
+        catalog = resolve_file_locs(read_catalog(args.catalog), Path(args.catalog).parent)
+        labels = args.label_cols.split(",")
+        missing = [c for c in labels if c not in catalog.columns]
+        if missing:
+            raise CLIError(f"--label_cols {missing} not in the catalog; its columns are {list(catalog.columns)}")
+        result = finetune(args.pretrained, catalog, labels, task=args.task, epochs=args.epochs,
+                          patience=args.patience, split_col="split", balance_classes=args.balance_classes,
+                          seed=args.seed, **kwargs)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.model.save(out / "model.keras")
@@ -216,6 +229,25 @@ def cmd_similar(args) -> int:
         print(index.neighbours(args.id, k=args.k).to_string(index=False))
     except KeyError as e:
         raise CLIError(str(e)) from None
+    return 0
+
+
+def cmd_tfds_build(args) -> int:
+    """TFDS's own `build` command, without the rest of the `tfds` CLI: in tensorflow-datasets 4.9.10 the
+    `tfds` entry point imports apache_beam for an unrelated subcommand and fails where Beam is not installed."""
+    import simple_parsing
+    from tensorflow_datasets.scripts.cli import build
+
+    from zoobot_tf import datasets as zdatasets
+
+    target = args.dataset
+    if not Path(target).exists():  # a builder name: use the repository's folder
+        target = str(zdatasets.datasets_dir() / target.split("/")[0])
+        if not Path(target).exists():
+            raise CLIError(f"{args.dataset}: not a builder folder nor one of {', '.join(zdatasets.BUILDERS)}")
+    argv = [target] + (["--manual_dir", args.manual_dir] if args.manual_dir else []) + \
+        (["--data_dir", args.data_dir] if args.data_dir else []) + (["--config", args.config] if args.config else [])
+    simple_parsing.parse(build.Args, args=argv).execute()
     return 0
 
 
@@ -272,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Finetune on a catalog (id_str, file_loc, label columns; optional split column).")
     p.add_argument("--pretrained", default=default_model_path(),
                    help="pretrained .keras file, export folder, or a backbone name for a random encoder")
-    p.add_argument("--catalog", required=True)
-    p.add_argument("--label_cols", required=True, help="label column(s), comma-separated")
+    p.add_argument("--catalog", default=None, help="catalog CSV/Parquet (or use --tfds)")
+    p.add_argument("--label_cols", default=None, help="label column(s), comma-separated")
+    p.add_argument("--tfds", default=None, help="a prepared TFDS classification set, e.g. gz_rings")
+    p.add_argument("--tfds_data_dir", default=None)
     p.add_argument("--task", default="classification", choices=["classification", "regression", "votes"])
     p.add_argument("--schema", default="gz_rings", help="decision tree for --task votes")
     p.add_argument("--output_dir", required=True)
@@ -314,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", required=True)
     p.add_argument("--k", type=int, default=10)
     p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("tfds-build", help="build a TFDS data set from datasets/<name> (TFDS's build command)")
+    p.add_argument("dataset", help="builder folder (datasets/gz_rings) or name (gz_rings)")
+    p.add_argument("--manual_dir", default=None, help="folder with the manually downloaded files")
+    p.add_argument("--data_dir", default=None, help="where TFDS writes the data set (default ~/tensorflow_datasets)")
+    p.add_argument("--config", default=None, help="builder config, e.g. dr5")
+    p.set_defaults(func=cmd_tfds_build)
 
     p = sub.add_parser("backbones", help="list the available backbones")
     p.add_argument("--count", action="store_true", help="build each and count its parameters")

@@ -149,6 +149,31 @@ class FinetuneResult:
     split: pd.Series
 
 
+def finetune_tfds(pretrained, name: str, data_dir=None, epochs: int = 30, patience: int = 10, seed: int = 0,
+                  verbose: int = 2, **finetuner_kwargs) -> FinetuneResult:
+    """Finetune on a prepared TFDS classification set (e.g. ``gz_rings``, ``gz1_sdss``, ``galaxy10_decals``),
+    using its train / validation (or test) / test splits and the same preprocessing as catalogs."""
+    from zoobot_tf import datasets as zdatasets
+
+    keras.utils.set_random_seed(seed)
+    builder = zdatasets.builder(name, data_dir)
+    if builder.info.supervised_keys[1] != "label":
+        raise ValueError(f"{name!r} is not a classification set (its target is {builder.info.supervised_keys[1]!r})")
+    finetuner_kwargs.setdefault("class_names", builder.info.features["label"].names)
+    tuner = Finetuner(pretrained, task="classification", **finetuner_kwargs)
+    splits = list(builder.info.splits)
+    val_split = "validation" if "validation" in splits else "test"
+
+    def ds(split, training=False):
+        return zdatasets.tfds_dataset(name, split, tuner.batch_size, tuner.model.view.pre_size, training, data_dir,
+                                      seed)
+
+    history = tuner.model.fit(ds("train", True), validation_data=ds(val_split), epochs=epochs,
+                              callbacks=tuner.callbacks(patience), verbose=verbose)
+    test = tuner.model.evaluate(ds("test"), return_dict=True, verbose=0)
+    return FinetuneResult(tuner.model, history.history, test, pd.Series(dtype=str))
+
+
 def finetune(pretrained, catalog: pd.DataFrame, label_cols, task: str = "classification", epochs: int = 30,
              patience: int = 10, split_col: str | None = None, balance_classes: bool = False, seed: int = 0,
              verbose: int = 2, **finetuner_kwargs) -> FinetuneResult:

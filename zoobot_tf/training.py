@@ -53,6 +53,8 @@ class TrainConfig:
     synthetic_galaxies: int = 5000
     synthetic_image_size: int = 64
     shard_image_size: int | None = None  # re-encode images at this size when making shards
+    tfds: str | None = None  # a prepared TFDS data set with votes (e.g. synthetic_gz, gz_decals/dr5)
+    tfds_data_dir: str | None = None
     schema: str = "gz_decals_dr5"
     # model
     backbone: str = "resnet_micro"
@@ -144,6 +146,54 @@ def prepare_shards(config: TrainConfig, chief: bool = True, wait_seconds: float 
     return shard_dir
 
 
+class VoteData:
+    """The training data of a run, from TFRecord shards or a prepared TFDS data set, behind one interface."""
+
+    def __init__(self, config: TrainConfig, schema, chief: bool = True):
+        self.config, self.schema = config, schema
+        if config.tfds:
+            from zoobot_tf import datasets as zdatasets
+
+            self.source = config.tfds
+            builder = zdatasets.builder(config.tfds, config.tfds_data_dir)
+            if "votes" not in builder.info.features:
+                raise ValueError(f"TFDS data set {config.tfds!r} has no vote counts; train needs votes.")
+            n_votes = builder.info.features["votes"].shape[0]
+            self.sizes = {s: builder.info.splits[zdatasets.SPLIT_ALIASES.get(s, s)].num_examples
+                          for s in ("train", "val", "test")}
+        else:
+            self.shard_dir = prepare_shards(config, chief=chief)
+            self.source = str(self.shard_dir)
+            manifest = tfrecords.read_manifest(self.shard_dir)
+            if manifest["label_kind"] != "votes" or get_schema(manifest["schema"]) != schema:
+                raise ValueError(f"Shards in {self.shard_dir} hold labels for schema "
+                                 f"{(manifest.get('schema') or {}).get('name')!r}, not {schema.name!r}.")
+            n_votes = len(manifest["label_cols"])
+            self.sizes = {s: manifest["splits"][s]["n_galaxies"] for s in ("train", "val", "test")}
+        if n_votes != schema.n_answers:
+            raise ValueError(f"{self.source} has {n_votes} vote columns but schema {schema.name!r} has "
+                             f"{schema.n_answers} answers; pass the matching --schema.")
+
+    def dataset(self, split: str, batch_size: int, load_size: int, training: bool = False, repeat: bool = False,
+                num_workers: int = 1, cache="auto"):
+        c = self.config
+        if c.tfds:
+            from zoobot_tf import datasets as zdatasets
+
+            ds = zdatasets.tfds_dataset(c.tfds, split, batch_size, load_size, training, c.tfds_data_dir, c.seed)
+            return ds.repeat() if repeat else ds
+        return tfrecords.shard_dataset(self.shard_dir, split, batch_size, load_size, training=training, seed=c.seed,
+                                       deterministic=c.deterministic or None, repeat=repeat,
+                                       num_workers=num_workers, cache=cache)
+
+    def labels(self, split: str) -> np.ndarray:
+        if self.config.tfds:
+            from zoobot_tf import datasets as zdatasets
+
+            return zdatasets.tfds_labels(self.config.tfds, split, self.config.tfds_data_dir)
+        return tfrecords.read_labels(self.shard_dir, split)[1]
+
+
 def build_model(config: TrainConfig) -> Zoobot:
     model = Zoobot(task="votes", schema=config.schema, backbone=config.backbone, image_size=config.image_size,
                    channels=config.channels, crop_fraction=config.crop_fraction,
@@ -187,11 +237,7 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    shard_dir = prepare_shards(config, chief=chief)
-    manifest = tfrecords.read_manifest(shard_dir)
-    if manifest["label_kind"] != "votes" or get_schema(manifest["schema"]) != schema:
-        raise ValueError(f"Shards in {shard_dir} hold labels for schema "
-                         f"{(manifest.get('schema') or {}).get('name')!r}, not {schema.name!r}.")
+    data = VoteData(config, schema, chief=chief)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     log.info("strategy %s: %d replica(s), %d worker(s), global batch %d", config.strategy, replicas, workers,
@@ -200,36 +246,31 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
     with strategy.scope():
         model = build_model(config)
     paths = RunPaths(out, chief)
-    _, train_counts = tfrecords.read_labels(shard_dir, "train")
-    baseline = evaluate.fit_baseline(train_counts, schema)
+    baseline = evaluate.fit_baseline(data.labels("train"), schema)
     if not paths.backup.exists():  # a fresh run starts from the baseline; a resumed one from its backup
         model.init_head_prior(baseline)
     load_size = model.view.pre_size
 
     fit_kwargs = dict(epochs=config.epochs, verbose=2 if config.progress else 0, shuffle=False,
-                      callbacks=_callbacks(config, paths, model, shard_dir, schema, load_size))
+                      callbacks=_callbacks(config, paths, data, schema, load_size))
     repeat = config.steps_per_epoch is not None or workers > 1
     if workers > 1:
         # Workers read different shards; with repeated data and a fixed step count every worker takes
         # the same number of steps, so no collective waits for a worker that ran out of data.
-        fit_kwargs["steps_per_epoch"] = config.steps_per_epoch or max(1, manifest["splits"]["train"]["n_galaxies"]
-                                                                      // global_batch)
-        fit_kwargs["validation_steps"] = max(1, -(-manifest["splits"]["val"]["n_galaxies"] // global_batch))
+        fit_kwargs["steps_per_epoch"] = config.steps_per_epoch or max(1, data.sizes["train"] // global_batch)
+        fit_kwargs["validation_steps"] = max(1, -(-data.sizes["val"] // global_batch))
     elif config.steps_per_epoch:
         fit_kwargs["steps_per_epoch"] = config.steps_per_epoch
-    datasets = {
-        split: tfrecords.shard_dataset(shard_dir, split, global_batch, load_size, training=(split == "train"),
-                                       seed=config.seed, deterministic=config.deterministic or None,
-                                       repeat=repeat and (split == "train" or workers > 1), num_workers=workers)
-        for split in ("train", "val")
-    }
+    datasets = {split: data.dataset(split, global_batch, load_size, training=(split == "train"),
+                                    repeat=repeat and (split == "train" or workers > 1), num_workers=workers)
+                for split in ("train", "val")}
     model.fit(datasets["train"], validation_data=datasets["val"], **fit_kwargs)
 
     if paths.best.exists():
         model.load_weights(str(paths.best))
     seconds = time.time() - start
     log.info("final weights fingerprint %s (identical on every worker)", weights_fingerprint(model))
-    metrics = evaluate_run(model, shard_dir, schema, global_batch, load_size, baseline)
+    metrics = evaluate_run(model, data, schema, global_batch, load_size, baseline)
     if chief:
         model.save(out / "model.keras")
         summary = {"seconds": seconds, "epochs_run": len(zcallbacks.read_history(paths.history)),
@@ -264,7 +305,7 @@ class RunPaths:
         self.chief = chief
 
 
-def _callbacks(config: TrainConfig, paths: RunPaths, model, shard_dir, schema, load_size) -> list:
+def _callbacks(config: TrainConfig, paths: RunPaths, data: VoteData, schema, load_size) -> list:
     prior_best, _, _ = zcallbacks.best_so_far(zcallbacks.read_history(paths.history), MONITOR)
     cbs = [
         zcallbacks.HistoryLog(paths.history),
@@ -276,7 +317,7 @@ def _callbacks(config: TrainConfig, paths: RunPaths, model, shard_dir, schema, l
         keras.callbacks.TerminateOnNaN(),
     ]
     if paths.chief:
-        images, counts = _fixed_batch(tfrecords.shard_dataset(shard_dir, "val", 8, load_size, cache=False))
+        images, counts = _fixed_batch(data.dataset("val", 8, load_size, cache=False))
         if images is not None:
             cbs.insert(2, zcallbacks.GalaxyGrid(paths.logs, images, counts, schema, every=max(1, config.epochs // 10)))
         _log_hparams(paths.logs, config)
@@ -293,12 +334,10 @@ def weights_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
-def evaluate_run(model: Zoobot, shard_dir: Path, schema, batch_size: int, load_size: int,
+def evaluate_run(model: Zoobot, data: VoteData, schema, batch_size: int, load_size: int,
                  baseline: np.ndarray | None = None, split: str = "test") -> pd.DataFrame:
-    """Test metrics of ``model`` on a shard split, with the training-set baseline."""
-    test = tfrecords.shard_dataset(shard_dir, split, batch_size, load_size, training=False)
-    conc, counts = evaluate.predict_batches(model, test)
+    """Test metrics of ``model`` on a split, with the training-set baseline."""
+    conc, counts = evaluate.predict_batches(model, data.dataset(split, batch_size, load_size))
     if baseline is None:
-        _, train_counts = tfrecords.read_labels(shard_dir, "train")
-        baseline = evaluate.fit_baseline(train_counts, schema)
+        baseline = evaluate.fit_baseline(data.labels("train"), schema)
     return evaluate.vote_metrics(counts, conc, schema, baseline=baseline)

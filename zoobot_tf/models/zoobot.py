@@ -188,6 +188,12 @@ class Zoobot(keras.Model):
             weighted_metrics = default_metrics(self)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
 
+    def fit(self, x=None, y=None, **kwargs):
+        """``keras.Model.fit``; tf.data sets are shuffled by their pipeline, so ``shuffle`` defaults to off
+        for them (Keras would ignore it and warn)."""
+        kwargs.setdefault("shuffle", not isinstance(x, tf.data.Dataset))
+        return super().fit(x, y, **kwargs)
+
     def compile_from_config(self, config):
         """Recompile a reloaded model with the exact objects it was saved with (optimizer state included)."""
         from keras.src.saving import serialization_lib
