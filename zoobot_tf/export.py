@@ -134,6 +134,13 @@ def _serving_functions(model: Zoobot, mc_samples: int):
     return serving_default, predict_images, embed, predict_mc
 
 
+def _inference_copy(model: Zoobot) -> Zoobot:
+    """The same architecture and weights, uncompiled: the export carries no optimizer state (half the size)."""
+    clone = Zoobot.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def _write_warmup(path: Path, name: str, examples: list[bytes]) -> None:
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
@@ -164,6 +171,7 @@ def export_model(model: Zoobot, base_dir: str | Path = "saved_models", name: str
         raise TypeError(f"export_model needs a zoobot_tf Zoobot model. Received: {type(model).__name__}")
     if mc_samples < 1:
         raise ValueError(f"mc_samples must be >= 1. Received: mc_samples={mc_samples}")
+    model = _inference_copy(model)
     model_dir = Path(base_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".tmp-export-{uuid.uuid4().hex}"

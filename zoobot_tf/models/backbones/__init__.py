@@ -78,7 +78,7 @@ def build_backbone(name: str, input_shape=(224, 224, 1), name_scope: str = "enco
     registry's arguments (e.g. ``drop_path_rate=0.1`` or ``dims=(...)``)."""
     spec = get_spec(name)
     h, w, c = input_shape
-    if min(h, w) < 32:
+    if h is not None and w is not None and min(h, w) < 32:
         raise ValueError(f"Backbones need images of at least 32x32 pixels. Received: input_shape={tuple(input_shape)}")
     if c not in (1, 3):
         raise ValueError(f"Backbones take 1 (greyscale) or 3 (colour) channels. Received: channels={c}")
