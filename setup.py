@@ -8,7 +8,7 @@ HERE = Path(__file__).parent
 
 def read_requirements():
     """Core install requirements: requirements.txt minus the test/extra tools listed below."""
-    extras_only = {"astropy", "pytest", "pytest-xdist", "dill"}
+    extras_only = {"astropy", "huggingface_hub", "pytest", "pytest-xdist", "dill"}
     reqs = []
     for line in (HERE / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
@@ -32,7 +32,7 @@ setup(
         "fits": ["astropy==8.0.2"],
         "serving": ["tensorflow-serving-api==2.21.0", "requests"],
         "hub": ["huggingface_hub==2.4.0"],
-        "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0", "astropy==8.0.2", "dill==0.4.1"],
+        "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0", "astropy==8.0.2", "dill==0.4.1", "huggingface_hub==2.4.0"],
     },
     entry_points={"console_scripts": ["zoobot-tf=zoobot_tf.cli:main"]},
     classifiers=[
