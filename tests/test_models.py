@@ -169,3 +169,39 @@ def test_bad_model_arguments_are_named():
         Zoobot(task="classification", n_classes=1, backbone="convnext_zepto", image_size=32)
     with pytest.raises(ValueError, match="channels"):
         Zoobot(backbone="convnext_zepto", image_size=32, channels=2)
+
+
+def test_fused_batchnorm_matches_keras_batchnorm():
+    from zoobot_tf.models.backbones.common import FusedBatchNormalization
+
+    x = np.random.default_rng(5).normal(2.0, 3.0, (4, 6, 6, 5)).astype("float32")
+    ours = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    rng = np.random.default_rng(6)
+    weights = [rng.normal(size=5).astype("float32"), rng.normal(size=5).astype("float32"),
+               rng.normal(size=5).astype("float32"), rng.uniform(0.5, 2, 5).astype("float32")]
+    ours.set_weights(weights)
+    ref.set_weights(weights)
+    np.testing.assert_allclose(ours(x, training=False), ref(x, training=False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours(x, training=True), ref(x, training=True), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours.moving_mean.numpy(), ref.moving_mean.numpy(), rtol=1e-5)
+    n = 4 * 6 * 6  # the fused kernel updates the moving variance with the unbiased batch variance
+    unbiased = weights[3] * 0.9 + x.var(axis=(0, 1, 2), ddof=1) * 0.1
+    np.testing.assert_allclose(ours.moving_variance.numpy(), unbiased, rtol=1e-4)
+    assert n > 1
+
+
+def test_pointwise_equals_dense_then_gelu():
+    from zoobot_tf.models.backbones.common import Pointwise
+
+    x = np.random.default_rng(7).normal(size=(2, 5, 5, 8)).astype("float32")
+    pw = Pointwise(12, activation="gelu")
+    dense = keras.layers.Dense(12)
+    pw.build(x.shape)
+    dense.build(x.shape)
+    dense.set_weights(pw.get_weights())
+    expected = keras.activations.gelu(dense(x), approximate=False)
+    np.testing.assert_allclose(pw(x), expected, rtol=1e-5, atol=1e-6)
+    assert pw.compute_output_shape((None, 5, 5, 8)) == (None, 5, 5, 12)

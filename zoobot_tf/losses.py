@@ -98,6 +98,27 @@ def real_rows(sample_weight):
     return tf.cast(tf.convert_to_tensor(sample_weight) > 0, tf.float32)
 
 
+_SHARED: dict = {}
+
+
+def _shared_per_question_nll(y_true, y_pred, groups) -> tf.Tensor:
+    """per_question_nll, computed once per (labels, predictions) pair in a traced step.
+
+    Keras updates each metric separately with the same tensors; without sharing, every per-question
+    metric and the total would rebuild the Dirichlet-multinomial graph (11 copies per step to trace).
+    """
+    if tf.executing_eagerly():
+        return per_question_nll(y_true, y_pred, groups)
+    graph = tf.compat.v1.get_default_graph()
+    key = (id(graph), id(y_true), id(y_pred), tuple(groups))
+    if _SHARED.get("graph") is not graph:
+        _SHARED.clear()
+        _SHARED["graph"] = graph
+    if key not in _SHARED:
+        _SHARED[key] = (per_question_nll(y_true, y_pred, groups), y_true, y_pred)  # keep the tensors alive
+    return _SHARED[key][0]
+
+
 @keras.saving.register_keras_serializable(package="zoobot_tf")
 class QuestionLoss(keras.metrics.Mean):
     """Mean Dirichlet-multinomial loss of one question over all galaxies seen (padding rows excluded).
@@ -107,17 +128,26 @@ class QuestionLoss(keras.metrics.Mean):
     across replicas, so the value is the same under any distribution strategy.
     """
 
-    def __init__(self, question: str, start: int, end: int, name: str | None = None, **kwargs):
+    def __init__(self, question: str, start: int, end: int, question_index_groups: IndexGroups | None = None,
+                 name: str | None = None, **kwargs):
         kwargs.pop("dtype", None)
         super().__init__(name=name or f"loss_{question}", dtype="float32", **kwargs)
         self.question, self.start, self.end = question, int(start), int(end)
+        # with the schema's groups, all questions' losses are computed once per step and shared
+        self.question_index_groups = _groups(question_index_groups) if question_index_groups else None
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        values = -question_log_likelihood(y_true[:, self.start:self.end], y_pred[:, self.start:self.end])
+        if self.question_index_groups:
+            column = self.question_index_groups.index((self.start, self.end))
+            values = _shared_per_question_nll(y_true, y_pred, self.question_index_groups)[:, column]
+        else:
+            values = -question_log_likelihood(y_true[:, self.start:self.end], y_pred[:, self.start:self.end])
         return super().update_state(values, sample_weight=real_rows(sample_weight))
 
     def get_config(self):
-        return {"question": self.question, "start": self.start, "end": self.end, "name": self.name}
+        groups = [list(g) for g in self.question_index_groups] if self.question_index_groups else None
+        return {"question": self.question, "start": self.start, "end": self.end, "name": self.name,
+                "question_index_groups": groups}
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")
@@ -134,7 +164,7 @@ class TotalLoss(keras.metrics.Mean):
         self.question_index_groups = _groups(question_index_groups)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        values = dirichlet_multinomial_nll(y_true, y_pred, self.question_index_groups)
+        values = tf.reduce_sum(_shared_per_question_nll(y_true, y_pred, self.question_index_groups), axis=-1)
         return super().update_state(values, sample_weight=real_rows(sample_weight))
 
     def get_config(self):
@@ -143,7 +173,8 @@ class TotalLoss(keras.metrics.Mean):
 
 def question_loss_metrics(schema: Schema) -> list[keras.metrics.Metric]:
     """The total loss (``nll``) and one :class:`QuestionLoss` per question of the schema."""
-    return [TotalLoss(schema.question_index_groups)] + [QuestionLoss(q.name, q.start, q.end) for q in schema.questions]
+    groups = schema.question_index_groups
+    return [TotalLoss(groups)] + [QuestionLoss(q.name, q.start, q.end, groups) for q in schema.questions]
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")

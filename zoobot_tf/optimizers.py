@@ -49,15 +49,47 @@ class ZoobotAdamW(keras.optimizers.AdamW):
             return 1.0
         return self._multiplier_by_index[self._get_variable_index(variable)]
 
+    def _fused(self) -> bool:
+        return not self.amsgrad and not self.use_ema and not self.gradient_accumulation_steps
+
+    def _step_scalars(self, dtype):
+        """beta powers for this step, built once per traced graph (not once per variable)."""
+        graph = tf.compat.v1.get_default_graph()
+        key = (id(graph), dtype)
+        cache = getattr(self, "_scalar_cache", None)
+        if cache is None or cache[0] != key:
+            step = tf.cast(self.iterations + 1, dtype)
+            cache = (key, (tf.pow(tf.cast(self.beta_1, dtype), step), tf.pow(tf.cast(self.beta_2, dtype), step)))
+            self._scalar_cache = cache
+        return cache[1]
+
     def update_step(self, gradient, variable, learning_rate):
+        """Decoupled weight decay, then one fused ``ResourceApplyAdam`` kernel per variable.
+
+        Same arithmetic as Keras' AdamW (decay ``var -= var * wd * lr``, then Adam with the bias-corrected
+        step ``lr * sqrt(1 - b2^t) / (1 - b1^t)``), but ~3 graph ops per variable instead of ~50: tracing
+        the first training step of EfficientNetB0 spends ~10 s building Keras' per-variable update ops.
+        """
         m = self._multiplier(variable)
         if m != 1.0:
             learning_rate = learning_rate * m
-        return super().update_step(gradient, variable, learning_rate)
+        if not self._fused():
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        lr = tf.cast(learning_rate, dtype)
+        if self.weight_decay and self._use_weight_decay(self._trainable_variables[index]):
+            variable.assign_sub(variable * (lr * tf.cast(self.weight_decay, dtype)))
+        b1_power, b2_power = self._step_scalars(dtype)
+        momentum, velocity = self._momentums[index].value, self._velocities[index].value
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=momentum.handle, v=velocity.handle, beta1_power=b1_power, beta2_power=b2_power,
+            lr=lr, beta1=tf.cast(self.beta_1, dtype), beta2=tf.cast(self.beta_2, dtype),
+            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype), use_locking=False)
 
     def _apply_weight_decay(self, variables):
-        if self.weight_decay is None:
-            return
+        if self.weight_decay is None or self._fused():
+            return  # the fused update_step applies the decay itself
         if not self.lr_multipliers:
             return super()._apply_weight_decay(variables)
 

@@ -2,7 +2,8 @@
 
 The 7x7 depthwise convolutions are ``DepthwiseConv2D``: keras.applications builds them as
 ``Conv2D(groups=C)``, which is ~80x slower on CPU (REFERENCE section 6). The pointwise MLP is a
-``Dense`` on the channel axis (timm's ``conv_mlp`` variants hold the same numbers as 1x1 convs).
+2-D MatMul on the channel axis with GELU fused in (timm's ``conv_mlp`` variants hold the same
+numbers as 1x1 convs).
 As in timm, the pooled features pass through a final LayerNorm (``head.norm``).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from zoobot_tf.models.backbones.common import DropPath, LayerScale, drop_path_rates
+from zoobot_tf.models.backbones.common import DropPath, LayerScale, Pointwise, drop_path_rates
 
 # name: depths, dims, conv_mlp (as timm defines them; conv_mlp only changes the weight layout)
 VARIANTS = {
@@ -33,9 +34,9 @@ def convnext_block(x, dim: int, prefix: str, ls_init_value: float = 1e-6, drop_p
     shortcut = x
     x = layers.DepthwiseConv2D(7, padding="same", use_bias=True, name=f"{prefix}.conv_dw")(x)
     x = layers.LayerNormalization(epsilon=LN_EPS, name=f"{prefix}.norm")(x)
-    x = layers.Dense(4 * dim, name=f"{prefix}.mlp.fc1")(x)
-    x = layers.Activation("gelu", name=f"{prefix}.mlp.act")(x)  # exact (erf) GELU, as torch.nn.GELU
-    x = layers.Dense(dim, name=f"{prefix}.mlp.fc2")(x)
+    # exact (erf) GELU, as torch.nn.GELU, fused into fc1's MatMul on CPU (see common.Pointwise)
+    x = Pointwise(4 * dim, activation="gelu", name=f"{prefix}.mlp.fc1")(x)
+    x = Pointwise(dim, name=f"{prefix}.mlp.fc2")(x)
     if ls_init_value is not None and ls_init_value > 0:
         x = LayerScale(ls_init_value, name=f"{prefix}.gamma")(x)
     if drop_path > 0:
