@@ -140,6 +140,13 @@ def require_files(manual_dir, required, instructions: str) -> None:
             f"Missing in the manual directory {manual_dir}: {', '.join(missing)}.\n{instructions.strip()}")
 
 
+def image_features() -> dict:
+    """The features every builder shares: the encoded image and the galaxy's id."""
+    import tensorflow_datasets as tfds
+
+    return {"image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"), "id_str": tfds.features.Text()}
+
+
 def rgb_array(path) -> np.ndarray:
     """An image file as uint8 (H, W, 3) RGB (alpha dropped, greyscale replicated), for TFDS to encode."""
     from PIL import Image

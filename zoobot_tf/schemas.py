@@ -343,6 +343,10 @@ _GZ2_WILLETT = {
     "spiral-arm-count": (["1", "2", "3", "4", "more-than-4", "cant-tell"], "has-spiral-arms_yes"),
 }
 
+# Hubble and CANDELS as galaxy-datasets defines them (13 questions / 40 answers, 12 / 38). Zoobot's papers
+# quote 12/34 and 11/32, presumably counting a different subset; clump questions with several parent
+# answers are left out, as in galaxy-datasets. Euclid and UKIDSS trees are not defined here: their
+# question lists are not in the public sources available to this project.
 _HUBBLE = {
     "smooth-or-featured": (["smooth", "features", "artifact"], None),
     "how-rounded": (["completely", "in-between", "cigar-shaped"], "smooth-or-featured_smooth"),
@@ -374,18 +378,11 @@ _CANDELS = {
     "merging": (["merger", "tidal-debris", "both", "neither"], None),
 }
 
-# GZ Cosmic Dawn (HSC); GZ JWST CEERS uses the same tree.
+# GZ Cosmic Dawn (HSC); GZ JWST CEERS uses the same tree: DR5's, with "artifact" renamed "problem"
+# and three questions added.
 _COSMIC_DAWN = {
+    **_DECALS_DR5,
     "smooth-or-featured": (["smooth", "featured-or-disk", "problem"], None),
-    "disk-edge-on": (["yes", "no"], "smooth-or-featured_featured-or-disk"),
-    "has-spiral-arms": (["yes", "no"], "disk-edge-on_no"),
-    "bar": (["strong", "weak", "no"], "disk-edge-on_no"),
-    "bulge-size": (["dominant", "large", "moderate", "small", "none"], "disk-edge-on_no"),
-    "how-rounded": (["round", "in-between", "cigar-shaped"], "smooth-or-featured_smooth"),
-    "edge-on-bulge": (["boxy", "none", "rounded"], "disk-edge-on_yes"),
-    "spiral-winding": (["tight", "medium", "loose"], "has-spiral-arms_yes"),
-    "spiral-arm-count": (["1", "2", "3", "4", "more-than-4", "cant-tell"], "has-spiral-arms_yes"),
-    "merging": (["none", "minor-disturbance", "major-disturbance", "merger"], None),
     "clumps": (["yes", "no"], "disk-edge-on_no"),
     "problem": (["star", "artifact", "zoom"], "smooth-or-featured_problem"),
     "artifact": (["satellite", "scattered", "diffraction", "ray", "saturation", "other"], "problem_artifact"),

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from zoobot_tf.datasets import require_files, split_of
+from zoobot_tf.datasets import image_features, require_files, split_of
 
 CLASSES = ["disturbed", "merging", "round_smooth", "in_between_round_smooth", "cigar_shaped_smooth",
            "barred_spiral", "unbarred_tight_spiral", "unbarred_loose_spiral", "edge_on_without_bulge",
@@ -27,8 +27,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             description="Galaxy10 DECaLS (Leung & Bovy 2019; images from GZ DECaLS, Walmsley et al. 2022).",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "id_str": tfds.features.Text(),
+                **image_features(),
                 "label": tfds.features.ClassLabel(names=CLASSES),
                 "ra": np.float32, "dec": np.float32, "redshift": np.float32,
             }),

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from zoobot_tf.datasets import require_files, rgb_array, split_of
+from zoobot_tf.datasets import image_features, require_files, rgb_array, split_of
 
 CLASSES = ["elliptical", "clockwise_spiral", "anticlockwise_spiral", "edge_on", "dont_know", "merger"]
 _INSTRUCTIONS = """
@@ -29,8 +29,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             description="Galaxy Zoo 1 classes (elliptical, spiral by winding direction, edge-on, don't know, "
                         "merger) for SDSS DR7 colour cutouts. Galaxies fill the central ~30% of the frame.",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "id_str": tfds.features.Text(),
+                **image_features(),
                 "label": tfds.features.ClassLabel(names=CLASSES),
             }),
             supervised_keys=("image", "label"),

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from zoobot_tf.datasets import require_files, rgb_array
+from zoobot_tf.datasets import image_features, require_files, rgb_array
 
 _INSTRUCTIONS = """
 Put in the manual directory (the layout of Zoobot's ring example, as in ../shared/data/gz_decals_rings):
@@ -27,8 +27,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             description="Galaxy Zoo DECaLS DR5 colour images with a binary ring label (Walmsley et al. 2022).",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "id_str": tfds.features.Text(),
+                **image_features(),
                 "label": tfds.features.ClassLabel(names=["no_ring", "ring"]),
             }),
             supervised_keys=("image", "label"),
