@@ -7,6 +7,7 @@
 Equivalent to `zoobot-tf train`; run the same command again to resume an interrupted run.
 """
 import dataclasses
+import json
 import typing
 
 from absl import app, flags
@@ -24,7 +25,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    config = TrainConfig(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainConfig)})
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainConfig)}
+    if values.get("backbone_kwargs"):
+        values["backbone_kwargs"] = json.loads(values["backbone_kwargs"])
+    config = TrainConfig(**values)
     result = train(config)
     total = result.metrics.iloc[-1]
     print(f"test loss {total['loss']:.3f} (baseline {total['baseline_loss']:.3f}) in {result.output_dir}")

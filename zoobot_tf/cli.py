@@ -53,6 +53,7 @@ TRAIN_HELP = {
     "synthetic_galaxies": "without --shards/--catalog: render this many synthetic galaxies",
     "schema": "decision tree (built-in name or YAML/JSON file)",
     "backbone": "encoder architecture (see `zoobot-tf backbones`)",
+    "backbone_kwargs": "JSON overrides of the backbone's arguments, e.g. '{\"drop_path_rate\": 0.1}'",
     "strategy": "one_device | mirrored | multi_worker_mirrored | tpu",
     "tfds": "a prepared TFDS data set with votes instead of shards (e.g. synthetic_gz, gz_decals/dr5)",
     "cpu_replicas": "with --strategy mirrored on a machine without GPUs: split the CPU into this many replicas",
@@ -65,8 +66,16 @@ def cmd_train(args) -> int:
     from zoobot_tf import evaluate
     from zoobot_tf.training import TrainConfig, train
 
+    import json
+
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    if isinstance(values.get("backbone_kwargs"), str):
+        try:
+            values["backbone_kwargs"] = json.loads(values["backbone_kwargs"])
+        except json.JSONDecodeError as e:
+            raise CLIError(f"--backbone_kwargs must be JSON, e.g. '{{\"drop_path_rate\": 0.1}}': {e}") from None
+    config = TrainConfig(**values)
     if config.shards and not Path(config.shards).exists():
         raise CLIError(f"--shards {config.shards}: no such folder")
     if config.catalog and not Path(config.catalog).exists():
@@ -251,6 +260,26 @@ def cmd_tfds_build(args) -> int:
     return 0
 
 
+def cmd_scaling(args) -> int:
+    from zoobot_tf import scaling
+
+    if args.action == "run":
+        _check_input(args.grid, "--grid")
+        scaling.run(args.grid, index=args.index, progress=args.progress)
+        return 0
+    grid = scaling.load_grid(args.grid) if args.grid else None
+    results_dir = args.results or (grid["output_dir"] if grid else None)
+    if not results_dir:
+        raise CLIError("analyse needs --results <folder with results.csv> or --grid")
+    results = scaling.read_results(results_dir)
+    if results.empty:
+        raise CLIError(f"no {scaling.RESULTS} in {results_dir}")
+    fits = scaling.analyse(results, args.out or results_dir)
+    print(scaling.exponent_table(fits))
+    print(f"plots and fits.json in {args.out or results_dir}")
+    return 0
+
+
 def cmd_backbones(args) -> int:
     from zoobot_tf.models.backbones import REGISTRY, build_backbone
 
@@ -355,6 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default=None, help="where TFDS writes the data set (default ~/tensorflow_datasets)")
     p.add_argument("--config", default=None, help="builder config, e.g. dr5")
     p.set_defaults(func=cmd_tfds_build)
+
+    p = sub.add_parser("scaling", help="scaling-law sweeps: run grid points, fit power laws, plot",
+                       description="run: train one grid point (--index, SLURM-array friendly) or all remaining; "
+                                   "analyse: fit L(D) = a D^-b + c per architecture and plot.")
+    p.add_argument("action", choices=["run", "analyse"])
+    p.add_argument("--grid", default=None, help="YAML/JSON grid (see zoobot_tf.scaling)")
+    p.add_argument("--index", type=int, default=None, help="run only this grid point")
+    p.add_argument("--results", default=None, help="analyse: folder holding results.csv")
+    p.add_argument("--out", default=None, help="analyse: where to write plots and fits.json")
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_scaling)
 
     p = sub.add_parser("backbones", help="list the available backbones")
     p.add_argument("--count", action="store_true", help="build each and count its parameters")

@@ -53,11 +53,13 @@ class TrainConfig:
     synthetic_galaxies: int = 5000
     synthetic_image_size: int = 64
     shard_image_size: int | None = None  # re-encode images at this size when making shards
+    train_fraction: float = 1.0  # train on a deterministic subset of the training split (scaling studies)
     tfds: str | None = None  # a prepared TFDS data set with votes (e.g. synthetic_gz, gz_decals/dr5)
     tfds_data_dir: str | None = None
     schema: str = "gz_decals_dr5"
     # model
     backbone: str = "resnet_micro"
+    backbone_kwargs: dict | None = None  # overrides of the backbone's builder arguments (JSON on the command line)
     image_size: int = 64
     channels: int = 1
     crop_fraction: float = 1.0
@@ -103,6 +105,7 @@ class TrainResult:
     metrics: pd.DataFrame
     history: list
     seconds: float
+    n_train: int = 0
 
 
 def _check_config(out: Path, config: TrainConfig) -> None:
@@ -170,6 +173,10 @@ class VoteData:
                                  f"{(manifest.get('schema') or {}).get('name')!r}, not {schema.name!r}.")
             n_votes = len(manifest["label_cols"])
             self.sizes = {s: manifest["splits"][s]["n_galaxies"] for s in ("train", "val", "test")}
+            if config.train_fraction < 1.0:
+                self.sizes["train"] = tfrecords.subset_size(self.shard_dir, "train", config.train_fraction, config.seed)
+                if self.sizes["train"] == 0:
+                    raise ValueError(f"train_fraction={config.train_fraction} leaves no training galaxies.")
         if n_votes != schema.n_answers:
             raise ValueError(f"{self.source} has {n_votes} vote columns but schema {schema.name!r} has "
                              f"{schema.n_answers} answers; pass the matching --schema.")
@@ -182,20 +189,31 @@ class VoteData:
 
             ds = zdatasets.tfds_dataset(c.tfds, split, batch_size, load_size, training, c.tfds_data_dir, c.seed)
             return ds.repeat() if repeat else ds
+        fraction = c.train_fraction if split == "train" else 1.0
         return tfrecords.shard_dataset(self.shard_dir, split, batch_size, load_size, training=training, seed=c.seed,
                                        deterministic=c.deterministic or None, repeat=repeat,
-                                       num_workers=num_workers, cache=cache)
+                                       num_workers=num_workers, cache=cache, fraction=fraction,
+                                       fraction_seed=c.seed)
 
     def labels(self, split: str) -> np.ndarray:
         if self.config.tfds:
             from zoobot_tf import datasets as zdatasets
 
             return zdatasets.tfds_labels(self.config.tfds, split, self.config.tfds_data_dir)
-        return tfrecords.read_labels(self.shard_dir, split)[1]
+        ids, labels = tfrecords.read_labels(self.shard_dir, split)
+        if split == "train" and self.config.train_fraction < 1.0 and ids:
+            keep = tfrecords.subset_filter(self.config.train_fraction, self.config.seed)(tf.constant(ids)).numpy()
+            labels = labels[keep]
+        return labels
 
 
 def build_model(config: TrainConfig) -> Zoobot:
-    model = Zoobot(task="votes", schema=config.schema, backbone=config.backbone, image_size=config.image_size,
+    backbone_kwargs = config.backbone_kwargs
+    if isinstance(backbone_kwargs, str):
+        backbone_kwargs = json.loads(backbone_kwargs)
+    backbone_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (backbone_kwargs or {}).items()}
+    model = Zoobot(task="votes", schema=config.schema, backbone=config.backbone, backbone_kwargs=backbone_kwargs,
+                   image_size=config.image_size,
                    channels=config.channels, crop_fraction=config.crop_fraction,
                    augment={"flip": config.flip}, dropout_rate=config.dropout_rate, precision=config.precision)
     model.compile(learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=config.clipnorm)
@@ -274,6 +292,7 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
     if chief:
         model.save(out / "model.keras")
         summary = {"seconds": seconds, "epochs_run": len(zcallbacks.read_history(paths.history)),
+                   "n_train": int(data.sizes["train"]),
                    "params": int(model.count_params()), "backbone": config.backbone,
                    "workers": workers, "replicas": replicas, "metrics": metrics.to_dict(orient="records")}
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -287,7 +306,7 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
             paths.root.parent.rmdir()
         except OSError:
             pass  # another worker's folder is still there
-    return TrainResult(out, model, metrics, zcallbacks.read_history(paths.history), seconds)
+    return TrainResult(out, model, metrics, zcallbacks.read_history(paths.history), seconds, int(data.sizes["train"]))
 
 
 class RunPaths:

@@ -255,6 +255,11 @@ def shard_files(shard_dir: str | Path, split: str, verify: bool = False) -> list
     return files
 
 
+@tf.autograph.experimental.do_not_convert
+def _labels_and_id(image, labels, id_str):
+    return labels, id_str
+
+
 def parse_fn(label_kind: str, n_labels: int):
     """Parse one serialized example -> (encoded image bytes, labels, id_str)."""
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "id_str": tf.io.FixedLenFeature([], tf.string)}
@@ -292,12 +297,16 @@ def shard_dataset(
     repeat: bool = False,
     cache: bool | str = "auto",
     num_workers: int = 1,
+    fraction: float = 1.0,
+    fraction_seed: int = 0,
 ) -> tf.data.Dataset:
     """A batched ``(images, labels, sample_weight)`` dataset from a shard folder (see :mod:`pipeline`).
 
     Shards are read with a parallel interleave (file order shuffled when training); ``deterministic``
     fixes the order of everything for reproducible runs. ``num_workers`` > 1 checks that the split has
     at least that many shards, since multi-worker training divides the shards between workers.
+    ``fraction`` < 1 keeps a deterministic subset of the galaxies (by a hash of ``id_str`` and
+    ``fraction_seed``; nested: a smaller fraction is a subset of a larger one), for scaling studies.
     """
     manifest = read_manifest(shard_dir)
     files = shard_files(shard_dir, split)
@@ -312,10 +321,41 @@ def shard_dataset(
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.map(lambda s: parse(s)[:2], num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    keep = subset_filter(fraction, fraction_seed)
+
+    def in_subset(image, labels, id_str):
+        return keep(id_str)
+
+    def drop_id(image, labels, id_str):
+        return image, labels
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    if fraction < 1.0:
+        ds = ds.filter(in_subset)
+        n_examples = subset_size(shard_dir, split, fraction, fraction_seed)
+    ds = ds.map(drop_id)
     return pipeline.finish(ds, batch_size, load_size, training, n_examples=n_examples, shuffle_buffer=shuffle_buffer,
                            seed=seed, deterministic=deterministic, repeat=repeat, cache=cache,
                            known_cardinality=num_workers == 1)
+
+
+def subset_filter(fraction: float, seed: int = 0):
+    """A TF predicate on ``id_str`` keeping a deterministic ``fraction`` of galaxies (nested in fraction)."""
+    buckets = 1_000_000
+    threshold = int(round(fraction * buckets))
+
+    def keep(id_str):
+        salted = tf.strings.join([tf.strings.as_string(seed), id_str], separator=":")
+        return tf.strings.to_hash_bucket_fast(salted, buckets) < threshold
+
+    return keep
+
+
+def subset_size(shard_dir, split: str, fraction: float, seed: int = 0) -> int:
+    ids, _ = read_labels(shard_dir, split)
+    if not ids:
+        return 0
+    return int(tf.reduce_sum(tf.cast(subset_filter(fraction, seed)(tf.constant(ids)), tf.int32)))
 
 
 def shard_ids_dataset(shard_dir: str | Path, split: str) -> tf.data.Dataset:
@@ -330,7 +370,7 @@ def read_labels(shard_dir: str | Path, split: str) -> tuple[list[str], np.ndarra
     """All ids and labels of a split, in file order (for evaluation), without decoding images."""
     manifest = read_manifest(shard_dir)
     parse = parse_fn(manifest["label_kind"], len(manifest["label_cols"]))
-    ds = tf.data.TFRecordDataset(shard_files(shard_dir, split)).map(lambda s: parse(s)[1:])
+    ds = tf.data.TFRecordDataset(shard_files(shard_dir, split)).map(parse).map(_labels_and_id)
     ids, labels = [], []
     for y, i in ds.as_numpy_iterator():
         ids.append(i.decode())

@@ -1,0 +1,56 @@
+"""Scaling-law fits on exact power laws, and a 2-point sweep end to end."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import vote_catalog
+from zoobot_tf import scaling
+from zoobot_tf.data import tfrecords
+
+
+@pytest.mark.parametrize("a,b,c", [(50.0, 0.5, 10.0), (8.0, 0.3, 2.0), (300.0, 0.9, 30.0)])
+def test_fit_recovers_an_exact_power_law(a, b, c):
+    x = np.array([100, 200, 400, 800, 1600, 3200, 6400])
+    fit = scaling.fit_power_law(x, scaling.power_law(x, a, b, c))
+    np.testing.assert_allclose([fit["a"], fit["b"], fit["c"]], [a, b, c], rtol=1e-4)
+
+
+def test_fit_uncertainty_covers_the_truth_with_noise():
+    rng = np.random.default_rng(0)
+    x = np.repeat([100, 200, 400, 800, 1600, 3200], 4)
+    y = scaling.power_law(x, 40.0, 0.5, 20.0) + rng.normal(0, 0.05, len(x))
+    fit = scaling.fit_power_law(x, y, sigma=np.full(len(x), 0.05))
+    assert abs(fit["b"] - 0.5) < 3 * fit["b_err"] and fit["b_err"] < 0.2
+
+
+def test_analyse_tables_and_plots(tmp_path):
+    rows = []
+    for arch, params, c in [("small", 1e5, 22.0), ("big", 1e6, 20.0)]:
+        for n in [100, 200, 400, 800, 1600]:
+            for seed in (0, 1):
+                rows.append({"architecture": arch, "fraction": n / 1600, "seed": seed, "params": params,
+                             "n_train": n, "test_loss": scaling.power_law(n, 30.0, 0.4, c) + 0.01 * seed,
+                             "loss_q1": scaling.power_law(n, 10.0, 0.6, 1.0)})
+    fits = scaling.analyse(pd.DataFrame(rows), tmp_path)
+    assert abs(fits["data"]["small"]["b"] - 0.4) < 0.02 and abs(fits["per_question"]["big"]["q1"] - 0.6) < 0.02
+    assert (tmp_path / "scaling.png").exists() and (tmp_path / "scaling.pdf").exists()
+    assert "small" in scaling.exponent_table(fits)
+
+
+def test_two_point_sweep_appends_resumable_rows(tmp_path):
+    df = vote_catalog(tmp_path / "img", n=60)
+    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False)
+    grid = {"shards": str(tmp_path / "shards"), "output_dir": str(tmp_path / "sweep"), "fractions": [0.5, 1.0],
+            "seeds": [0], "architectures": {"micro": {"backbone": "resnet_micro",
+                                                       "backbone_kwargs": {"widths": [8, 8, 16, 16], "stem_width": 8}}},
+            "train": {"image_size": 32, "epochs": 1, "batch_size": 16}}
+    assert len(scaling.grid_points(grid)) == 2
+    rows = scaling.run(grid, index=1)
+    assert len(rows) == 1 and rows[0]["fraction"] == 1.0
+    rows = scaling.run(grid)  # the remaining point only
+    assert len(rows) == 1 and rows[0]["fraction"] == 0.5
+    table = scaling.read_results(tmp_path / "sweep")
+    assert len(table) == 2 and set(table["fraction"]) == {0.5, 1.0}
+    assert table.set_index("fraction").loc[0.5, "n_train"] < table.set_index("fraction").loc[1.0, "n_train"]
+    assert np.isfinite(table["test_loss"]).all() and "loss_smooth-or-featured" in table.columns
+    assert scaling.run(grid) == []  # nothing left to do
