@@ -54,3 +54,20 @@ def test_two_point_sweep_appends_resumable_rows(tmp_path):
     assert table.set_index("fraction").loc[0.5, "n_train"] < table.set_index("fraction").loc[1.0, "n_train"]
     assert np.isfinite(table["test_loss"]).all() and "loss_smooth-or-featured" in table.columns
     assert scaling.run(grid) == []  # nothing left to do
+
+
+def test_combined_exponent_is_the_inverse_variance_mean_and_skips_bounded_fits():
+    fits = {"x": {"b": 0.4, "b_err": 0.1, "at_bound": []}, "y": {"b": 0.7, "b_err": 0.2, "at_bound": []},
+            "z": {"b": 3.0, "b_err": 0.01, "at_bound": ["b"]}, "bad": {"error": "no fit"}}
+    combined = scaling.combined_exponent(fits)
+    w = np.array([100.0, 25.0])
+    assert combined["n_fits"] == 2
+    np.testing.assert_allclose(combined["b"], (w * [0.4, 0.7]).sum() / w.sum())
+    np.testing.assert_allclose(combined["b_err"], 1 / np.sqrt(w.sum()))
+
+
+def test_fit_flags_an_unconstrained_floor():
+    # a pure power law with no floor: c ends on its lower bound (0) and is flagged
+    x = np.array([100, 200, 400, 800, 1600])
+    fit = scaling.fit_power_law(x, scaling.power_law(x, 30.0, 0.5, 0.0))
+    assert "c" in fit["at_bound"] and abs(fit["b"] - 0.5) < 1e-3

@@ -1,6 +1,6 @@
 """The miniature scaling study: synthetic galaxies, 4 model sizes x 5 data sizes x 2 seeds, on a 2-core CPU.
 
-    python benchmarks/scaling_mini/run.py          # ~30 min; resumable (finished points are skipped)
+    python benchmarks/scaling_mini/run.py          # ~46 min on 2 cores; resumable (finished points are skipped)
 
 Renders 8,000 synthetic galaxies at 48 px with simulated GZ DECaLS votes, writes shards (80/10/10
 train/val/test: one fixed test set of ~800), runs every point of grid.yaml with zoobot_tf.scaling,
