@@ -39,6 +39,23 @@ def test_mixture_interval_has_the_right_coverage():
         np.testing.assert_allclose(mix_cdf(hi[i, 0]), 0.95, atol=1e-6)
 
 
+def test_mixture_interval_on_extreme_and_spread_concentrations_matches_brentq():
+    from scipy.optimize import brentq
+
+    rng = np.random.default_rng(3)
+    c = rng.uniform(1, 101, (2, SCHEMA.n_answers, 16))
+    c[0, :3, :] = [[1.0], [1.0], [101.0]] * np.ones((3, 16))  # components at the bounds of the head
+    c[1, 0, :8], c[1, 0, 8:] = 1.0, 100.0  # a bimodal mixture: half the samples disagree
+    lo, hi = stats.beta_intervals(c, SCHEMA, level=0.9)
+    assert np.isfinite(lo).all() and np.isfinite(hi).all()
+    for i in range(2):
+        for j in range(3):
+            a, b = c[i, j], c[i, :3].sum(0) - c[i, j]
+            cdf = lambda x: sps.beta.cdf(x, a, b).mean()  # noqa: E731
+            np.testing.assert_allclose(lo[i, j], brentq(lambda x: cdf(x) - 0.05, 0, 1, xtol=1e-14), atol=1e-7)
+            np.testing.assert_allclose(hi[i, j], brentq(lambda x: cdf(x) - 0.95, 0, 1, xtol=1e-14), atol=1e-7)
+
+
 def test_prob_asked_is_product_of_parent_fractions():
     frac = stats.expected_vote_fractions(_conc(seed=2), SCHEMA)
     p = stats.prob_asked(frac, SCHEMA)

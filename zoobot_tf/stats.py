@@ -41,12 +41,15 @@ def expected_vote_fractions(concentrations: np.ndarray, schema: Schema) -> np.nd
 
 
 def beta_intervals(concentrations: np.ndarray, schema: Schema, level: float = 0.9,
-                   iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
+                   tol: float = 1e-9, max_iterations: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Central credible interval of each answer's vote fraction.
 
     The marginal of answer a under Dirichlet(alpha) is Beta(alpha_a, A_q - alpha_a). With MC-dropout
-    samples (N, A, S) the posterior is the equal-weight mixture over samples; its quantiles are found
-    by bisection on the mixture CDF. Returns (lower, upper), each (N, A).
+    samples (N, A, S) the posterior is the equal-weight mixture over samples. Its quantile lies
+    between the smallest and largest of the components' own quantiles (exact, ``betaincinv``); inside
+    that bracket a safeguarded Newton iteration on the mixture CDF (bisection whenever a Newton step
+    would leave the bracket) converges in a handful of steps, instead of ~50 bisections over [0, 1].
+    Returns (lower, upper), each (N, A).
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1). Received: level={level}")
@@ -56,17 +59,26 @@ def beta_intervals(concentrations: np.ndarray, schema: Schema, level: float = 0.
     q_lo, q_hi = (1 - level) / 2, 1 - (1 - level) / 2
     if conc.ndim == 2:
         return special.betaincinv(a, b, q_lo), special.betaincinv(a, b, q_hi)
+    log_norm = special.betaln(a, b)
 
     def mixture_quantile(q):
-        lo = np.zeros(conc.shape[:2])
-        hi = np.ones(conc.shape[:2])
-        for _ in range(iterations):
-            mid = (lo + hi) / 2
-            cdf = special.betainc(a, b, mid[..., None]).mean(axis=-1)
-            below = cdf < q
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-        return (lo + hi) / 2
+        components = special.betaincinv(a, b, q)
+        lo, hi = components.min(axis=-1), components.max(axis=-1)
+        x = components.mean(axis=-1)
+        for _ in range(max_iterations):
+            xe = np.clip(x, 1e-300, 1 - 1e-16)[..., None]
+            f = special.betainc(a, b, xe).mean(axis=-1) - q
+            lo = np.where(f < 0, x, lo)
+            hi = np.where(f < 0, hi, x)
+            pdf = np.exp((a - 1) * np.log(xe) + (b - 1) * np.log1p(-xe) - log_norm).mean(axis=-1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                newton = x - f / pdf
+            inside = np.isfinite(newton) & (newton >= lo) & (newton <= hi)
+            new = np.where(inside, newton, (lo + hi) / 2)
+            if np.max(np.abs(new - x)) < tol:
+                return new
+            x = new
+        return x
 
     return mixture_quantile(q_lo), mixture_quantile(q_hi)
 
