@@ -1,0 +1,111 @@
+"""Optional: the PyTorch peer (Zoobot v2's recipe: timm encoder, Dirichlet-multinomial loss, AdamW)
+timed exactly as benchmarks/throughput.py times zoobot-tf, so ratios come from one session.
+
+    /path/to/torch-venv/bin/python benchmarks/zoobot_peer.py [--backbones efficientnet_b0,convnext_tiny]
+
+Needs torch and timm (e.g. ``pip install torch==2.14.1 torchvision==0.29.1 timm``), not zoobot-tf or
+TensorFlow; skips with a message when they are missing. Zoobot v2's model is a timm encoder, a
+linear head with ``1 + 100 * sigmoid`` concentrations and the Dirichlet-multinomial loss summed over
+questions; that is what is built here (1 channel, 224x224, batch 32, GZ DECaLS DR5's 34 answers
+grouped into its 10 questions), so the numbers are comparable with ``throughput.py``'s full model.
+Writes benchmarks/results/zoobot_peer.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# GZ DECaLS DR5: answers per question, in schema order (34 answers, 10 questions)
+DR5_ANSWERS_PER_QUESTION = [3, 2, 2, 3, 5, 3, 3, 3, 6, 4]
+
+
+def dirichlet_multinomial_nll(counts, alpha):
+    import torch
+
+    total = counts.sum(-1)
+    a0 = alpha.sum(-1)
+    log_prob = (torch.lgamma(total + 1) + torch.lgamma(a0) - torch.lgamma(total + a0)
+                + (torch.lgamma(counts + alpha) - torch.lgamma(alpha) - torch.lgamma(counts + 1)).sum(-1))
+    return -log_prob
+
+
+def run(backbone: str, size: int, channels: int, batch: int, steps: int) -> dict:
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    encoder = timm.create_model(backbone, pretrained=False, in_chans=channels, num_classes=0)
+    n_answers = sum(DR5_ANSWERS_PER_QUESTION)
+    head = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(encoder.num_features, n_answers))
+    model = torch.nn.Sequential(encoder, head)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    x = torch.rand(batch, channels, size, size)
+    y = torch.randint(0, 10, (batch, n_answers)).float()
+    splits = torch.tensor(DR5_ANSWERS_PER_QUESTION).cumsum(0)[:-1].tolist()
+
+    def train_step():
+        model.train()
+        alpha = 1 + 100 * torch.sigmoid(model(x))
+        loss = sum(dirichlet_multinomial_nll(c, a) for c, a in
+                   zip(torch.tensor_split(y, splits, -1), torch.tensor_split(alpha, splits, -1))).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def infer():
+        model.eval()
+        return 1 + 100 * torch.sigmoid(model(x))
+
+    t = time.perf_counter()
+    train_step()
+    first = time.perf_counter() - t
+
+    def rate(fn):
+        fn()
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times.append(time.perf_counter() - t)
+        return batch * steps / statistics.median(times)
+
+    return {"backbone": backbone, "image_size": size, "channels": channels, "batch": batch,
+            "torch": torch.__version__, "timm": timm.__version__, "threads": torch.get_num_threads(),
+            "first_step_s": first, "train_img_s": rate(train_step), "infer_img_s": rate(infer)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbones", default="efficientnet_b0,convnext_tiny")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "zoobot_peer.json"))
+    args = p.parse_args(argv)
+    try:
+        import timm  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        print(f"skipped: the PyTorch peer needs torch and timm ({e})")
+        return 0
+    results = []
+    for backbone in args.backbones.split(","):
+        r = run(backbone, args.size, args.channels, args.batch, args.steps)
+        results.append(r)
+        print(f"peer {backbone:18s} {args.size:4d}px {args.channels}ch  train {r['train_img_s']:7.1f} img/s  "
+              f"infer {r['infer_img_s']:7.1f} img/s  first step {r['first_step_s']:5.1f} s", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
