@@ -9,8 +9,9 @@ finetuned from (a) the embedded encoder pretrained on synthetic Galaxy Zoo votes
 training (saved_models/zoobot_synthetic) and (b) the same architecture randomly initialised, with the
 same recipe. Prints a table of test accuracy and balanced accuracy and writes it as JSON.
 
-CPU budget: resnet_micro (0.3M parameters) at 64x64 greyscale, whole encoder trained, at most 30
-epochs with patience 6; about 15 minutes on 2 cores for the 18 runs.
+Recipe (both encoders): resnet_micro (0.3M parameters) at 64x64 greyscale, the whole encoder trained
+(AdamW lr 1e-3, dropout 0.5), classes weighted by inverse frequency, at most 30 epochs with early
+stopping (patience 6) on the validation loss. About 5 minutes on 2 cores for the 16 runs.
 """
 from __future__ import annotations
 
@@ -69,7 +70,11 @@ def run_one(pretrained, pool, test, n_labels, crop, flip, seed=0) -> dict:
     tuner = Finetuner(pretrained, task="classification", class_names=class_names, n_blocks=-1, learning_rate=1e-3,
                       crop_fraction=crop, augment={"flip": flip}, batch_size=32, **kwargs)
     start = time.time()
-    hist = tuner.model.fit(tuner.dataset(train, "label", training=True, seed=seed),
+    from zoobot_tf.finetune import balanced_class_weight
+
+    train_y, _ = encode_labels(train["label"], class_names)
+    weights = balanced_class_weight(train_y, len(class_names))  # the sets are imbalanced (up to 70% one class)
+    hist = tuner.model.fit(tuner.dataset(train, "label", training=True, seed=seed, class_weight=weights),
                            validation_data=tuner.dataset(val, "label"), epochs=30,
                            callbacks=tuner.callbacks(patience=6), verbose=0)
     probs, labels = predict_batches(tuner.model, tuner.dataset(test, "label"))
