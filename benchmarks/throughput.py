@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from timing import images_per_second
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BACKBONES = ["efficientnet_b0", "convnext_tiny", "convnext_nano", "resnet18", "resnet50", "efficientnetv2_s"]
@@ -76,14 +77,7 @@ def run_config(backbone: str, size: int, channels: int, steps: int, batch: int, 
     first = time.perf_counter() - t
 
     def rate(fn):
-        fn()
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times.append(time.perf_counter() - t)
-        return batch * steps / statistics.median(times)
+        return images_per_second(fn, batch, steps)
 
     train_rate = rate(lambda: model.train_on_batch(x, y))
     infer = tf.function(lambda images: model(images, training=False))

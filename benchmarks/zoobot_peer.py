@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
+
+from timing import images_per_second
 
 REPO = Path(__file__).resolve().parents[1]
 # GZ DECaLS DR5: answers per question, in schema order (34 answers, 10 questions)
@@ -67,14 +68,7 @@ def run(backbone: str, size: int, channels: int, batch: int, steps: int) -> dict
     first = time.perf_counter() - t
 
     def rate(fn):
-        fn()
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times.append(time.perf_counter() - t)
-        return batch * steps / statistics.median(times)
+        return images_per_second(fn, batch, steps)
 
     return {"backbone": backbone, "image_size": size, "channels": channels, "batch": batch,
             "torch": torch.__version__, "timm": timm.__version__, "threads": torch.get_num_threads(),
