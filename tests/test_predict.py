@@ -109,3 +109,18 @@ def test_pca_matches_direct_eigendecomposition():
     top = evecs[:, ::-1][:, :2]
     np.testing.assert_allclose(np.abs(pca.components_ @ top), np.eye(2), atol=1e-6)
     np.testing.assert_allclose(pca.explained_variance_ratio_, evals[::-1][:2] / evals.sum(), rtol=1e-6)
+
+
+def test_predictions_from_shards_equal_predictions_from_the_same_images(model, folder, tmp_path):
+    from zoobot_tf.data import tfrecords
+
+    files = sorted(p for p in folder.iterdir() if p.stem != "broken")
+    cat = pd.DataFrame({"id_str": [p.stem for p in files], "file_loc": [str(p) for p in files], "c": 0})
+    tfrecords.write_shards(cat, tmp_path / "shards", label_kind="classification", label_cols=["c"],
+                           splits={"train": 0.5, "test": 0.5}, progress=False)
+    predict(model, folder, tmp_path / "folder.csv", n_samples=1, progress=False)
+    predict(model, tmp_path / "shards", tmp_path / "shards.csv", n_samples=1, progress=False)
+    a = pd.read_csv(tmp_path / "folder.csv", dtype={"id_str": str}).set_index("id_str").sort_index()
+    b = pd.read_csv(tmp_path / "shards.csv", dtype={"id_str": str}).set_index("id_str").sort_index()
+    assert list(b.index) == [p.stem for p in files]
+    pd.testing.assert_frame_equal(a, b[a.columns], rtol=1e-4)
