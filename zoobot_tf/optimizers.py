@@ -54,12 +54,16 @@ class ZoobotAdamW(keras.optimizers.AdamW):
 
     def _step_scalars(self, dtype):
         """beta powers for this step, built once per traced graph (not once per variable)."""
-        graph = tf.compat.v1.get_default_graph()
-        key = (id(graph), dtype)
+        def powers():
+            step = tf.cast(self.iterations + 1, dtype)
+            return tf.pow(tf.cast(self.beta_1, dtype), step), tf.pow(tf.cast(self.beta_2, dtype), step)
+
+        if tf.executing_eagerly():  # no graph to cache in: the values change every step
+            return powers()
+        key = (id(tf.compat.v1.get_default_graph()), dtype)
         cache = getattr(self, "_scalar_cache", None)
         if cache is None or cache[0] != key:
-            step = tf.cast(self.iterations + 1, dtype)
-            cache = (key, (tf.pow(tf.cast(self.beta_1, dtype), step), tf.pow(tf.cast(self.beta_2, dtype), step)))
+            cache = (key, powers())
             self._scalar_cache = cache
         return cache[1]
 
