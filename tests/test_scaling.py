@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from helpers import vote_catalog
 from zoobot_tf import scaling
@@ -71,3 +72,21 @@ def test_fit_flags_an_unconstrained_floor():
     x = np.array([100, 200, 400, 800, 1600])
     fit = scaling.fit_power_law(x, scaling.power_law(x, 30.0, 0.5, 0.0))
     assert "c" in fit["at_bound"] and abs(fit["b"] - 0.5) < 1e-3
+
+
+def test_training_subsets_are_nested_deterministic_and_counted(tmp_path):
+    cat = vote_catalog(tmp_path / "imgs", n=60, size=32)
+    tfrecords.write_shards(cat, tmp_path / "shards", schema="gz_decals_dr5", splits={"train": 1.0}, progress=False)
+    ids, _ = tfrecords.read_labels(tmp_path / "shards", "train")
+
+    def kept(fraction, seed):
+        mask = tfrecords.subset_filter(fraction, seed)(tf.constant(ids)).numpy()
+        return {i for i, k in zip(ids, mask) if k}
+
+    quarter, half = kept(0.25, 0), kept(0.5, 0)
+    assert quarter < half < set(ids)  # nested, strictly growing
+    assert kept(0.5, 0) == half and kept(0.5, 1) != half  # deterministic per seed, different across seeds
+    assert tfrecords.subset_size(tmp_path / "shards", "train", 0.5, 0) == len(half)
+    ds = tfrecords.shard_dataset(tmp_path / "shards", "train", 8, 32, training=False, fraction=0.5, fraction_seed=0)
+    weights = np.concatenate([w.numpy() for _, _, w in ds])
+    assert (weights > 0).sum() == len(half)  # exactly the subset's galaxies (padding rows weigh 0)
