@@ -90,3 +90,14 @@ def test_training_subsets_are_nested_deterministic_and_counted(tmp_path):
     ds = tfrecords.shard_dataset(tmp_path / "shards", "train", 8, 32, training=False, fraction=0.5, fraction_seed=0)
     weights = np.concatenate([w.numpy() for _, _, w in ds])
     assert (weights > 0).sum() == len(half)  # exactly the subset's galaxies (padding rows weigh 0)
+
+
+def test_bad_train_fractions_are_refused_before_any_work():
+    from zoobot_tf.schemas import get_schema
+    from zoobot_tf.training import TrainConfig, VoteData
+
+    schema = get_schema("gz_decals_dr5")
+    with pytest.raises(ValueError, match="train_fraction must be in"):
+        VoteData(TrainConfig(train_fraction=0.0), schema)
+    with pytest.raises(ValueError, match="needs TFRecord shards"):
+        VoteData(TrainConfig(train_fraction=0.5, tfds="synthetic_gz"), schema)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import typing
@@ -65,8 +66,6 @@ TRAIN_HELP = {
 def cmd_train(args) -> int:
     from zoobot_tf import evaluate
     from zoobot_tf.training import TrainConfig, train
-
-    import json
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}

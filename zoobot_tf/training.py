@@ -154,6 +154,11 @@ class VoteData:
 
     def __init__(self, config: TrainConfig, schema, chief: bool = True):
         self.config, self.schema = config, schema
+        if not 0.0 < config.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1]. Received: train_fraction={config.train_fraction}")
+        if config.tfds and config.train_fraction < 1.0:
+            raise ValueError("train_fraction < 1 needs TFRecord shards (--shards or a catalog); "
+                             "a TFDS source has no per-galaxy subset selection here.")
         if config.tfds:
             from zoobot_tf import datasets as zdatasets
 
