@@ -5,7 +5,7 @@
 Renders 8,000 synthetic galaxies at 48 px with simulated GZ DECaLS votes, writes shards (80/10/10
 train/val/test: one fixed test set of ~800), runs every point of grid.yaml with zoobot_tf.scaling,
 then fits L(D) = a D^-b + c per model size and plots. Results go to benchmarks/scaling_mini/
-(results.csv, fits.json, scaling.png/pdf); the working data to benchmarks/scaling_mini/work/ (ignored).
+(results.csv, fits.json, scaling.png/pdf); the working data to benchmarks/scaling_mini/scratch/ (ignored).
 """
 import shutil
 import time
