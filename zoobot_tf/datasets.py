@@ -147,6 +147,13 @@ def image_features() -> dict:
     return {"image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"), "id_str": tfds.features.Text()}
 
 
+def vote_features(schema) -> dict:
+    """image_features() plus the raw vote counts as an int32 tensor in ``schema``'s answer order."""
+    import tensorflow_datasets as tfds
+
+    return {**image_features(), "votes": tfds.features.Tensor(shape=(schema.n_answers,), dtype=np.int32)}
+
+
 def rgb_array(path) -> np.ndarray:
     """An image file as uint8 (H, W, 3) RGB (alpha dropped, greyscale replicated), for TFDS to encode."""
     from PIL import Image

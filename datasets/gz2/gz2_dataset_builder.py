@@ -6,7 +6,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from zoobot_tf.data.catalogs import gz2_willett_to_schema_columns
-from zoobot_tf.datasets import image_features, require_files, rgb_array, split_of
+from zoobot_tf.datasets import require_files, rgb_array, split_of, vote_features
 from zoobot_tf.schemas import get_schema
 
 SCHEMA = get_schema("gz2_willett")
@@ -44,8 +44,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             description="Galaxy Zoo 2 (Willett et al. 2013): SDSS images with volunteer votes on the "
                         "gz2_willett schema (11 questions, 37 answers, answers in schema order).",
             features=tfds.features.FeaturesDict({
-                **image_features(),
-                "votes": tfds.features.Tensor(shape=(SCHEMA.n_answers,), dtype=np.int32),
+                **vote_features(SCHEMA),
                 "fractions": tfds.features.Tensor(shape=(SCHEMA.n_answers,), dtype=np.float32),
             }),
             supervised_keys=("image", "votes"),

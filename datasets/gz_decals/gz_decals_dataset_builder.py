@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from zoobot_tf.datasets import image_features, require_files, rgb_array, split_of
+from zoobot_tf.datasets import require_files, rgb_array, split_of, vote_features
 from zoobot_tf.schemas import get_schema
 
 SCHEMA = get_schema("gz_decals_dr5")  # DR5 and DR8 campaigns share this tree
@@ -36,8 +36,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             description="Galaxy Zoo DECaLS: DECaLS colour images with volunteer vote counts, answers in the "
                         "order of zoobot_tf's gz_decals_dr5 schema.",
             features=tfds.features.FeaturesDict({
-                **image_features(),
-                "votes": tfds.features.Tensor(shape=(SCHEMA.n_answers,), dtype=np.int32),
+                **vote_features(SCHEMA),
             }),
             supervised_keys=("image", "votes"),
             homepage="https://zenodo.org/record/4196266",

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from zoobot_tf.data import synthetic
-from zoobot_tf.datasets import image_features, split_of
+from zoobot_tf.datasets import split_of, vote_features
 from zoobot_tf.schemas import get_schema
 
 SCHEMA = get_schema("gz_decals_dr5")
@@ -33,8 +33,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             description="zoobot-tf synthetic Galaxy Zoo: rendered galaxies and simulated vote counts "
                         "(gz_decals_dr5 schema order), with the true kind of each galaxy.",
             features=tfds.features.FeaturesDict({
-                **image_features(),
-                "votes": tfds.features.Tensor(shape=(SCHEMA.n_answers,), dtype=np.int32),
+                **vote_features(SCHEMA),
                 "true_kind": tfds.features.ClassLabel(names=list(synthetic.KINDS)),
             }),
             supervised_keys=("image", "votes"),
