@@ -205,3 +205,62 @@ def test_pointwise_equals_dense_then_gelu():
     expected = keras.activations.gelu(dense(x), approximate=False)
     np.testing.assert_allclose(pw(x), expected, rtol=1e-5, atol=1e-6)
     assert pw.compute_output_shape((None, 5, 5, 8)) == (None, 5, 5, 12)
+
+
+def test_pointwise_training_gradients_equal_dense_gelu_layerscale():
+    """ConvNeXt's MLP in training (XLA-fused GELU; LayerScale folded into fc2's kernel) against
+    Dense -> GELU -> Dense -> x gamma differentiated by TensorFlow: same outputs, same gradients for the
+    inputs and every weight; and the inference path (GELU fused into the MatMul) gives the same numbers."""
+    import tensorflow as tf
+
+    from zoobot_tf.models.backbones.common import Pointwise
+
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.normal(size=(2, 5, 5, 8)).astype("float32") * 3)
+    fc1 = Pointwise(12, activation="gelu")
+    fc2 = Pointwise(8, layer_scale=0.5, layer_scale_name="blk.gamma")
+    fc1.build(x.shape)
+    fc2.build((2, 5, 5, 12))
+    weights = [rng.normal(size=(8, 12)), rng.normal(size=12), rng.normal(size=(12, 8)), rng.normal(size=8),
+               rng.uniform(0.5, 2.0, 8)]
+    weights = [w.astype("float32") for w in weights]
+    fc1.set_weights(weights[:2])
+    fc2.set_weights(weights[2:])
+    refs = [tf.Variable(w) for w in weights]
+
+    def reference(t):
+        k1, b1, k2, b2, g = refs
+        h = tf.nn.gelu(tf.einsum("bhwc,cd->bhwd", t, k1) + b1, approximate=False)
+        return (tf.einsum("bhwc,cd->bhwd", h, k2) + b2) * g
+
+    dy = tf.constant(rng.normal(size=(2, 5, 5, 8)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = fc2(fc1(x, training=True), training=True)
+        ref = reference(x)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+    got = tape.gradient(ours, [x, fc1.kernel, fc1.bias, fc2.kernel, fc2.bias, fc2.gamma], dy)
+    want = tape.gradient(ref, [x] + refs, dy)
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)
+    infer = tf.function(lambda t: fc2(fc1(t, training=False), training=False))
+    np.testing.assert_allclose(infer(x), ref, rtol=1e-5, atol=1e-5)
+    assert fc2.get_config()["layer_scale"] == 0.5
+    with pytest.raises(ValueError, match="linear"):
+        Pointwise(4, activation="gelu", layer_scale=1e-6)
+
+
+def test_fused_gelu_gradient_is_finite_and_exact_at_extremes():
+    import tensorflow as tf
+
+    from zoobot_tf.models.backbones.common import fused_gelu
+
+    x = tf.constant([-1e4, -40.0, -5.0, -1e-3, 0.0, 1e-3, 5.0, 40.0, 1e4], tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = fused_gelu(x)
+        ref = tf.nn.gelu(x, approximate=False)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+    g_ours, g_ref = tape.gradient(ours, x), tape.gradient(ref, x)
+    assert np.all(np.isfinite(g_ours))
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-5, atol=1e-6)

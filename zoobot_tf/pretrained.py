@@ -23,7 +23,7 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from zoobot_tf.models.backbones.common import LayerScale
+from zoobot_tf.models.backbones.common import LayerScale, Pointwise
 
 HF_PREFIX = "hf_hub:"
 # timm architecture -> zoobot-tf backbone
@@ -92,6 +92,8 @@ def _layer_tensors(layer) -> list[tuple[str, object]]:
         raise ConversionError(f"No timm mapping for layer {name!r} ({type(layer).__name__})")
     if getattr(layer, "use_bias", False):
         pairs.append((f"{name}.bias", layer.bias))
+    if isinstance(layer, Pointwise) and layer.layer_scale is not None:
+        pairs.append((layer.layer_scale_name, layer.gamma))
     return pairs
 
 

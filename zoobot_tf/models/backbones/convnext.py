@@ -13,7 +13,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from zoobot_tf.models.backbones.common import DropPath, LayerScale, Pointwise, drop_path_rates
+from zoobot_tf.models.backbones.common import DropPath, Pointwise, drop_path_rates
 
 # name: depths, dims, conv_mlp (as timm defines them; conv_mlp only changes the weight layout)
 VARIANTS = {
@@ -36,9 +36,10 @@ def convnext_block(x, dim: int, prefix: str, ls_init_value: float = 1e-6, drop_p
     x = layers.LayerNormalization(epsilon=LN_EPS, name=f"{prefix}.norm")(x)
     # exact (erf) GELU, as torch.nn.GELU, fused into fc1's MatMul on CPU (see common.Pointwise)
     x = Pointwise(4 * dim, activation="gelu", name=f"{prefix}.mlp.fc1")(x)
-    x = Pointwise(dim, name=f"{prefix}.mlp.fc2")(x)
-    if ls_init_value is not None and ls_init_value > 0:
-        x = LayerScale(ls_init_value, name=f"{prefix}.gamma")(x)
+    # timm's LayerScale (``{prefix}.gamma``) folded into fc2's weights (see common.Pointwise)
+    scale = ls_init_value if ls_init_value is not None and ls_init_value > 0 else None
+    x = Pointwise(dim, layer_scale=scale, layer_scale_name=f"{prefix}.gamma" if scale else None,
+                  name=f"{prefix}.mlp.fc2")(x)
     if drop_path > 0:
         x = DropPath(drop_path, name=f"{prefix}.drop_path")(x)
     return layers.Add(name=f"{prefix}.add")([shortcut, x])
