@@ -106,6 +106,21 @@ def test_augmentation_only_in_training_and_flip_false_never_mirrors():
         assert (det < 0).any() == expect_mirror  # a negative determinant is a mirror image
 
 
+@pytest.mark.parametrize("fill_mode", ["reflect", "nearest", "constant", "wrap"])
+@pytest.mark.parametrize("crop_fraction,size_in", [(1.0, 32), (1.0, 45), (0.5, 64), (0.8, 40)])
+def test_inference_shift_equals_the_projective_transform(fill_mode, crop_fraction, size_in):
+    """The inference view's two-tap shift gives ImageProjectiveTransformV3's numbers for the same map."""
+    import tensorflow as tf
+
+    view = GalaxyView(32, 3, crop_fraction=crop_fraction, fill_mode=fill_mode)
+    images = tf.constant(np.random.default_rng(9).uniform(0, 255, (3, size_in, size_in, 3)).astype("float32"))
+    x = view.resize_to_pre_size(images)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=view._transforms(3, random=False), output_shape=[32, 32], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode=fill_mode.upper()) / 255.0
+    np.testing.assert_allclose(view(images, training=False), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_inference_resampling_matches_training_noise_level():
     noise = tf.random.stateless_normal((32, 64, 64, 3), seed=[1, 2], mean=128, stddev=30)
     view = GalaxyView(64, 1)
@@ -264,3 +279,79 @@ def test_fused_gelu_gradient_is_finite_and_exact_at_extremes():
     g_ours, g_ref = tape.gradient(ours, x), tape.gradient(ref, x)
     assert np.all(np.isfinite(g_ours))
     np.testing.assert_allclose(g_ours, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def _randomise_batch_norms(encoder, seed=0):
+    from zoobot_tf.models.backbones.common import FusedBatchNormalization
+
+    rng = np.random.default_rng(seed)
+    bns = [l for l in encoder.layers if isinstance(l, FusedBatchNormalization)]
+    for bn in bns:
+        c = bn.gamma.shape[0]
+        bn.set_weights([rng.uniform(0.5, 2, c), rng.normal(size=c), rng.normal(size=c) * 0.1, rng.uniform(0.5, 2, c)])
+    return bns
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_b0", "resnet18"])
+def test_batch_norm_folding_equals_conv_then_batch_norm(backbone):
+    """Inference with every conv -> BN pair folded (in a tf.function, where the graph optimiser fuses
+    the result) equals the unfolded layers; training with batch statistics is untouched; with frozen
+    batch norms the folded training path gives the same loss gradients."""
+    import tensorflow as tf
+
+    from zoobot_tf.models import build_backbone
+
+    encoder = build_backbone(backbone, input_shape=(64, 64, 1))
+    bns = _randomise_batch_norms(encoder)
+    assert bns and all(bn._folded_into is not None for bn in bns)
+    x = tf.constant(np.random.default_rng(1).uniform(0, 1, (4, 64, 64, 1)).astype("float32"))
+
+    def outputs_and_grads(training):
+        with tf.GradientTape() as tape:
+            y = encoder(x, training=training)
+            loss = tf.reduce_sum(tf.square(y))
+        return y, tape.gradient(loss, encoder.trainable_variables)
+
+    weights = encoder.get_weights()  # training calls move the BN statistics: restore before each run
+
+    def run_all():
+        encoder.set_weights(weights)
+        infer = tf.function(lambda t: encoder(t, training=False))(x)
+        train = encoder(x, training=True)
+        encoder.set_weights(weights)
+        for bn in bns:
+            bn.trainable = False
+        frozen = outputs_and_grads(True)
+        for bn in bns:
+            bn.trainable = True
+        return infer, train, frozen
+
+    folded = run_all()
+    for bn in bns:
+        bn._folded_into = None  # unlink: every layer runs on its own
+    plain = run_all()
+    scale = float(np.abs(plain[0]).max())
+    for a, b in [(folded[0], plain[0]), (folded[1], plain[1]), (folded[2][0], plain[2][0])]:
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale)
+    for a, b in zip(folded[2][1], plain[2][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(np.abs(b).max()))
+
+
+def test_explicit_padding_equals_zero_padding_then_valid_conv():
+    import tensorflow as tf
+
+    from zoobot_tf.models.backbones.common import Conv2D, DepthwiseConv2D
+
+    x = tf.constant(np.random.default_rng(2).normal(size=(2, 15, 16, 4)).astype("float32"))
+    for ours, ref in [(Conv2D(6, 3, strides=2, explicit_padding=1), keras.layers.Conv2D(6, 3, strides=2)),
+                      (DepthwiseConv2D(5, strides=2, explicit_padding=2), keras.layers.DepthwiseConv2D(5, strides=2))]:
+        p = ours.explicit_padding
+        padded = keras.layers.ZeroPadding2D(p)(x)
+        ref.build(padded.shape)
+        ours.build(x.shape)
+        ours.set_weights(ref.get_weights())
+        expected = ref(padded)
+        np.testing.assert_allclose(tf.function(lambda t: ours(t))(x), expected, rtol=1e-5, atol=1e-5)
+        assert ours.compute_output_shape(x.shape) == tuple(expected.shape)
+    with pytest.raises(ValueError, match="explicit_padding"):
+        Conv2D(4, 3, padding="same", explicit_padding=1)

@@ -145,12 +145,30 @@ class GalaxyView(keras.layers.Layer):
         zeros = tf.zeros([batch])
         return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
+    def _shift_centre(self, x: tf.Tensor) -> tf.Tensor:
+        """The inference map (centre crop shifted by INFERENCE_PHASE px on both axes) as two 2-tap filters.
+
+        The same numbers as ``ImageProjectiveTransformV3`` with the inference transform and this fill mode
+        (tested), in a few slices and adds instead of a per-pixel coordinate transform (7% of an
+        EfficientNetB0 inference step). The neighbour past the last row/column exists when the image has
+        a margin; otherwise it is the fill: the edge pixel for 'reflect'/'nearest', zero for 'constant'.
+        """
+        s, m, f = self.image_size, (self.pre_size - self.image_size) // 2, INFERENCE_PHASE
+        if m == 0:
+            pad_mode = "CONSTANT" if self.fill_mode == "constant" else "SYMMETRIC"
+            x = tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]], mode=pad_mode)
+        x = x[:, m:m + s + 1, m:m + s + 1, :]
+        x = (1.0 - f) * x[:, :-1] + f * x[:, 1:]
+        return (1.0 - f) * x[:, :, :-1] + f * x[:, :, 1:]
+
     def call(self, images, training=None, augment=None):
         """``augment`` overrides ``training`` for the augmentation alone (test-time augmentation)."""
         x = tf.cast(images, tf.float32)
         x = to_channels(x, self.channels)
         x = self.resize_to_pre_size(x)
         do_augment = self.augment and bool(training) if augment is None else bool(augment)
+        if not do_augment and self.fill_mode != "wrap":
+            return self._shift_centre(x) / 255.0
         transforms = self._transforms(tf.shape(x)[0], random=do_augment)
         x = tf.raw_ops.ImageProjectiveTransformV3(
             images=x, transforms=transforms, output_shape=[self.image_size, self.image_size],

@@ -15,6 +15,7 @@ from typing import Callable
 import keras
 
 from zoobot_tf.models.backbones import convnext, efficientnet, kerascv, resnet
+from zoobot_tf.models.backbones.common import fold_batch_norms
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,9 @@ def build_backbone(name: str, input_shape=(224, 224, 1), name_scope: str = "enco
         raise ValueError(f"Backbones need images of at least 32x32 pixels. Received: input_shape={tuple(input_shape)}")
     if c not in (1, 3):
         raise ValueError(f"Backbones take 1 (greyscale) or 3 (colour) channels. Received: channels={c}")
-    return spec.build(input_shape=tuple(input_shape), name=name_scope, **{**spec.kwargs, **overrides})
+    encoder = spec.build(input_shape=tuple(input_shape), name=name_scope, **{**spec.kwargs, **overrides})
+    fold_batch_norms(encoder)  # conv -> batch norm pairs run as one convolution at inference
+    return encoder
 
 
 def stage_groups(encoder: keras.Model, backbone: str) -> list[list[keras.layers.Layer]]:

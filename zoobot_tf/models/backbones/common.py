@@ -7,6 +7,7 @@ a backbone's stages by name.
 from __future__ import annotations
 
 import math
+import weakref
 
 import keras
 import tensorflow as tf
@@ -74,7 +75,15 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return (mask is None and not self.renorm and not self.synchronized and len(inputs.shape) == 4
                 and self.axis in (-1, 3))
 
+    _folded_into = None  # the convolution this layer's inference transform is folded into, if any
+
+    def folded(self, training) -> bool:
+        """True when this layer is an identity because its convolution applies it (inference only)."""
+        return self._folded_into is not None and not (training and self.trainable)
+
     def call(self, inputs, training=None, mask=None):
+        if self.folded(training):
+            return tf.cast(inputs, self.compute_dtype)
         if not self._fused_ok(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         x = inputs if inputs.dtype in (tf.float32, tf.bfloat16, tf.float16) else tf.cast(inputs, tf.float32)
@@ -93,6 +102,120 @@ class FusedBatchNormalization(layers.BatchNormalization):
                 variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, data_format="NHWC",
                 is_training=False)
         return tf.cast(y, self.compute_dtype)
+
+
+class _FoldsBatchNorm:
+    """Mixin for convolutions: PyTorch-style symmetric padding inside the op (``explicit_padding``), and
+    at inference the following batch norm applied through the kernel and bias.
+
+    A batch norm with moving statistics is a per-channel affine map, so conv -> BN equals one conv with
+    kernel ``W * s`` and bias ``(b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``. Computing that on
+    the weights (a few small ops per call) removes a pass over the activations and lets TensorFlow's
+    graph optimiser fuse the activation that follows into the convolution (oneDNN post-ops). Weights,
+    checkpoints and training are unchanged: in training with a trainable batch norm (batch statistics)
+    nothing is folded. :func:`fold_batch_norms` links the pairs of a built model.
+    """
+
+    _folded_bn = None
+
+    def __init__(self, *args, explicit_padding: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.explicit_padding = int(explicit_padding)
+        if self.explicit_padding and (self.padding != "valid" or self.data_format != "channels_last"):
+            raise ValueError("explicit_padding needs padding='valid' and channels_last. "
+                             f"Received: padding={self.padding!r}, data_format={self.data_format!r}")
+
+    def fold_batch_norm(self, bn: "FusedBatchNormalization") -> None:
+        # weak references, set past Keras' attribute tracking: the layers stay each other's strangers to
+        # saving, weight lists and the functional graph
+        object.__setattr__(self, "_folded_bn", weakref.ref(bn))
+        object.__setattr__(bn, "_folded_into", weakref.ref(self))
+
+    def _folded_kernel_and_bias(self, bn):
+        scale = tf.math.rsqrt(tf.cast(bn.moving_variance, tf.float32) + bn.epsilon)
+        if bn.scale:
+            scale = scale * tf.cast(bn.gamma, tf.float32)
+        bias = -tf.cast(bn.moving_mean, tf.float32)
+        if self.use_bias:
+            bias = bias + tf.cast(self.bias, tf.float32)
+        bias = bias * scale
+        if bn.center:
+            bias = bias + tf.cast(bn.beta, tf.float32)
+        kernel = tf.cast(self.kernel, tf.float32)
+        if isinstance(self, layers.DepthwiseConv2D):  # (kh, kw, C, m): output channel c * m + j
+            scale = tf.reshape(scale, [kernel.shape[2], kernel.shape[3]])
+        return kernel * scale, bias
+
+    def call(self, inputs, training=None):
+        bn = self._folded_bn() if self._folded_bn is not None else None
+        if not self.explicit_padding and (bn is None or not bn.folded(training)):
+            return super().call(inputs)
+        if bn is not None and bn.folded(training):
+            kernel, bias = self._folded_kernel_and_bias(bn)
+        else:
+            kernel, bias = self.kernel, self.bias if self.use_bias else None
+        kernel = tf.cast(kernel, self.compute_dtype)
+        p = self.explicit_padding
+        padding = [[0, 0], [p, p], [p, p], [0, 0]] if p else self.padding.upper()
+        strides = [1, *self.strides, 1]
+        if isinstance(self, layers.DepthwiseConv2D):
+            if p:  # TF 2.21 aborts on a depthwise conv with explicit padding fused with a bias ("Check failed:
+                # Invalid index from the dimension: 1, 0, H"): pad first, as ZeroPadding2D would
+                inputs, padding = tf.pad(inputs, padding), "VALID"
+            x = tf.nn.depthwise_conv2d(inputs, kernel, strides, padding, dilations=self.dilation_rate)
+        else:
+            x = tf.nn.conv2d(inputs, kernel, strides, padding, dilations=self.dilation_rate)
+        if bias is not None:
+            x = tf.nn.bias_add(x, tf.cast(bias, self.compute_dtype))
+        return self.activation(x)
+
+    def compute_output_shape(self, input_shape):
+        p = 2 * self.explicit_padding
+        if p:
+            input_shape = (input_shape[0], *(None if d is None else d + p for d in input_shape[1:3]), input_shape[3])
+        return super().compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "explicit_padding": self.explicit_padding}
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class Conv2D(_FoldsBatchNorm, layers.Conv2D):
+    """``keras.layers.Conv2D`` with symmetric ``explicit_padding`` inside the op (no separate Pad) and a
+    following batch norm applied through its weights at inference (see _FoldsBatchNorm)."""
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class DepthwiseConv2D(_FoldsBatchNorm, layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` with ``explicit_padding`` and batch-norm folding, as Conv2D."""
+
+
+def fold_batch_norms(model: keras.Model) -> int:
+    """Link every conv -> FusedBatchNormalization pair of a functional model where the batch norm is
+    the convolution's only consumer, so inference runs them as one convolution. Returns the number linked."""
+    n = 0
+    for layer in model.layers:
+        if not isinstance(layer, FusedBatchNormalization) or len(layer._inbound_nodes) != 1:
+            continue
+        parents = layer._inbound_nodes[0].parent_nodes
+        if len(parents) != 1:
+            continue
+        conv = parents[0].operation
+        if (isinstance(conv, _FoldsBatchNorm) and len(conv._inbound_nodes) == 1
+                and len(conv._outbound_nodes) == 1 and conv.data_format == "channels_last"):
+            conv.fold_batch_norm(layer)
+            n += 1
+    return n
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class SiLU(layers.Layer):
+    """SiLU / swish, x * sigmoid(x). At inference it is written as Sigmoid and Mul, the pattern TensorFlow's
+    graph optimiser fuses into a preceding convolution + bias on CPU; in training, ``tf.nn.silu`` (whose
+    gradient keeps less memory)."""
+
+    def call(self, x, training=None):
+        return tf.nn.silu(x) if training else x * tf.sigmoid(x)
 
 
 def _on_cpu_only() -> bool:
@@ -194,21 +317,25 @@ def conv2d(x, filters: int, kernel_size: int, strides: int = 1, name: str = "", 
     stride > 1; timm models need 'torch' to reproduce their outputs exactly."""
     if padding not in ("torch", "tf"):
         raise ValueError(f"padding must be 'torch' or 'tf'. Received: padding={padding!r}")
-    pad = "same"
+    pad, explicit = "same", 0
     if kernel_size == 1:
         pad = "valid"
-    elif strides > 1 and padding == "torch":
-        p = ((strides - 1) + (kernel_size - 1)) // 2
-        x = layers.ZeroPadding2D(p, name=f"{name}.pad")(x)
-        pad = "valid"
+    elif strides > 1 and padding == "torch":  # padded inside the convolution op: no separate Pad pass
+        pad, explicit = "valid", ((strides - 1) + (kernel_size - 1)) // 2
     if depthwise:
-        return layers.DepthwiseConv2D(kernel_size, strides=strides, padding=pad, use_bias=use_bias, name=name)(x)
-    return layers.Conv2D(filters, kernel_size, strides=strides, padding=pad, use_bias=use_bias, name=name)(x)
+        return DepthwiseConv2D(kernel_size, strides=strides, padding=pad, use_bias=use_bias,
+                               explicit_padding=explicit, name=name)(x)
+    return Conv2D(filters, kernel_size, strides=strides, padding=pad, use_bias=use_bias,
+                  explicit_padding=explicit, name=name)(x)
 
 
 def batch_norm(x, name: str, eps: float = 1e-5, activation: str | None = None):
+    """FusedBatchNormalization (+ activation); after :func:`conv2d`, folded into it at inference once the
+    model is passed to :func:`fold_batch_norms` (``build_backbone`` does)."""
     x = FusedBatchNormalization(momentum=0.9, epsilon=eps, name=name)(x)
-    if activation:
+    if activation in ("silu", "swish"):
+        x = SiLU(name=f"{name}.act")(x)
+    elif activation:
         x = layers.Activation(activation, name=f"{name}.act")(x)
     return x
 
