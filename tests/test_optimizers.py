@@ -44,3 +44,21 @@ def test_fused_adamw_matches_keras_adamw_eagerly():
     ref = _run(keras.optimizers.AdamW(learning_rate=0.01, weight_decay=0.1), eager=True)
     for x, y in zip(ours, ref):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_global_norm_clipping_matches_keras():
+    import tensorflow as tf
+    from keras.src.optimizers.base_optimizer import clip_by_global_norm as keras_clip
+
+    from zoobot_tf.optimizers import clip_by_global_norm
+
+    rng = np.random.default_rng(3)
+    grads = [tf.constant(rng.normal(size=s).astype("float32")) for s in [(3, 4), (5,), (2, 2, 2)]]
+    for clip in (0.1, 1e6):  # active, inactive
+        ours = clip_by_global_norm(grads + [None], clip)
+        ref = keras_clip(grads, clip)
+        assert ours[-1] is None
+        for a, b in zip(ours, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+    bad = clip_by_global_norm([tf.constant([np.inf, 1.0])], 1.0)
+    assert np.all(np.isnan(bad[0]))
