@@ -5,7 +5,7 @@
 
 Each configuration runs in a fresh process (so tracing time and peak memory are its own): the full
 Zoobot model (view layer, backbone, Dirichlet-multinomial head and per-question metrics) built and
-compiled as ``zoobot-tf train`` does, fed a constant batch of 32 images already at the model's size:
+compiled as ``zoobot-tf train`` does, fed a constant batch of 32 images already at the model's size and channel count:
 * first_step_s: the first ``train_on_batch`` (tracing + graph optimisation + one step);
 * train_img_s / infer_img_s: median over 3 timings of ``--steps`` steps (inference: dropout off);
 * peak_rss_mb: the process's peak resident memory;
@@ -70,7 +70,8 @@ def run_config(backbone: str, size: int, channels: int, steps: int, batch: int, 
                    precision=None if precision == "float32" else precision)
     model.compile()
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"))
+    # images with the model's own channel count, as the PyTorch peer gets them (no colour -> grey mean)
+    x = tf.constant(rng.uniform(0, 255, (batch, size, size, channels)).astype("float32"))
     y = tf.constant(rng.integers(0, 10, (batch, model.schema.n_answers)).astype("float32"))
     t = time.perf_counter()
     model.train_on_batch(x, y)

@@ -355,3 +355,18 @@ def test_explicit_padding_equals_zero_padding_then_valid_conv():
         assert ours.compute_output_shape(x.shape) == tuple(expected.shape)
     with pytest.raises(ValueError, match="explicit_padding"):
         Conv2D(4, 3, padding="same", explicit_padding=1)
+
+
+def test_global_average_pool_equals_keras():
+    import tensorflow as tf
+
+    from zoobot_tf.models.backbones.common import GlobalAveragePooling2D
+
+    x = tf.constant(np.random.default_rng(4).normal(size=(3, 7, 5, 6)).astype("float32"))
+    for keepdims in (True, False):
+        ours = tf.function(lambda t: GlobalAveragePooling2D(keepdims=keepdims)(t))(x)
+        np.testing.assert_allclose(ours, keras.layers.GlobalAveragePooling2D(keepdims=keepdims)(x), rtol=1e-5, atol=1e-6)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = GlobalAveragePooling2D(keepdims=keepdims)(x)
+        np.testing.assert_allclose(tape.gradient(y, x), np.full(x.shape, 1 / 35, "float32"), rtol=1e-5)

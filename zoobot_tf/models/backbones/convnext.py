@@ -13,7 +13,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from zoobot_tf.models.backbones.common import DropPath, Pointwise, drop_path_rates
+from zoobot_tf.models.backbones.common import DropPath, GlobalAveragePooling2D, Pointwise, drop_path_rates
 
 # name: depths, dims, conv_mlp (as timm defines them; conv_mlp only changes the weight layout)
 VARIANTS = {
@@ -70,7 +70,7 @@ def build_convnext(
             x = layers.Conv2D(dim, 2, strides=2, padding="valid", name=f"stages.{i}.downsample.1")(x)
         for j in range(depth):
             x = convnext_block(x, dim, f"stages.{i}.blocks.{j}", ls_init_value, rates[i][j])
-    x = layers.GlobalAveragePooling2D(name="head.global_pool")(x)
+    x = GlobalAveragePooling2D(name="head.global_pool")(x)
     x = layers.LayerNormalization(epsilon=LN_EPS, name="head.norm")(x)
     return keras.Model(inputs, x, name=name)
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from zoobot_tf.models.backbones.common import DropPath, batch_norm, conv2d
+from zoobot_tf.models.backbones.common import DropPath, GlobalAveragePooling2D, batch_norm, conv2d
 
 B_ARCH = [
     "ds_r1_k3_s1_e1_c16_se0.25",
@@ -106,7 +106,7 @@ def round_channels(channels: float, multiplier: float = 1.0) -> int:
 
 
 def _squeeze_excite(x, mid: int, rd: int, prefix: str, act: str):
-    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}.se.pool")(x)
+    s = GlobalAveragePooling2D(keepdims=True, name=f"{prefix}.se.pool")(x)
     s = layers.Conv2D(rd, 1, use_bias=True, name=f"{prefix}.se.conv_reduce")(s)
     s = layers.Activation(act, name=f"{prefix}.se.act")(s)
     s = layers.Conv2D(mid, 1, use_bias=True, name=f"{prefix}.se.conv_expand")(s)
@@ -187,7 +187,7 @@ def build_efficientnet(
             in_ch, k = out_ch, k + 1
     x = conv2d(x, round_channels(num_features, channel_multiplier), 1, 1, name="conv_head")
     x = batch_norm(x, "bn2", bn_eps, activation)
-    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    x = GlobalAveragePooling2D(name="global_pool")(x)
     return keras.Model(inputs, x, name=name)
 
 

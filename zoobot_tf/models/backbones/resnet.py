@@ -10,7 +10,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from zoobot_tf.models.backbones.common import DropPath, batch_norm, conv2d, drop_path_rates
+from zoobot_tf.models.backbones.common import DropPath, GlobalAveragePooling2D, batch_norm, conv2d, drop_path_rates
 
 # name: block type, blocks per stage
 VARIANTS = {
@@ -86,7 +86,7 @@ def build_resnet(
             downsample = j == 0 and (stride != 1 or in_ch != width * expansion)
             x = fn(x, width, stride, f"layer{i + 1}.{j}", downsample, rates[i][j])
             in_ch = width * expansion
-    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    x = GlobalAveragePooling2D(name="global_pool")(x)
     return keras.Model(inputs, x, name=name)
 
 
