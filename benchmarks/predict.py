@@ -5,9 +5,7 @@ and the exported SavedModel's bytes signature.
 
 Models: EfficientNetB0 at 224 px greyscale (the size of the Zoobot comparison; random weights, speed
 does not depend on them) and the embedded 64 px model, each with 1 and 5 MC-dropout forward passes.
-Zoobot's own folder -> table rate cannot exceed its model's inference rate (58.8 img/s for
-EfficientNetB0 at 224 px on this machine, REFERENCE section 6), so the 1-pass figure divided by
-58.8 is a lower bound on our end-to-end ratio.
+Zoobot's own folder -> table rate on the same folder: benchmarks/zoobot_predict_peer.py.
 """
 import argparse
 import json
