@@ -79,7 +79,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
     def folded(self, training) -> bool:
         """True when this layer is an identity because its convolution applies it (inference only)."""
-        return self._folded_into is not None and not (training and self.trainable)
+        return (self._folded_into is not None and self._folded_into() is not None
+                and not (training and self.trainable))
 
     def call(self, inputs, training=None, mask=None):
         if self.folded(training):
