@@ -149,9 +149,10 @@ class _FoldsBatchNorm:
 
     def call(self, inputs, training=None):
         bn = self._folded_bn() if self._folded_bn is not None else None
-        if not self.explicit_padding and (bn is None or not bn.folded(training)):
+        fold = bn is not None and bn.folded(training)
+        if not fold and not self.explicit_padding:
             return super().call(inputs)
-        if bn is not None and bn.folded(training):
+        if fold:
             kernel, bias = self._folded_kernel_and_bias(bn)
         else:
             kernel, bias = self.kernel, self.bias if self.use_bias else None
@@ -254,8 +255,8 @@ def fused_gelu(x):
     """Exact (erf) GELU whose forward and backward passes are each one XLA-fused elementwise kernel.
 
     TensorFlow differentiates ``tf.nn.gelu`` into a dozen elementwise ops, each a full pass over
-    ConvNeXt's widest activations; fused, the backward pass reads x and dy once (3x faster on CPU,
-    see benchmarks/throughput.py). Same numbers as ``tf.nn.gelu(x, approximate=False)`` to float rounding.
+    ConvNeXt's widest activations; fused, the backward pass reads x and dy once (240 -> 100 ms on a
+    32x56x56x384 tensor on this CPU). Same numbers as ``tf.nn.gelu(x, approximate=False)`` to float rounding.
     """
     def grad(dy):
         return _gelu_backward(x, dy)
