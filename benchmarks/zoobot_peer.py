@@ -35,7 +35,9 @@ def dirichlet_multinomial_nll(counts, alpha):
     return -log_prob
 
 
-def run(backbone: str, size: int, channels: int, batch: int, steps: int) -> dict:
+def run(backbone: str, size: int, channels: int, batch: int, steps: int, bf16: bool = False) -> dict:
+    import contextlib
+
     import timm
     import torch
 
@@ -48,10 +50,13 @@ def run(backbone: str, size: int, channels: int, batch: int, steps: int) -> dict
     x = torch.rand(batch, channels, size, size)
     y = torch.randint(0, 10, (batch, n_answers)).float()
     splits = torch.tensor(DR5_ANSWERS_PER_QUESTION).cumsum(0)[:-1].tolist()
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     def train_step():
         model.train()
-        alpha = 1 + 100 * torch.sigmoid(model(x))
+        with cast():
+            logits = model(x)
+        alpha = 1 + 100 * torch.sigmoid(logits.float())  # the loss in float32
         loss = sum(dirichlet_multinomial_nll(c, a) for c, a in
                    zip(torch.tensor_split(y, splits, -1), torch.tensor_split(alpha, splits, -1))).mean()
         optimizer.zero_grad()
@@ -61,7 +66,8 @@ def run(backbone: str, size: int, channels: int, batch: int, steps: int) -> dict
     @torch.no_grad()
     def infer():
         model.eval()
-        return 1 + 100 * torch.sigmoid(model(x))
+        with cast():
+            return 1 + 100 * torch.sigmoid(model(x).float())
 
     t = time.perf_counter()
     train_step()
@@ -72,6 +78,7 @@ def run(backbone: str, size: int, channels: int, batch: int, steps: int) -> dict
 
     return {"backbone": backbone, "image_size": size, "channels": channels, "batch": batch,
             "torch": torch.__version__, "timm": timm.__version__, "threads": torch.get_num_threads(),
+            "autocast_bf16": bf16,
             "first_step_s": first, "train_img_s": rate(train_step), "infer_img_s": rate(infer)}
 
 
@@ -82,6 +89,7 @@ def main(argv=None):
     p.add_argument("--channels", type=int, default=1)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--autocast-bf16", action="store_true", help="forward passes under torch.autocast(bfloat16)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "zoobot_peer.json"))
     args = p.parse_args(argv)
     try:
@@ -92,7 +100,7 @@ def main(argv=None):
         return 0
     results = []
     for backbone in args.backbones.split(","):
-        r = run(backbone, args.size, args.channels, args.batch, args.steps)
+        r = run(backbone, args.size, args.channels, args.batch, args.steps, args.autocast_bf16)
         results.append(r)
         print(f"peer {backbone:18s} {args.size:4d}px {args.channels}ch  train {r['train_img_s']:7.1f} img/s  "
               f"infer {r['infer_img_s']:7.1f} img/s  first step {r['first_step_s']:5.1f} s", flush=True)

@@ -137,7 +137,7 @@ def test_concentrations_in_range_and_float32_under_mixed_precision():
     m = Zoobot(schema="gz_rings", backbone="convnext_zepto", image_size=32, precision="mixed_bfloat16")
     y = m(np.zeros((2, 40, 40, 3), np.float32))
     assert y.dtype == tf.float32 and y.shape == (2, 2)
-    assert m.encoder.layers[2].compute_dtype == "bfloat16"
+    assert m.get_layer("encoder").get_layer("stem.0").compute_dtype == "bfloat16"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
 
 
@@ -279,6 +279,83 @@ def test_fused_gelu_gradient_is_finite_and_exact_at_extremes():
     g_ours, g_ref = tape.gradient(ours, x), tape.gradient(ref, x)
     assert np.all(np.isfinite(g_ours))
     np.testing.assert_allclose(g_ours, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_gelu_in_bfloat16_rounds_the_float32_result():
+    import tensorflow as tf
+
+    from zoobot_tf.models.backbones.common import fused_gelu
+
+    x32 = tf.constant(np.random.default_rng(0).normal(0, 3, 4096), tf.float32)
+    x = tf.cast(x32, tf.bfloat16)
+    dy = tf.cast(tf.constant(np.random.default_rng(1).normal(0, 1, 4096), tf.float32), tf.bfloat16)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = fused_gelu(x)
+        ref = tf.nn.gelu(tf.cast(x, tf.float32), approximate=False)
+    assert ours.dtype == tf.bfloat16
+    g_ours = tape.gradient(ours, x, output_gradients=dy)
+    g_ref = tape.gradient(ref, x, output_gradients=tf.cast(dy, tf.float32))
+    assert g_ours.dtype == tf.bfloat16
+    ulp = 2.0 ** -7  # bfloat16 keeps 8 significant bits: the float32 result, rounded once
+    np.testing.assert_allclose(tf.cast(ours, tf.float32), ref, rtol=ulp, atol=1e-30)
+    np.testing.assert_allclose(tf.cast(g_ours, tf.float32), tf.cast(g_ref, tf.float32), rtol=ulp, atol=1e-30)
+
+
+def _relative_error(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def test_convnext_under_mixed_bfloat16_runs_only_matmuls_in_bfloat16_and_matches_float32():
+    """Under mixed_bfloat16 ConvNeXt keeps depthwise convs, LayerNorms and the residual stream in
+    float32; its outputs and loss gradients stay within bfloat16 rounding of the float32 model's."""
+    import tensorflow as tf
+
+    from zoobot_tf.models.backbones.common import Pointwise
+
+    kw = dict(schema="gz_rings", backbone="convnext_zepto", image_size=32, dropout_rate=0.0, augment=False,
+              backbone_kwargs={"ls_init_value": 0.5})  # large layer scale: the MLPs matter to the output
+    ref = Zoobot(**kw)
+    mixed = ref.with_precision("mixed_bfloat16")
+    assert mixed.precision == "mixed_bfloat16" and ref.with_precision(None) is ref
+    kinds = {}
+    for layer in mixed.encoder.layers:
+        kinds.setdefault(type(layer).__name__, set()).add(layer.compute_dtype)
+    for name in ("DepthwiseConv2D", "LayerNormalization", "Add", "GlobalAveragePooling2D"):
+        assert kinds[name] == {"float32"}, (name, kinds[name])
+    assert kinds["Pointwise"] == {"bfloat16"} and kinds["Conv2D"] == {"bfloat16"}
+    assert all(v.dtype == "float32" for v in mixed.weights)
+
+    x = tf.constant(np.random.default_rng(5).uniform(0, 255, (4, 32, 32, 3)), tf.float32)
+    counts = tf.constant(np.random.default_rng(6).integers(0, 12, (4, 2)), tf.float32)
+    loss_fn = ref.compile() or ref.loss
+    mixed.compile()
+    results = []
+    for m in (ref, mixed):
+        with tf.GradientTape() as tape:
+            y = m(x, training=True)
+            loss = tf.reduce_mean(m.loss(counts, y))
+        results.append((m.embedding_model()(x, training=False), y, loss, tape.gradient(loss, m.trainable_weights)))
+    (e_ref, y_ref, l_ref, g_ref), (e_mix, y_mix, l_mix, g_mix) = results
+    assert 1e-4 < _relative_error(e_mix, e_ref) < 0.02  # bfloat16 is used, and only rounds
+    assert _relative_error(y_mix, y_ref) < 0.02 and abs(float(l_mix) / float(l_ref) - 1) < 0.01
+    for w, a, b in zip(ref.trainable_weights, g_mix, g_ref):
+        assert a.dtype == tf.float32 and _relative_error(a, b) < 0.05, w.path
+
+
+def test_efficientnet_inference_under_mixed_bfloat16_matches_float32():
+    """EfficientNet runs wholly in bfloat16 (with batch norms folded into bfloat16 convolutions)."""
+    import tensorflow as tf
+
+    ref = Zoobot(schema="gz_rings", backbone="efficientnet_b0", image_size=64, dropout_rate=0.0)
+    _randomise_batch_norms(ref.encoder)
+    mixed = ref.with_precision("mixed_bfloat16")
+    x = tf.constant(np.random.default_rng(7).uniform(0, 255, (4, 64, 64, 3)), tf.float32)
+    e_ref = tf.function(ref.embedding_model())(x)
+    e_mix = tf.function(mixed.embedding_model())(x)
+    assert e_mix.dtype == tf.float32 or e_mix.dtype == tf.bfloat16
+    assert 1e-4 < _relative_error(tf.cast(e_mix, tf.float32), e_ref) < 0.05
 
 
 def _randomise_batch_norms(encoder, seed=0):

@@ -69,6 +69,19 @@ def test_predict_parquet_tta_and_deterministic_single_sample(model, folder, tmp_
     assert not np.allclose(c["merging_none_fraction"], a["merging_none_fraction"])
 
 
+def test_predict_in_bfloat16_is_close_to_float32_and_leaves_the_model_alone(model, folder, tmp_path):
+    predict(model, folder, tmp_path / "f32.csv", n_samples=1, progress=False)
+    predict(model, folder, tmp_path / "bf16.csv", n_samples=1, progress=False, precision="mixed_bfloat16")
+    a = pd.read_csv(tmp_path / "f32.csv", dtype={"id_str": str}).set_index("id_str")
+    b = pd.read_csv(tmp_path / "bf16.csv", dtype={"id_str": str}).set_index("id_str").loc[a.index]
+    cols = [c for c in a.columns if c.endswith("_fraction")]
+    diff = np.abs(a[cols].to_numpy() - b[cols].to_numpy())
+    assert np.nanmax(diff) < 0.01 and np.nanmax(diff) > 0  # vote fractions within 1%, and bfloat16 was used
+    assert model.precision is None
+    with pytest.raises(ValueError, match="Unknown precision"):
+        predict(model, folder, tmp_path / "x.csv", progress=False, precision="float8")
+
+
 def test_predict_classifier_and_catalog_input(tmp_path):
     paths = write_images(tmp_path / "imgs", 6, size=32)
     cat = pd.DataFrame({"id_str": [f"g{i}" for i in range(6)], "file_loc": paths})

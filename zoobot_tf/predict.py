@@ -133,7 +133,7 @@ class _SampleWriter:
 
 def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = False, batch_size: int = 64,
             hdf5: str | Path | None = None, interval: float = 0.9, split: str | None = None,
-            progress: bool = True) -> pd.DataFrame:
+            progress: bool = True, precision: str | None = None) -> pd.DataFrame:
     """Predict for every galaxy of ``source`` and write ``output`` (``.csv`` or ``.parquet``).
 
     Args:
@@ -143,6 +143,8 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
         n_samples: MC-dropout forward passes of the head (1: deterministic).
         tta: test-time augmentation on each sample.
         hdf5: also write the raw samples here.
+        precision: run the model under this dtype policy (``mixed_bfloat16``: faster on CPUs with AMX,
+            outputs within ~1% of float32); default: the model's own.
     Returns:
         the ``skipped`` galaxies (id_str, file_loc), empty when every image was read.
     """
@@ -150,7 +152,7 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
 
     from zoobot_tf.finetune import load_model
 
-    model = load_model(model)
+    model = load_model(model).with_precision(precision) if precision else load_model(model)
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1. Received: n_samples={n_samples}")
     expected, ds = image_source(source, split=split)

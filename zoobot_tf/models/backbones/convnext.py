@@ -5,6 +5,8 @@ The 7x7 depthwise convolutions are ``DepthwiseConv2D``: keras.applications build
 2-D MatMul on the channel axis with GELU fused in (timm's ``conv_mlp`` variants hold the same
 numbers as 1x1 convs).
 As in timm, the pooled features pass through a final LayerNorm (``head.norm``).
+Under ``mixed_bfloat16`` only the stem, downsampling convolutions and the MLPs compute in bfloat16;
+depthwise convolutions, LayerNorms and the residual stream stay float32 (see ``float32_under_bfloat16``).
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from zoobot_tf.models.backbones.common import DropPath, GlobalAveragePooling2D, Pointwise, drop_path_rates
+from zoobot_tf.models.backbones.common import (DropPath, GlobalAveragePooling2D, Pointwise, drop_path_rates,
+                                              float32_under_bfloat16)
 
 # name: depths, dims, conv_mlp (as timm defines them; conv_mlp only changes the weight layout)
 VARIANTS = {
@@ -32,8 +35,9 @@ LN_EPS = 1e-6
 
 def convnext_block(x, dim: int, prefix: str, ls_init_value: float = 1e-6, drop_path: float = 0.0):
     shortcut = x
-    x = layers.DepthwiseConv2D(7, padding="same", use_bias=True, name=f"{prefix}.conv_dw")(x)
-    x = layers.LayerNormalization(epsilon=LN_EPS, name=f"{prefix}.norm")(x)
+    f32 = float32_under_bfloat16()  # only the MLP's MatMuls run in bfloat16 under mixed_bfloat16
+    x = layers.DepthwiseConv2D(7, padding="same", use_bias=True, name=f"{prefix}.conv_dw", **f32)(x)
+    x = layers.LayerNormalization(epsilon=LN_EPS, name=f"{prefix}.norm", **f32)(x)
     # exact (erf) GELU, as torch.nn.GELU, fused into fc1's MatMul on CPU (see common.Pointwise)
     x = Pointwise(4 * dim, activation="gelu", name=f"{prefix}.mlp.fc1")(x)
     # timm's LayerScale (``{prefix}.gamma``) folded into fc2's weights (see common.Pointwise)
@@ -41,8 +45,8 @@ def convnext_block(x, dim: int, prefix: str, ls_init_value: float = 1e-6, drop_p
     x = Pointwise(dim, layer_scale=scale, layer_scale_name=f"{prefix}.gamma" if scale else None,
                   name=f"{prefix}.mlp.fc2")(x)
     if drop_path > 0:
-        x = DropPath(drop_path, name=f"{prefix}.drop_path")(x)
-    return layers.Add(name=f"{prefix}.add")([shortcut, x])
+        x = DropPath(drop_path, name=f"{prefix}.drop_path", **f32)(x)
+    return layers.Add(name=f"{prefix}.add", **f32)([shortcut, x])  # the residual stream stays float32
 
 
 def build_convnext(
@@ -61,17 +65,18 @@ def build_convnext(
     if len(depths) != len(dims):
         raise ValueError(f"depths and dims must have the same length. Received: depths={depths}, dims={dims}")
     inputs = keras.Input(shape=tuple(input_shape), name="pixels")
+    f32 = float32_under_bfloat16()
     x = layers.Conv2D(dims[0], 4, strides=4, padding="valid", name="stem.0")(inputs)
-    x = layers.LayerNormalization(epsilon=LN_EPS, name="stem.1")(x)
+    x = layers.LayerNormalization(epsilon=LN_EPS, name="stem.1", **f32)(x)
     rates = drop_path_rates(depths, drop_path_rate)
     for i, (depth, dim) in enumerate(zip(depths, dims)):
         if i > 0:
-            x = layers.LayerNormalization(epsilon=LN_EPS, name=f"stages.{i}.downsample.0")(x)
+            x = layers.LayerNormalization(epsilon=LN_EPS, name=f"stages.{i}.downsample.0", **f32)(x)
             x = layers.Conv2D(dim, 2, strides=2, padding="valid", name=f"stages.{i}.downsample.1")(x)
         for j in range(depth):
             x = convnext_block(x, dim, f"stages.{i}.blocks.{j}", ls_init_value, rates[i][j])
-    x = GlobalAveragePooling2D(name="head.global_pool")(x)
-    x = layers.LayerNormalization(epsilon=LN_EPS, name="head.norm")(x)
+    x = GlobalAveragePooling2D(name="head.global_pool", **f32)(x)
+    x = layers.LayerNormalization(epsilon=LN_EPS, name="head.norm", **f32)(x)
     return keras.Model(inputs, x, name=name)
 
 
