@@ -4,7 +4,8 @@ and the exported SavedModel's bytes signature.
     python benchmarks/predict.py [--data ../shared/data/gz2_kaggle_spiral/images] [--n 512]
 
 Models: EfficientNetB0 at 224 px greyscale (the size of the Zoobot comparison; random weights, speed
-does not depend on them) and the embedded 64 px model, each with 1 and 5 MC-dropout forward passes.
+does not depend on them) in float32 and in mixed_bfloat16 (``predict --precision``), and the embedded
+64 px model, each with 1 and 5 MC-dropout forward passes.
 Zoobot's own folder -> table rate on the same folder: benchmarks/zoobot_predict_peer.py.
 """
 import argparse
@@ -38,7 +39,8 @@ def main(argv=None):
         folder.mkdir()
         for f in files:
             shutil.copy(f, folder / f.name)
-        models = {"efficientnet_b0 224px": Zoobot(backbone="efficientnet_b0", image_size=224, channels=1),
+        b0 = Zoobot(backbone="efficientnet_b0", image_size=224, channels=1)
+        models = {"efficientnet_b0 224px": b0, "efficientnet_b0 224px bf16": b0.with_precision("mixed_bfloat16"),
                   "embedded resnet_micro 64px": load_model(REPO / "saved_models" / "zoobot_synthetic")}
         for name, model in models.items():
             folder_rates = {}
