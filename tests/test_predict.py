@@ -137,3 +137,14 @@ def test_predictions_from_shards_equal_predictions_from_the_same_images(model, f
     b = pd.read_csv(tmp_path / "shards.csv", dtype={"id_str": str}).set_index("id_str").sort_index()
     assert list(b.index) == [p.stem for p in files]
     pd.testing.assert_frame_equal(a, b[a.columns], rtol=1e-4)
+
+
+def test_cli_predict_with_precision_and_a_clear_error_for_an_unknown_one(folder, tmp_path):
+    from zoobot_tf.cli import main
+
+    out = tmp_path / "cli.csv"
+    assert main(["predict", "--input", str(folder), "--output", str(out), "--n_samples", "1",
+                 "--precision", "mixed_bfloat16"]) == 0
+    table = pd.read_csv(out, dtype={"id_str": str})
+    assert len(table) == 10 and table["smooth-or-featured_smooth_fraction"].between(0, 1).all()
+    assert main(["predict", "--input", str(folder), "--output", str(tmp_path / "x.csv"), "--precision", "fp8"]) == 2

@@ -58,7 +58,7 @@ TRAIN_HELP = {
     "strategy": "one_device | mirrored | multi_worker_mirrored | tpu",
     "tfds": "a prepared TFDS data set with votes instead of shards (e.g. synthetic_gz, gz_decals/dr5)",
     "cpu_replicas": "with --strategy mirrored on a machine without GPUs: split the CPU into this many replicas",
-    "precision": "float32 | mixed_bfloat16 (ConvNeXt training ~1.5x faster on CPUs with AMX; EfficientNet "
+    "precision": "float32 | mixed_bfloat16 (ConvNeXt training ~1.3x faster on CPUs with AMX; EfficientNet "
                  "training is not) | mixed_float16 (GPUs)",
     "batch_size": "per replica; the global batch is batch_size x replicas",
 }

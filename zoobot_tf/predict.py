@@ -152,7 +152,9 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
 
     from zoobot_tf.finetune import load_model
 
-    model = load_model(model).with_precision(precision) if precision else load_model(model)
+    model = load_model(model)
+    if precision:
+        model = model.with_precision(precision)
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1. Received: n_samples={n_samples}")
     expected, ds = image_source(source, split=split)
