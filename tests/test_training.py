@@ -105,3 +105,16 @@ def test_cli_reports_user_errors_without_a_traceback(tmp_path):
     assert main(["train", "--shards", str(tmp_path / "nope")]) == 2
     assert main(["make-shards", "--catalog", str(tmp_path / "missing.csv"), "--output_dir", str(tmp_path)]) == 2
     assert main(["train", "--output_dir", str(tmp_path / "r"), "--schema", "no-such-tree"]) == 2
+
+
+def test_bfloat16_efficientnet_training_on_cpu_warns_that_it_is_slower(caplog):
+    from zoobot_tf.training import TrainConfig, build_model
+
+    with caplog.at_level("WARNING", logger="zoobot_tf.training"):
+        model = build_model(TrainConfig(backbone="efficientnet_b0", image_size=32, precision="mixed_bfloat16"))
+    assert model.precision == "mixed_bfloat16"
+    assert any("2x slower than float32" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="zoobot_tf.training"):
+        build_model(TrainConfig(backbone="convnext_zepto", image_size=32, precision="mixed_bfloat16"))
+    assert not any("slower" in r.getMessage() for r in caplog.records)

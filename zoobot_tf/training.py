@@ -213,6 +213,12 @@ class VoteData:
 
 
 def build_model(config: TrainConfig) -> Zoobot:
+    from zoobot_tf.models.backbones import get_spec
+
+    if (config.precision == "mixed_bfloat16" and get_spec(config.backbone).family.startswith("efficientnet")
+            and not tf.config.list_physical_devices("GPU")):
+        log.warning("mixed_bfloat16 trains EfficientNets about 2x slower than float32 on a CPU (measured: "
+                    "README, Performance); it pays for ConvNeXt training and for predictions.")
     backbone_kwargs = config.backbone_kwargs
     if isinstance(backbone_kwargs, str):
         backbone_kwargs = json.loads(backbone_kwargs)
