@@ -354,7 +354,8 @@ def test_efficientnet_inference_under_mixed_bfloat16_matches_float32():
     x = tf.constant(np.random.default_rng(7).uniform(0, 255, (4, 64, 64, 3)), tf.float32)
     e_ref = tf.function(ref.embedding_model())(x)
     e_mix = tf.function(mixed.embedding_model())(x)
-    assert e_mix.dtype == tf.float32 or e_mix.dtype == tf.bfloat16
+    dtypes = {layer.compute_dtype for layer in mixed.encoder.layers if layer.weights}
+    assert dtypes == {"bfloat16"}, dtypes
     assert 1e-4 < _relative_error(tf.cast(e_mix, tf.float32), e_ref) < 0.05
 
 
