@@ -78,7 +78,8 @@ def main(argv=None):
             "median_peer": {k: statistics.median(x["peer"][k] for x in ps) for k in keys}}
             for prec, ps in pairs.items()}
     peer_name = "Zoobot recipe (PyTorch" + (", bf16 autocast)" if args.peer_bf16 else ", float32)")
-    print(f"\n| model | measure | zoobot-tf precision | zoobot-tf | {peer_name} | ratio (median of pairs) | target | met |")
+    print(f"\n| model | measure | zoobot-tf precision | zoobot-tf | {peer_name} | ratio (median of pairs) "
+          "| target | met |")
     print("|---|---|---|---|---|---|---|---|")
     for backbone, by_prec in report.items():
         for k in keys:

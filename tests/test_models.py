@@ -443,7 +443,8 @@ def test_global_average_pool_equals_keras():
     x = tf.constant(np.random.default_rng(4).normal(size=(3, 7, 5, 6)).astype("float32"))
     for keepdims in (True, False):
         ours = tf.function(lambda t: GlobalAveragePooling2D(keepdims=keepdims)(t))(x)
-        np.testing.assert_allclose(ours, keras.layers.GlobalAveragePooling2D(keepdims=keepdims)(x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours, keras.layers.GlobalAveragePooling2D(keepdims=keepdims)(x),
+                                   rtol=1e-5, atol=1e-6)
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = GlobalAveragePooling2D(keepdims=keepdims)(x)
