@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
-import keras
 import tensorflow as tf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +37,7 @@ def rate(it, n_batches, batch):
 def main(argv=None):
     from zoobot_tf.data import tfrecords
     from zoobot_tf.models import GalaxyView, Zoobot
+    from zoobot_tf.tasks import ClassificationTask
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "gz2_kaggle_spiral"))
@@ -49,7 +50,7 @@ def main(argv=None):
                         "spiral": labels["spiral_flag"]})
     batch, size = 32, 224
     with tempfile.TemporaryDirectory() as tmp:
-        tfrecords.write_shards(cat, Path(tmp) / "shards", label_kind="classification", label_cols=["spiral"],
+        tfrecords.write_shards(cat, Path(tmp) / "shards", task=ClassificationTask(["0", "1"]), label_cols=["spiral"],
                                splits={"train": 1.0}, progress=False, galaxies_per_shard=256)
         ds = tfrecords.shard_dataset(Path(tmp) / "shards", "train", batch, size, training=True, repeat=True,
                                      cache=False)

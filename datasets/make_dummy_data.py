@@ -10,8 +10,8 @@ import pandas as pd
 from PIL import Image
 
 from zoobot_tf.data import synthetic
-from zoobot_tf.datasets import split_of
 from zoobot_tf.schemas import get_schema
+from zoobot_tf.tfds.common import split_of
 
 HERE = Path(__file__).parent
 

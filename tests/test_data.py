@@ -5,13 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from helpers import vote_catalog
 from PIL import Image
 
-from helpers import vote_catalog, write_images
 from zoobot_tf import losses
-from zoobot_tf.data import catalogs, images, pipeline, tfrecords
+from zoobot_tf.data import catalogs, images, pipeline, splits, tfrecords
 from zoobot_tf.models import Zoobot
 from zoobot_tf.schemas import get_schema
+from zoobot_tf.tasks import VoteTask
 
 
 def test_validation_reports_every_problem_with_columns_and_rows(tmp_path):
@@ -36,8 +37,8 @@ def test_valid_catalog_passes_and_split_is_stable(tmp_path):
     df = vote_catalog(tmp_path / "img", n=30)
     catalogs.validate_catalog(df, "gz_decals_dr5")
     ids = [f"x{i}" for i in range(2000)]
-    s1 = catalogs.split_by_id(ids)
-    s2 = catalogs.split_by_id(ids[::-1])[::-1]
+    s1 = splits.split_by_id(ids)
+    s2 = splits.split_by_id(ids[::-1])[::-1]
     np.testing.assert_array_equal(s1, s2)
     frac = pd.Series(s1).value_counts(normalize=True)
     assert abs(frac["train"] - 0.8) < 0.03 and abs(frac["test"] - 0.1) < 0.02
@@ -72,7 +73,7 @@ def test_fits_images_become_png_with_an_asinh_stretch(tmp_path):
 
 def test_shards_round_trip_ids_votes_and_manifest(tmp_path):
     df = vote_catalog(tmp_path / "img", n=40)
-    manifest = tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", galaxies_per_shard=10,
+    manifest = tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), galaxies_per_shard=10,
                                       progress=False)
     assert set(manifest["splits"]) <= {"train", "val", "test"}
     assert sum(s["n_galaxies"] for s in manifest["splits"].values()) == 40
@@ -86,20 +87,20 @@ def test_shards_round_trip_ids_votes_and_manifest(tmp_path):
     for _, row in df.iterrows():
         np.testing.assert_array_equal(seen[row.id_str], row[schema.label_cols].to_numpy(np.float32))
     with pytest.raises(FileExistsError):
-        tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False)
+        tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), progress=False)
 
 
 def test_corrupt_images_are_skipped_and_listed(tmp_path):
     df = vote_catalog(tmp_path / "img", n=12)
     (tmp_path / "img" / "g0003.jpg").write_bytes(b"not an image")
-    manifest = tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False)
+    manifest = tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), progress=False)
     assert manifest["skipped_ids"] == ["g0003"]
     assert sum(s["n_galaxies"] for s in manifest["splits"].values()) == 11
 
 
 def test_corrupted_shard_is_detected(tmp_path):
     df = vote_catalog(tmp_path / "img", n=12)
-    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False, split_col=None,
+    tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), progress=False, split_col=None,
                            splits={"train": 1.0})
     shard = tfrecords.shard_files(tmp_path / "shards", "train")[0]
     with open(shard, "ab") as f:
@@ -112,10 +113,10 @@ def test_corrupted_shard_is_detected(tmp_path):
 
 def test_resize_at_shard_time(tmp_path):
     df = vote_catalog(tmp_path / "img", n=6, size=80)
-    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", resize=24, progress=False,
+    tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), stored_size=24, progress=False,
                            split_col=None, splits={"train": 1.0})
     raw, _, _ = next(iter(tf.data.TFRecordDataset(tfrecords.shard_files(tmp_path / "shards", "train")).map(
-        tfrecords.parse_fn("votes", 34))))
+        tfrecords.parse_fn(VoteTask("gz_decals_dr5")))))
     assert tf.io.decode_jpeg(raw).shape == (24, 24, 3)
 
 
@@ -132,11 +133,11 @@ def test_partial_batches_are_padded_with_zero_weight_rows():
 def test_keras_evaluate_equals_the_mean_over_real_galaxies(tmp_path):
     """Padding, weights and cardinality together: Keras' reported loss is the true mean loss."""
     df = vote_catalog(tmp_path / "img", n=21)
-    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False, split_col=None,
+    tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), progress=False, split_col=None,
                            splits={"train": 1.0})
     model = Zoobot(backbone="resnet_micro", image_size=32)
     model.compile()
-    ds = tfrecords.shard_dataset(tmp_path / "shards", "train", 8, model.view.pre_size)
+    ds = tfrecords.shard_dataset(tmp_path / "shards", "train", 8, model.view.load_size)
     assert int(ds.cardinality()) == 3
     result = model.evaluate(ds, verbose=0, return_dict=True)
     conc, counts = [], []
@@ -156,7 +157,7 @@ def test_keras_evaluate_equals_the_mean_over_real_galaxies(tmp_path):
 
 def test_deterministic_training_order(tmp_path):
     df = vote_catalog(tmp_path / "img", n=30)
-    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False, split_col=None,
+    tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), progress=False, split_col=None,
                            splits={"train": 1.0}, galaxies_per_shard=8)
 
     def order(seed):

@@ -1,30 +1,37 @@
 """TFDS builders: offline builds, clear errors, the shared pipeline, and real data when present."""
-import importlib.util
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import REPO, shared_data_dir
+
 from zoobot_tf import datasets as zdatasets
-from zoobot_tf.data import tfrecords
+from zoobot_tf.data.sources import TFDSSource
+
+
+def test_import_registers_every_builder_in_a_fresh_process(tmp_path):
+    """Exactly as the README writes it, in a new interpreter: the import alone registers the builders."""
+    code = ("import zoobot_tf.datasets; import tensorflow_datasets as tfds\n"
+            "for name in zoobot_tf.datasets.BUILDERS:\n    print(name, tfds.builder_cls(name).__module__)\n"
+            "print(tfds.builder('gz_rings', data_dir=%r).name)" % str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "gz_rings"
+    assert {line.split()[0] for line in lines[:-1]} == set(zdatasets.BUILDERS)
+    assert all(line.split()[1].startswith("zoobot_tf.tfds.") for line in lines[:-1])  # the package's own code
 
 
 def test_registration_does_not_shadow_huggingface_datasets(tmp_path):
-    zdatasets.register()
-    import tensorflow_datasets as tfds
-
-    for name in zdatasets.BUILDERS:
-        assert name in tfds.core.registered._DATASET_REGISTRY  # noqa: SLF001
-    assert not (REPO / "datasets" / "__init__.py").exists()  # a folder of builders, not a package
+    assert not (REPO / "datasets" / "__init__.py").exists()  # a folder of builder data, not a package
     # A real `datasets` package (as Hugging Face's) wins even when the repository root comes first on
     # sys.path: a folder without __init__.py is only a namespace-package fallback (PEP 420).
     fake = tmp_path / "site" / "datasets"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("WHO = 'huggingface'\n")
-    code = "import sys, datasets; import zoobot_tf.datasets as z; z.register(); print(datasets.WHO)"
+    code = "import sys, datasets; import zoobot_tf.datasets as z; print(datasets.WHO)"
     env = {**__import__("os").environ, "PYTHONPATH": f"{REPO}:{tmp_path / 'site'}"}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)
@@ -42,7 +49,7 @@ def test_wrong_manual_files_give_a_clear_error_and_leave_nothing(tmp_path):
 
 def test_tfds_build_command_builds_offline(tmp_path):
     # TFDS's build command (the `tfds` entry point itself needs apache_beam in tfds 4.9.10)
-    cmd = [sys.executable, "-m", "zoobot_tf.cli", "tfds-build", str(REPO / "datasets" / "gz_rings"),
+    cmd = [sys.executable, "-m", "zoobot_tf.cli", "tfds-build", "gz_rings",
            "--manual_dir", str(REPO / "datasets" / "gz_rings" / "dummy_data"), "--data_dir", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -51,7 +58,8 @@ def test_tfds_build_command_builds_offline(tmp_path):
 
 def test_tfds_pipeline_matches_the_shard_pipeline(tmp_path):
     b = zdatasets.prepare("synthetic_gz/tiny", data_dir=tmp_path)
-    ds = zdatasets.tfds_dataset("synthetic_gz/tiny", "train", 8, 32, data_dir=tmp_path)
+    source = TFDSSource("synthetic_gz/tiny", data_dir=tmp_path)
+    ds = source.dataset("train", 8, 32)
     x, y, w = next(iter(ds))
     assert x.shape == (8, 32, 32, 3) and y.shape == (8, 34) and x.dtype == tf.float32
     assert float(tf.reduce_max(x)) > 1.0  # pixels stay in [0, 255]; the model divides once
@@ -61,8 +69,20 @@ def test_tfds_pipeline_matches_the_shard_pipeline(tmp_path):
     from zoobot_tf.data.images import decode_image_bytes
 
     np.testing.assert_array_equal(decode_image_bytes(raw["image"], 32).numpy(), x.numpy()[0])
-    votes = zdatasets.tfds_labels("synthetic_gz/tiny", "train", data_dir=tmp_path)
+    votes = source.labels("train")
     assert votes.shape[1] == 34 and (votes.sum(1) > 0).all()
+    assert source.sizes == {"train": 48, "val": 6, "test": 6} and not source.carved
+
+
+def test_a_tfds_set_without_validation_split_gets_one_from_train_never_from_test(tmp_path):
+    zdatasets.prepare("gz_rings", REPO / "datasets" / "gz_rings" / "dummy_data", tmp_path)
+    source = TFDSSource("gz_rings", data_dir=tmp_path, val_fraction=0.4)
+    assert source.carved and source.sizes["test"] == 3
+    assert source.sizes["train"] + source.sizes["val"] == 5 and source.sizes["val"] > 0
+    ids = {s: set(source.images(s)[0]["id_str"]) for s in ("train", "val", "test")}
+    assert not ids["val"] & ids["train"] and not ids["val"] & ids["test"] and not ids["train"] & ids["test"]
+    x, y, w = next(iter(source.dataset("val", 4, 32)))
+    assert int((w.numpy() > 0).sum()) == source.sizes["val"]
 
 
 def test_train_accepts_a_tfds_data_set(tmp_path):
@@ -79,7 +99,7 @@ def test_gz_rings_from_shared_data(tmp_path):
     manual = shared_data_dir("gz_decals_rings")
     b = zdatasets.prepare("gz_rings", manual, tmp_path)
     assert b.info.splits["train"].num_examples == 274 and b.info.splits["test"].num_examples == 196
-    labels = zdatasets.tfds_labels("gz_rings", "train", data_dir=tmp_path)
+    labels = TFDSSource("gz_rings", data_dir=tmp_path).labels("train")
     assert set(np.unique(labels)) == {0, 1}
 
 
@@ -90,5 +110,5 @@ def test_gz1_sdss_from_shared_data(tmp_path):
     b = zdatasets.prepare("gz1_sdss", manual, tmp_path)
     total = sum(s.num_examples for s in b.info.splits.values())
     assert total == 4014
-    labels = zdatasets.tfds_labels("gz1_sdss", "train", data_dir=tmp_path)
+    labels = TFDSSource("gz1_sdss", data_dir=tmp_path).labels("train")
     assert np.bincount(labels).argmax() == 0  # ellipticals dominate

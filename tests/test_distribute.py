@@ -1,16 +1,16 @@
 """MirroredStrategy on 2 logical CPUs gives the same training step as one device."""
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import keras
-
 from helpers import vote_catalog
+
 from zoobot_tf import distribute
 from zoobot_tf.data import tfrecords
 from zoobot_tf.models import Zoobot
+from zoobot_tf.tasks import VoteTask
 
 
 def _train_one_epoch(strategy, shard_dir, init_weights, optimizer):
@@ -21,7 +21,7 @@ def _train_one_epoch(strategy, shard_dir, init_weights, optimizer):
         else:  # AdamW with global clipping: catches clipping before the cross-replica sum
             model.compile(clipnorm=0.3, learning_rate=1e-2)
     model.set_weights(init_weights)
-    ds = tfrecords.shard_dataset(shard_dir, "train", 8, model.view.pre_size, training=False)
+    ds = tfrecords.shard_dataset(shard_dir, "train", 8, model.view.load_size, training=False)
     hist = model.fit(ds, epochs=1, verbose=0).history
     return model.get_weights(), hist
 
@@ -29,7 +29,7 @@ def _train_one_epoch(strategy, shard_dir, init_weights, optimizer):
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw_clipped"])
 def test_two_replicas_match_one_device_including_a_partial_batch(tmp_path, two_replicas, optimizer):
     df = vote_catalog(tmp_path / "img", n=12)  # one full batch of 8 and a partial batch of 4
-    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False, split_col=None,
+    tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), progress=False, split_col=None,
                            splits={"train": 1.0})
     init = Zoobot(backbone="convnext_zepto", image_size=32, augment=False, dropout_rate=0.0).get_weights()
     w1, h1 = _train_one_epoch(tf.distribute.OneDeviceStrategy(two_replicas[0]), tmp_path / "shards", init, optimizer)

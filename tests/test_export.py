@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-
 from helpers import vote_catalog, write_images
+
 from zoobot_tf import export, serving
 from zoobot_tf.data.images import decode_image_bytes
 from zoobot_tf.finetune import Finetuner
@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
 
 
 def _live(model, images):
-    pixels = tf.stack([decode_image_bytes(tf.constant(b), model.view.pre_size) for b in images])
+    pixels = tf.stack([decode_image_bytes(tf.constant(b), model.view.load_size) for b in images])
     return model.predict(pixels, verbose=0), model.embedding_model().predict(pixels, verbose=0)
 
 
@@ -42,7 +42,7 @@ def test_layout_versions_and_metadata(exported):
         assert (path / name).exists(), name
     meta = export.read_metadata(path.parent)
     assert meta["version"] == 1 and meta["label_cols"] == model.schema.label_cols
-    assert meta["image_size"] == 32 and meta["crop_fraction"] == 0.8 and meta["load_size"] == model.view.pre_size
+    assert meta["image_size"] == 32 and meta["crop_fraction"] == 0.8 and meta["load_size"] == model.view.load_size
     second = export.export_model(model, root / "saved_models", name="zoobot")
     assert second.name == "2" and export.latest_version(path.parent) == second
     assert [p.name for p in path.parent.iterdir()] and not any(p.name.startswith(".tmp") for p in path.parent.iterdir())

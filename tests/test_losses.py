@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from conftest import shared_data_dir
 from scipy.special import gammaln
 
-from conftest import shared_data_dir
 from zoobot_tf import losses
 from zoobot_tf.schemas import get_schema
 

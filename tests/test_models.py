@@ -1,9 +1,9 @@
 """Backbones, the view layer, heads and the Zoobot model: shapes, independent references, round trips."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from zoobot_tf.models import GalaxyView, Zoobot
 from zoobot_tf.models.backbones import build_backbone, list_backbones, stage_groups
 from zoobot_tf.models.heads import DirichletConcentration
@@ -114,7 +114,7 @@ def test_inference_shift_equals_the_projective_transform(fill_mode, crop_fractio
 
     view = GalaxyView(32, 3, crop_fraction=crop_fraction, fill_mode=fill_mode)
     images = tf.constant(np.random.default_rng(9).uniform(0, 255, (3, size_in, size_in, 3)).astype("float32"))
-    x = view.resize_to_pre_size(images)
+    x = view.resize_to_load_size(images)
     expected = tf.raw_ops.ImageProjectiveTransformV3(
         images=x, transforms=view._transforms(3, random=False), output_shape=[32, 32], fill_value=0.0,
         interpolation="BILINEAR", fill_mode=fill_mode.upper()) / 255.0
@@ -150,7 +150,7 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path, task, kwargs):
     path = tmp_path / "m.keras"
     m.save(path)
     again = keras.models.load_model(path)
-    assert isinstance(again, Zoobot) and again.task == task
+    assert isinstance(again, Zoobot) and again.task == m.task and again.task.name == task
     np.testing.assert_array_equal(again.predict(x, verbose=0), m.predict(x, verbose=0))
     assert again.get_config() == m.get_config()
 
@@ -187,7 +187,7 @@ def test_bad_model_arguments_are_named():
 
 
 def test_fused_batchnorm_matches_keras_batchnorm():
-    from zoobot_tf.models.backbones.common import FusedBatchNormalization
+    from zoobot_tf.ops.layers import FusedBatchNormalization
 
     x = np.random.default_rng(5).normal(2.0, 3.0, (4, 6, 6, 5)).astype("float32")
     ours = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
@@ -209,7 +209,7 @@ def test_fused_batchnorm_matches_keras_batchnorm():
 
 
 def test_pointwise_equals_dense_then_gelu():
-    from zoobot_tf.models.backbones.common import Pointwise
+    from zoobot_tf.ops.layers import Pointwise
 
     x = np.random.default_rng(7).normal(size=(2, 5, 5, 8)).astype("float32")
     pw = Pointwise(12, activation="gelu")
@@ -228,7 +228,7 @@ def test_pointwise_training_gradients_equal_dense_gelu_layerscale():
     inputs and every weight; and the inference path (GELU fused into the MatMul) gives the same numbers."""
     import tensorflow as tf
 
-    from zoobot_tf.models.backbones.common import Pointwise
+    from zoobot_tf.ops.layers import Pointwise
 
     rng = np.random.default_rng(8)
     x = tf.constant(rng.normal(size=(2, 5, 5, 8)).astype("float32") * 3)
@@ -268,7 +268,7 @@ def test_pointwise_training_gradients_equal_dense_gelu_layerscale():
 def test_fused_gelu_gradient_is_finite_and_exact_at_extremes():
     import tensorflow as tf
 
-    from zoobot_tf.models.backbones.common import fused_gelu
+    from zoobot_tf.ops.layers import fused_gelu
 
     x = tf.constant([-1e4, -40.0, -5.0, -1e-3, 0.0, 1e-3, 5.0, 40.0, 1e4], tf.float32)
     with tf.GradientTape(persistent=True) as tape:
@@ -284,7 +284,7 @@ def test_fused_gelu_gradient_is_finite_and_exact_at_extremes():
 def test_fused_gelu_in_bfloat16_rounds_the_float32_result():
     import tensorflow as tf
 
-    from zoobot_tf.models.backbones.common import fused_gelu
+    from zoobot_tf.ops.layers import fused_gelu
 
     x32 = tf.constant(np.random.default_rng(0).normal(0, 3, 4096), tf.float32)
     x = tf.cast(x32, tf.bfloat16)
@@ -312,7 +312,6 @@ def test_convnext_under_mixed_bfloat16_runs_only_matmuls_in_bfloat16_and_matches
     float32; its outputs and loss gradients stay within bfloat16 rounding of the float32 model's."""
     import tensorflow as tf
 
-    from zoobot_tf.models.backbones.common import Pointwise
 
     kw = dict(schema="gz_rings", backbone="convnext_zepto", image_size=32, dropout_rate=0.0, augment=False,
               backbone_kwargs={"ls_init_value": 0.5})  # large layer scale: the MLPs matter to the output
@@ -360,7 +359,7 @@ def test_efficientnet_inference_under_mixed_bfloat16_matches_float32():
 
 
 def _randomise_batch_norms(encoder, seed=0):
-    from zoobot_tf.models.backbones.common import FusedBatchNormalization
+    from zoobot_tf.ops.layers import FusedBatchNormalization
 
     rng = np.random.default_rng(seed)
     bns = [l for l in encoder.layers if isinstance(l, FusedBatchNormalization)]
@@ -418,7 +417,7 @@ def test_batch_norm_folding_equals_conv_then_batch_norm(backbone):
 def test_explicit_padding_equals_zero_padding_then_valid_conv():
     import tensorflow as tf
 
-    from zoobot_tf.models.backbones.common import Conv2D, DepthwiseConv2D
+    from zoobot_tf.ops.layers import Conv2D, DepthwiseConv2D
 
     x = tf.constant(np.random.default_rng(2).normal(size=(2, 15, 16, 4)).astype("float32"))
     for ours, ref in [(Conv2D(6, 3, strides=2, explicit_padding=1), keras.layers.Conv2D(6, 3, strides=2)),
@@ -438,7 +437,7 @@ def test_explicit_padding_equals_zero_padding_then_valid_conv():
 def test_global_average_pool_equals_keras():
     import tensorflow as tf
 
-    from zoobot_tf.models.backbones.common import GlobalAveragePooling2D
+    from zoobot_tf.ops.layers import GlobalAveragePooling2D
 
     x = tf.constant(np.random.default_rng(4).normal(size=(3, 7, 5, 6)).astype("float32"))
     for keepdims in (True, False):

@@ -6,11 +6,12 @@ import sys
 import time
 
 import pytest
-
 from helpers import vote_catalog
+
 from zoobot_tf import callbacks
 from zoobot_tf.data import tfrecords
 from zoobot_tf.distribute import launch_local_workers
+from zoobot_tf.tasks import VoteTask
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("mw")
     df = vote_catalog(root / "img", n=96)
-    tfrecords.write_shards(df, root / "shards", schema="gz_decals_dr5", progress=False, galaxies_per_shard=16)
+    tfrecords.write_shards(df, root / "shards", task=VoteTask("gz_decals_dr5"), progress=False, galaxies_per_shard=16)
     return root / "shards"
 
 

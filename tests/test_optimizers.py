@@ -1,9 +1,9 @@
 """ZoobotAdamW: the fused update equals Keras' AdamW step for step."""
+import keras
 import numpy as np
 import tensorflow as tf
 
-import keras
-from zoobot_tf.optimizers import ZoobotAdamW
+from zoobot_tf.ops.optimizer import ZoobotAdamW
 
 
 def _run(opt, steps=5, seed=0, eager=False):
@@ -50,7 +50,7 @@ def test_global_norm_clipping_matches_keras():
     import tensorflow as tf
     from keras.src.optimizers.base_optimizer import clip_by_global_norm as keras_clip
 
-    from zoobot_tf.optimizers import clip_by_global_norm
+    from zoobot_tf.ops.optimizer import clip_by_global_norm
 
     rng = np.random.default_rng(3)
     grads = [tf.constant(rng.normal(size=s).astype("float32")) for s in [(3, 4), (5,), (2, 2, 2)]]

@@ -3,14 +3,15 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import write_images
 from scipy import stats as sps
 
-from helpers import write_images
 from zoobot_tf import stats
 from zoobot_tf.models import Zoobot
 from zoobot_tf.predict import predict
 from zoobot_tf.representations import PCA, EmbeddingIndex, embed, read_embeddings
 from zoobot_tf.schemas import get_schema
+from zoobot_tf.tasks import ClassificationTask
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_predictions_from_shards_equal_predictions_from_the_same_images(model, f
 
     files = sorted(p for p in folder.iterdir() if p.stem != "broken")
     cat = pd.DataFrame({"id_str": [p.stem for p in files], "file_loc": [str(p) for p in files], "c": 0})
-    tfrecords.write_shards(cat, tmp_path / "shards", label_kind="classification", label_cols=["c"],
+    tfrecords.write_shards(cat, tmp_path / "shards", task=ClassificationTask(["0", "1"]), label_cols=["c"],
                            splits={"train": 0.5, "test": 0.5}, progress=False)
     predict(model, folder, tmp_path / "folder.csv", n_samples=1, progress=False)
     predict(model, tmp_path / "shards", tmp_path / "shards.csv", n_samples=1, progress=False)

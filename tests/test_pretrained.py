@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import REPO
 from safetensors.numpy import load_file, save_file
 
-from conftest import REPO
 from zoobot_tf import pretrained
 from zoobot_tf.models.backbones import build_backbone
 

@@ -5,10 +5,8 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
-
 from conftest import REPO
 
 README = (REPO / "README.md").read_text()

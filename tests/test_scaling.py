@@ -3,10 +3,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-
 from helpers import vote_catalog
+
 from zoobot_tf import scaling
 from zoobot_tf.data import tfrecords
+from zoobot_tf.tasks import VoteTask
 
 
 @pytest.mark.parametrize("a,b,c", [(50.0, 0.5, 10.0), (8.0, 0.3, 2.0), (300.0, 0.9, 30.0)])
@@ -40,7 +41,7 @@ def test_analyse_tables_and_plots(tmp_path):
 
 def test_two_point_sweep_appends_resumable_rows(tmp_path):
     df = vote_catalog(tmp_path / "img", n=60)
-    tfrecords.write_shards(df, tmp_path / "shards", schema="gz_decals_dr5", progress=False)
+    tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), progress=False)
     grid = {"shards": str(tmp_path / "shards"), "output_dir": str(tmp_path / "sweep"), "fractions": [0.5, 1.0],
             "seeds": [0], "architectures": {"micro": {"backbone": "resnet_micro",
                                                        "backbone_kwargs": {"widths": [8, 8, 16, 16], "stem_width": 8}}},
@@ -76,7 +77,8 @@ def test_fit_flags_an_unconstrained_floor():
 
 def test_training_subsets_are_nested_deterministic_and_counted(tmp_path):
     cat = vote_catalog(tmp_path / "imgs", n=60, size=32)
-    tfrecords.write_shards(cat, tmp_path / "shards", schema="gz_decals_dr5", splits={"train": 1.0}, progress=False)
+    tfrecords.write_shards(cat, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), splits={"train": 1.0},
+                           progress=False)
     ids, _ = tfrecords.read_labels(tmp_path / "shards", "train")
 
     def kept(fraction, seed):
@@ -93,11 +95,9 @@ def test_training_subsets_are_nested_deterministic_and_counted(tmp_path):
 
 
 def test_bad_train_fractions_are_refused_before_any_work():
-    from zoobot_tf.schemas import get_schema
-    from zoobot_tf.training import TrainConfig, VoteData
+    from zoobot_tf.config import ConfigError, TrainConfig
 
-    schema = get_schema("gz_decals_dr5")
-    with pytest.raises(ValueError, match="train_fraction must be in"):
-        VoteData(TrainConfig(train_fraction=0.0), schema)
-    with pytest.raises(ValueError, match="needs TFRecord shards"):
-        VoteData(TrainConfig(train_fraction=0.5, tfds="synthetic_gz"), schema)
+    with pytest.raises(ConfigError, match=r"--train_fraction must be > 0.0 \(accepted: \(0.0, 1.0\]\)"):
+        TrainConfig(train_fraction=0.0)
+    with pytest.raises(ConfigError, match="needs TFRecord shards"):
+        TrainConfig(train_fraction=0.5, tfds="synthetic_gz")

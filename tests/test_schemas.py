@@ -2,7 +2,13 @@ import json
 
 import pytest
 
-from zoobot_tf.schemas import BUILTIN_SCHEMAS, Schema, SchemaError, get_schema, list_schemas
+from zoobot_tf.schemas import (
+    BUILTIN_SCHEMAS,
+    Schema,
+    SchemaError,
+    get_schema,
+    list_schemas,
+)
 
 
 def test_decals_dr5_matches_reference_tree():

@@ -5,8 +5,8 @@ from zoobot_tf.schemas import get_schema
 
 
 def test_deterministic_and_independent_of_catalog_size(tmp_path):
-    a = synthetic.make_synthetic_catalog(6, tmp_path / "a", image_size=32, seed=5, progress=False)
-    b = synthetic.make_synthetic_catalog(3, tmp_path / "b", image_size=32, seed=5, progress=False)
+    a = synthetic.make_synthetic_catalog(6, tmp_path / "a", stored_size=32, seed=5, progress=False)
+    b = synthetic.make_synthetic_catalog(3, tmp_path / "b", stored_size=32, seed=5, progress=False)
     schema = get_schema("gz_decals_dr5")
     np.testing.assert_array_equal(a[schema.label_cols].to_numpy()[:3], b[schema.label_cols].to_numpy())
     assert (tmp_path / "a" / "images" / "synth-5-000000.jpg").read_bytes() == \

@@ -6,15 +6,17 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from zoobot_tf import callbacks
-from zoobot_tf.training import TrainConfig, train
+from zoobot_tf.config import TrainConfig
+from zoobot_tf.tasks import VoteTask
+from zoobot_tf.training import train
 
-SMALL = dict(synthetic_galaxies=80, synthetic_image_size=32, image_size=32, batch_size=16, progress=False)
+SMALL = dict(synthetic_galaxies=80, image_size=32, batch_size=16, progress=False)
 
 
 def _event_tags(logdir):
@@ -74,7 +76,7 @@ def _run_cli(args, **kw):
 @pytest.mark.slow
 def test_killed_run_resumes_without_lost_or_repeated_epochs(tmp_path):
     out = tmp_path / "run"
-    args = ["--output_dir", str(out), "--epochs", "5", "--synthetic_galaxies", "200", "--synthetic_image_size",
+    args = ["--output_dir", str(out), "--epochs", "5", "--synthetic_galaxies", "200", "--stored_size",
             "32", "--image_size", "32", "--batch_size", "16", "--export", "false", "--progress", "false",
             "--patience", "100"]
     proc = _run_cli(args)
@@ -108,13 +110,15 @@ def test_cli_reports_user_errors_without_a_traceback(tmp_path):
 
 
 def test_bfloat16_efficientnet_training_on_cpu_warns_that_it_is_slower(caplog):
-    from zoobot_tf.training import TrainConfig, build_model
+    from zoobot_tf.config import TrainConfig
+    from zoobot_tf.training import build_model
 
     with caplog.at_level("WARNING", logger="zoobot_tf.training"):
-        model = build_model(TrainConfig(backbone="efficientnet_b0", image_size=32, precision="mixed_bfloat16"))
+        model = build_model(TrainConfig(backbone="efficientnet_b0", image_size=32, precision="mixed_bfloat16"),
+                            VoteTask())
     assert model.precision == "mixed_bfloat16"
     assert any("2x slower than float32" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level("WARNING", logger="zoobot_tf.training"):
-        build_model(TrainConfig(backbone="convnext_zepto", image_size=32, precision="mixed_bfloat16"))
+        build_model(TrainConfig(backbone="convnext_zepto", image_size=32, precision="mixed_bfloat16"), VoteTask())
     assert not any("slower" in r.getMessage() for r in caplog.records)

@@ -3,8 +3,9 @@
 The public API, in the order of a user's path (catalog -> shards -> model -> train -> finetune ->
 predict/embed -> export -> serve)::
 
-    from zoobot_tf import (get_schema, make_synthetic_catalog, write_shards, define_model, train,
-                           load_model, Finetuner, predict, embed, export_model, load_pretrained)
+    from zoobot_tf import (get_schema, VoteTask, ClassificationTask, make_synthetic_catalog, write_shards,
+                           open_source, Zoobot, define_model, train, load_model, Finetuner, finetune, predict,
+                           embed, export_model, load_pretrained)
 """
 import os as _os
 
@@ -12,21 +13,27 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "get_schema": "zoobot_tf.schemas",
     "Schema": "zoobot_tf.schemas",
     "list_schemas": "zoobot_tf.schemas",
+    "VoteTask": "zoobot_tf.tasks",
+    "ClassificationTask": "zoobot_tf.tasks",
+    "RegressionTask": "zoobot_tf.tasks",
     "make_synthetic_catalog": "zoobot_tf.data.synthetic",
     "write_shards": "zoobot_tf.data.tfrecords",
     "validate_catalog": "zoobot_tf.data.catalogs",
+    "open_source": "zoobot_tf.data.sources",
     "Zoobot": "zoobot_tf.models.zoobot",
     "define_model": "zoobot_tf.models.zoobot",
     "list_backbones": "zoobot_tf.models.backbones",
+    "load_model": "zoobot_tf.models.resolve",
+    "packaged_models": "zoobot_tf.models.resolve",
+    "TrainConfig": "zoobot_tf.config",
+    "FinetuneConfig": "zoobot_tf.config",
     "train": "zoobot_tf.training",
-    "TrainConfig": "zoobot_tf.training",
-    "load_model": "zoobot_tf.finetune",
     "Finetuner": "zoobot_tf.finetune",
     "finetune": "zoobot_tf.finetune",
     "predict": "zoobot_tf.predict",

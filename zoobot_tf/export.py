@@ -20,9 +20,9 @@ Signatures (all deterministic, dropout off, unless named ``*_mc``):
 * ``embed``: ``image_bytes`` -> ``embedding``.
 * ``predict_mc``: ``image_bytes`` -> concentrations/probabilities for ``mc_samples`` dropout samples.
 
-Outputs: votes models give ``concentrations`` and ``vote_fractions`` (answers in schema order) and
-``embedding``; classifiers give ``probabilities``, ``predicted_class`` and ``embedding``; regressors
-``targets`` and ``embedding``. Malformed image bytes fail the request with INVALID_ARGUMENT.
+Outputs are the task's (:mod:`zoobot_tf.tasks`) plus ``embedding``: votes models give ``concentrations``
+and ``vote_fractions`` (answers in schema order); classifiers ``probabilities`` and ``predicted_class``;
+regressors ``targets``. Malformed image bytes fail the request with INVALID_ARGUMENT.
 """
 from __future__ import annotations
 
@@ -65,52 +65,31 @@ def latest_version(model_dir: str | Path) -> Path:
 
 def metadata(model: Zoobot) -> dict:
     """What a client needs to label the outputs and reproduce the preprocessing."""
-    meta = {
+    return {
         "format": "zoobot-tf export v1",
-        "task": model.task,
         "backbone": model.backbone,
         "image_size": model.image_size,
         "channels": model.channels,
         "input_channels": model.input_channels,
         "crop_fraction": model.crop_fraction,
-        "load_size": model.view.pre_size,
+        "load_size": model.load_size,
         "embedding_dim": model.embedding_dim,
         "signatures": ["serving_default", "predict_images", "embed", "predict_mc"],
+        "finetuning": model.finetuning,
+        **model.task.metadata(),
+        "outputs": model.task.serving_output_names + ["embedding"],
     }
-    if model.task == "votes":
-        meta["schema"] = model.schema.to_dict()
-        meta["label_cols"] = model.schema.label_cols
-        meta["outputs"] = ["concentrations", "vote_fractions", "embedding"]
-    elif model.task == "classification":
-        meta["class_names"] = model.class_names
-        meta["outputs"] = ["probabilities", "predicted_class", "embedding"]
-    else:
-        meta["target_names"] = model.target_names
-        meta["outputs"] = ["targets", "embedding"]
-    return meta
 
 
 def _serving_functions(model: Zoobot, mc_samples: int):
     embedder = model.embedding_model()
-    load_size = model.view.pre_size
+    load_size = model.load_size
     channels = 1 if model.input_channels == 1 else 3
-    if model.task == "votes":
-        m = model.schema.answer_to_question_matrix()
-        same_question = tf.constant(m @ m.T, tf.float32)  # (A, A)
+    task = model.task
 
     def outputs_from(images):
         emb = embedder(images, training=False)
-        out = model.apply_head(emb, training=False)
-        result = {"embedding": tf.cast(emb, tf.float32)}
-        if model.task == "votes":
-            result["concentrations"] = out
-            result["vote_fractions"] = out / tf.matmul(out, same_question)
-        elif model.task == "classification":
-            result["probabilities"] = out
-            result["predicted_class"] = tf.argmax(out, axis=-1, output_type=tf.int32)
-        else:
-            result["targets"] = out
-        return result
+        return {"embedding": tf.cast(emb, tf.float32), **task.serving_outputs(model.apply_head(emb, training=False))}
 
     def decode(image_bytes):
         return tf.map_fn(lambda b: decode_image_bytes(b, load_size, channels=channels), image_bytes,
@@ -128,8 +107,7 @@ def _serving_functions(model: Zoobot, mc_samples: int):
     def predict_mc(image_bytes):
         emb = embedder(decode(image_bytes), training=False)
         samples = tf.stack([model.apply_head(emb, training=True) for _ in range(mc_samples)], axis=-1)
-        key = {"votes": "concentrations", "classification": "probabilities", "regression": "targets"}[model.task]
-        return {f"{key}_samples": samples}
+        return {f"{task.output_name}_samples": samples}
 
     return serving_default, predict_images, embed, predict_mc
 
@@ -159,7 +137,7 @@ def _example_images(model: Zoobot, n: int = 2) -> list[bytes]:
     out = []
     for i in range(n):
         rng = np.random.default_rng([7, i])
-        pixels = render(sample_truth(rng), model.view.pre_size, rng)
+        pixels = render(sample_truth(rng), model.view.load_size, rng)
         out.append(tf.io.encode_jpeg(pixels, quality=90).numpy())
     return out
 
@@ -218,8 +196,14 @@ def read_metadata(export_dir: str | Path) -> dict:
 
 
 def load_keras_from_export(export_dir: str | Path) -> Zoobot:
-    """The Keras model stored inside an export (for finetuning it again)."""
-    path = latest_version(export_dir) / "assets.extra" / KERAS_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: this export holds no Keras model to finetune.")
-    return keras.models.load_model(path)
+    """The Keras model stored inside an export (for predictions or finetuning it again)."""
+    from zoobot_tf.models.resolve import load_model
+
+    return load_model(Path(export_dir))
+
+
+def export_job(config) -> Path:
+    """``zoobot-tf export`` from an :class:`~zoobot_tf.config.ExportConfig`."""
+    from zoobot_tf.models.resolve import load_model
+
+    return export_model(load_model(config.model), config.output_dir, name=config.name, mc_samples=config.mc_samples)

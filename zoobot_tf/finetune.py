@@ -3,24 +3,30 @@
     import zoobot_tf as zt
     from zoobot_tf.finetune import Finetuner
 
-    tuner = Finetuner("runs/demo/model.keras", task="classification", class_names=["ring", "no_ring"],
-                      n_blocks=2)                       # unfreeze the last 2 stages, lr x0.75 per stage
+    tuner = Finetuner("zoobot_synthetic", task="classification", class_names=["no_ring", "ring"])
     train = tuner.dataset(train_catalog, "ring", training=True)
     val = tuner.dataset(val_catalog, "ring")
     tuner.model.fit(train, validation_data=val, epochs=30, callbacks=tuner.callbacks())
-    print(tuner.model.evaluate(tuner.dataset(test_catalog, "ring"), return_dict=True))
 
-The pretrained model can be a ``.keras`` file, an export folder of ours (``saved_models/<name>[/N]``),
-a Zoobot model in memory, or a backbone name (random initialisation, the baseline for comparisons).
-Heads: ``classification`` (N classes), ``regression`` (targets) or ``votes`` (Dirichlet-multinomial
-on a different decision tree).
+or end to end, with splits, class balancing, early stopping and test metrics::
 
-Zoobot's finetuning recipe is the default: AdamW, lr 1e-4, weight decay 0.05, dropout 0.5, the
-encoder's BatchNorm layers kept in inference mode, early stopping with patience 10.
+    result = zt.finetune("zoobot_synthetic", "rings.csv", label_cols="ring")
+
+The pretrained model is anything :func:`zoobot_tf.models.resolve.load_model` accepts (a packaged name,
+a ``.keras`` file, an export folder, ``hf_hub:<repo>``, timm weights), a Zoobot model in memory, or a
+backbone name (a random encoder: the baseline to compare against). The new head is any task
+(:mod:`zoobot_tf.tasks`): classification, regression, or votes on another decision tree.
+
+Settings: explicit arguments win; then the pretrained model's own recommendations (``model.finetuning``,
+stored in the model and its exports: a small encoder may need its whole encoder trained); then
+Zoobot's recipe (:data:`ZOOBOT_DEFAULTS`: AdamW, lr 1e-4, weight decay 0.05, dropout 0.5, the top
+stage at the full learning rate and each stage below at x0.75, patience 10).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -28,80 +34,94 @@ import keras
 import numpy as np
 import pandas as pd
 
-from zoobot_tf.data.catalogs import split_by_id
-from zoobot_tf.data.sources import catalog_dataset, encode_labels
-from zoobot_tf.models.backbones import REGISTRY
-from zoobot_tf.models.zoobot import Zoobot, default_loss, default_metrics
-from zoobot_tf.optimizers import ZoobotAdamW
+from zoobot_tf.data.sources import CatalogSource, DataSource, TFDSSource
+from zoobot_tf.models.resolve import is_random_init, load_model
+from zoobot_tf.models.zoobot import Zoobot, dtype_policy
+from zoobot_tf.ops.optimizer import ZoobotAdamW
+from zoobot_tf.tasks import Task, make_task, make_task_for_catalog
+
+log = logging.getLogger(__name__)
+
+# Zoobot v2's finetuning defaults (FinetuneableZoobotAbstract): used where neither the caller nor the
+# pretrained model's card says otherwise.
+ZOOBOT_DEFAULTS = dict(n_blocks=0, learning_rate=1e-4, lr_decay=0.75, weight_decay=0.05, dropout_rate=0.5,
+                       batch_size=32, epochs=30, patience=10)
+
+__all__ = ["Finetuner", "finetune", "finetune_job", "FinetuneResult", "ZOOBOT_DEFAULTS", "recommended_settings"]
 
 
-def load_model(source) -> Zoobot:
-    """A Zoobot model from a ``.keras`` file, an export folder (its stored Keras model), or a model."""
-    if isinstance(source, Zoobot):
-        return source
-    path = Path(str(source))
-    if path.suffix == ".keras":
-        if not path.exists():
-            raise FileNotFoundError(f"Model file not found: {path}")
-        model = keras.models.load_model(path)
-    elif path.is_dir():
-        from zoobot_tf.export import load_keras_from_export
-
-        model = load_keras_from_export(path)
-    else:
-        raise FileNotFoundError(f"Not a model: {source!r} (expected a .keras file or an export folder)")
-    if not isinstance(model, Zoobot):
-        raise TypeError(f"{source} holds a {type(model).__name__}, not a zoobot_tf Zoobot model.")
-    return model
-
-
-def _pretrained_or_random(pretrained, image_size, channels) -> tuple[Zoobot | None, str, dict, int, int]:
-    if isinstance(pretrained, str) and pretrained in REGISTRY:
-        return None, pretrained, {}, image_size or 224, channels or 1
-    model = load_model(pretrained)
-    return model, model.backbone, model.backbone_kwargs, image_size or model.image_size, channels or model.channels
+def recommended_settings(pretrained: Zoobot | None, **given) -> dict:
+    """Finetuning settings: ``given`` (non-None), else the model's ``finetuning`` card, else Zoobot's."""
+    card = dict(getattr(pretrained, "finetuning", None) or {})
+    out = {}
+    for key, default in ZOOBOT_DEFAULTS.items():
+        value = given.get(key)
+        out[key] = value if value is not None else card.get(key, default)
+    return out
 
 
 class Finetuner:
-    """Builds a finetuning model from a pretrained encoder, with Zoobot's recipe.
+    """Builds a finetuning model from a pretrained encoder.
 
     Args:
-        pretrained: ``.keras`` path, export folder, Zoobot model, or a backbone name (random encoder).
-        task: ``classification``, ``regression`` or ``votes``.
-        class_names / n_classes, target_names / n_targets, schema: the new head.
+        pretrained: see the module docstring.
+        task: a :class:`~zoobot_tf.tasks.Task`, or a task name with ``class_names``/``n_classes``,
+            ``target_names``/``n_targets`` or ``schema``.
         n_blocks: encoder stages to train, counted from the top; 0 freezes the encoder (a linear probe
             on the embedding), -1 trains all of it.
-        lr_decay: learning-rate factor per stage below the head (Zoobot: 0.75).
-        train_batchnorm: update BatchNorm statistics in unfrozen stages (default: keep them frozen,
-            which works better with few labels).
-        image_size, channels: default to the pretrained model's; crop_fraction and augment as in Zoobot.
+        lr_decay: learning-rate factor per stage below the top trained stage (Zoobot: 0.75); the top
+            trained stage and the head learn at ``learning_rate``.
+        train_batchnorm: update BatchNorm statistics in the trained stages. Default: only when the encoder
+            is randomly initialised (its statistics would otherwise stay at their initial values);
+            pretrained encoders keep theirs, which works better with few labels.
+        image_size, channels, crop_fraction: default to the pretrained model's.
+        precision: build under this dtype policy (``mixed_bfloat16`` on CPUs with AMX).
+        None elsewhere means: the pretrained model's recommendation, else Zoobot's (see the module docstring).
     """
 
-    def __init__(self, pretrained, task: str = "classification", class_names: Sequence[str] | None = None,
+    def __init__(self, pretrained, task: "Task | str" = "classification", class_names: Sequence[str] | None = None,
                  n_classes: int | None = None, target_names: Sequence[str] | None = None,
-                 n_targets: int | None = None, schema=None, n_blocks: int = 0, lr_decay: float = 0.75,
-                 learning_rate: float = 1e-4, weight_decay: float = 0.05, dropout_rate: float = 0.5,
-                 train_batchnorm: bool = False, image_size: int | None = None, channels: int | None = None,
-                 crop_fraction: float | None = None, augment: dict | bool = True, batch_size: int = 32):
-        source, backbone, backbone_kwargs, image_size, channels = _pretrained_or_random(
-            pretrained, image_size, channels)
+                 n_targets: int | None = None, schema=None, n_blocks: int | None = None,
+                 lr_decay: float | None = None, learning_rate: float | None = None,
+                 weight_decay: float | None = None, dropout_rate: float | None = None,
+                 train_batchnorm: bool | None = None, image_size: int | None = None, channels: int | None = None,
+                 crop_fraction: float | None = None, augment: dict | bool = True, batch_size: int | None = None,
+                 precision: str | None = None):
+        random = is_random_init(pretrained)
+        source = None if random else load_model(pretrained)
         self.pretrained = source
-        self.batch_size = batch_size
-        self.model = Zoobot(
-            task=task, schema=schema, class_names=class_names, n_classes=n_classes, target_names=target_names,
-            n_targets=n_targets, backbone=backbone, backbone_kwargs=backbone_kwargs, image_size=image_size,
-            channels=channels, crop_fraction=crop_fraction if crop_fraction is not None else (
-                source.crop_fraction if source is not None else 1.0),
-            augment=augment, dropout_rate=dropout_rate)
+        self.random_init = random
+        self.settings = recommended_settings(source, n_blocks=n_blocks, learning_rate=learning_rate,
+                                             lr_decay=lr_decay, weight_decay=weight_decay,
+                                             dropout_rate=dropout_rate, batch_size=batch_size)
+        s = self.settings
+        self.batch_size = int(s["batch_size"])
+        task = make_task(task, schema=schema, class_names=class_names, n_classes=n_classes,
+                         target_names=target_names, n_targets=n_targets)
+        backbone = pretrained if random else source.backbone
+        with dtype_policy(precision):
+            self.model = Zoobot(
+                task=task, backbone=backbone, backbone_kwargs={} if random else source.backbone_kwargs,
+                image_size=image_size or (224 if random else source.image_size),
+                channels=channels or (1 if random else source.channels),
+                crop_fraction=crop_fraction if crop_fraction is not None else (
+                    1.0 if random else source.crop_fraction),
+                augment=augment, dropout_rate=float(s["dropout_rate"]), precision=precision)
         if source is not None:
             self.model.encoder.set_weights(source.encoder.get_weights())
-        multipliers = self._set_trainable(n_blocks, lr_decay, train_batchnorm)
-        optimizer = ZoobotAdamW(learning_rate=learning_rate, weight_decay=weight_decay, lr_multipliers=multipliers)
-        self.model.compile(optimizer=optimizer, loss=default_loss(self.model),
-                           weighted_metrics=default_metrics(self.model))
+        train_bn = random if train_batchnorm is None else bool(train_batchnorm)
+        multipliers = self._set_trainable(int(s["n_blocks"]), float(s["lr_decay"]), train_bn)
+        optimizer = ZoobotAdamW(learning_rate=float(s["learning_rate"]), weight_decay=float(s["weight_decay"]),
+                                lr_multipliers=multipliers)
+        self.model.compile(optimizer=optimizer)
+
+    @property
+    def task(self) -> Task:
+        return self.model.task
 
     def _set_trainable(self, n_blocks: int, lr_decay: float, train_batchnorm: bool) -> dict:
-        """Freeze all but the top ``n_blocks`` stages; return {variable path: lr multiplier}."""
+        """Freeze all but the top ``n_blocks`` stages; return {variable path: lr multiplier}: 1 for the top
+        trained stage (as the head), ``lr_decay ** k`` for the k-th stage below it."""
         groups = self.model.stage_groups()
         n = len(groups) if n_blocks < 0 else min(n_blocks, len(groups))
         multipliers = {}
@@ -112,20 +132,22 @@ class Finetuner:
                 layer.trainable = trainable and (train_batchnorm or not is_bn)
                 if layer.trainable:
                     for v in layer.trainable_weights:
-                        multipliers[v.path] = float(lr_decay ** (depth + 1))
+                        multipliers[v.path] = float(lr_decay ** depth)
         self.n_trainable_stages = n
         return multipliers
 
-    def dataset(self, catalog: pd.DataFrame, label_cols, training: bool = False, class_weight: dict | None = None,
-                seed: int | None = None):
-        """Batched training data from a catalog, preprocessed for this model."""
-        return catalog_dataset(catalog, label_cols, self.model.task, self.batch_size, self.model.view.pre_size,
-                               training=training, class_names=self.model.class_names, class_weight=class_weight,
-                               seed=seed)
+    def dataset(self, catalog: pd.DataFrame, label_cols=None, training: bool = False,
+                class_weight: dict | None = None, seed: int | None = None):
+        """Batched training data from a catalog (every row), preprocessed for this model."""
+        source = CatalogSource(catalog, self.task, label_cols, split_col=None)
+        return source.dataset(None, self.batch_size, self.model.load_size, training=training, seed=seed,
+                              class_weight=class_weight)
 
-    def callbacks(self, patience: int = 10, monitor: str | None = None, checkpoint: str | Path | None = None):
-        """Early stopping (restoring the best weights) on the validation loss, and optionally a checkpoint."""
-        monitor = monitor or ("val_nll" if self.model.task == "votes" else "val_loss")
+    def callbacks(self, patience: int | None = None, monitor: str | None = None,
+                  checkpoint: str | Path | None = None) -> list:
+        """Early stopping (restoring the best weights) on the task's validation loss, and optionally a checkpoint."""
+        monitor = monitor or self.task.monitor
+        patience = int(patience if patience is not None else recommended_settings(self.pretrained)["patience"])
         cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience,
                                              restore_best_weights=True)]
         if checkpoint:
@@ -134,72 +156,106 @@ class Finetuner:
         return cbs
 
 
-def balanced_class_weight(labels: np.ndarray, n_classes: int) -> dict:
-    """{class: weight} inversely proportional to class frequency (mean weight 1 over examples)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(float)
-    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
-    return {i: float(w) for i, w in enumerate(weights)}
-
-
 @dataclasses.dataclass
 class FinetuneResult:
     model: Zoobot
     history: dict
-    test_metrics: dict
-    split: pd.Series
+    test_metrics: dict  # Keras' evaluate() on the test split (loss and the task's metrics)
+    test_table: pd.DataFrame  # the task's test metrics (balanced accuracy, per-class recall, ...)
+    val_table: pd.DataFrame  # the same on the validation split (e.g. whether predictions collapsed)
+    sizes: dict
+    settings: dict
 
 
-def finetune_tfds(pretrained, name: str, data_dir=None, epochs: int = 30, patience: int = 10, seed: int = 0,
-                  verbose: int = 2, **finetuner_kwargs) -> FinetuneResult:
-    """Finetune on a prepared TFDS classification set (e.g. ``gz_rings``, ``gz1_sdss``, ``galaxy10_decals``),
-    using its train / validation (or test) / test splits and the same preprocessing as catalogs."""
-    from zoobot_tf import datasets as zdatasets
+def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classification", epochs: int | None = None,
+             patience: int | None = None, balance_classes: bool = True, seed: int = 0, verbose: int = 2,
+             split_col: str | None = "split", **finetuner_kwargs) -> FinetuneResult:
+    """Finetune end to end: train on the source's train split with early stopping on its val split, and
+    evaluate on its test split (which never chooses anything).
 
+    Args:
+        source: a catalog (DataFrame or CSV/Parquet path; its ``split_col`` column if present, else a 70/15/15
+            split by id), ``tfds:<name>``, or any :class:`~zoobot_tf.data.sources.DataSource`.
+        label_cols: the catalog's label column(s).
+        task: the new head (a Task, or a name: classes are taken from the label column).
+        balance_classes: weight classes by inverse frequency (classification).
+    """
     keras.utils.set_random_seed(seed)
-    builder = zdatasets.builder(name, data_dir)
-    if builder.info.supervised_keys[1] != "label":
-        raise ValueError(f"{name!r} is not a classification set (its target is {builder.info.supervised_keys[1]!r})")
-    finetuner_kwargs.setdefault("class_names", builder.info.features["label"].names)
-    tuner = Finetuner(pretrained, task="classification", **finetuner_kwargs)
-    splits = list(builder.info.splits)
-    val_split = "validation" if "validation" in splits else "test"
+    source = _source(source, task, label_cols, split_col, finetuner_kwargs)
+    source.require_splits()
+    tuner = Finetuner(pretrained, task=source.task, **finetuner_kwargs)
+    schedule = recommended_settings(tuner.pretrained, epochs=epochs, patience=patience)
+    settings = {**tuner.settings, "epochs": schedule["epochs"], "patience": schedule["patience"]}
+    class_weight = source.task.balanced_class_weight(source.labels("train")) if balance_classes else None
+    size = tuner.model.load_size
+    train = source.dataset("train", tuner.batch_size, size, training=True, class_weight=class_weight, seed=seed)
+    val = source.dataset("val", tuner.batch_size, size, class_weight=class_weight)
+    history = tuner.model.fit(train, validation_data=val, epochs=int(settings["epochs"]),
+                              callbacks=tuner.callbacks(settings["patience"]), verbose=verbose)
+    from zoobot_tf.evaluate import predict_batches
 
-    def ds(split, training=False):
-        return zdatasets.tfds_dataset(name, split, tuner.batch_size, tuner.model.view.pre_size, training, data_dir,
-                                      seed)
+    prior = source.task.prior(source.labels("train"))
+    val_table = source.task.evaluate(*reversed(predict_batches(tuner.model, source.dataset("val", tuner.batch_size,
+                                                                                            size))), prior=prior)
+    test = source.dataset("test", tuner.batch_size, size)
+    test_metrics = tuner.model.evaluate(test, return_dict=True, verbose=0)
+    outputs, labels = predict_batches(tuner.model, test)
+    table = source.task.evaluate(labels, outputs, prior=prior)
+    return FinetuneResult(tuner.model, history.history, test_metrics, table, val_table, source.sizes, settings)
 
-    history = tuner.model.fit(ds("train", True), validation_data=ds(val_split), epochs=epochs,
-                              callbacks=tuner.callbacks(patience), verbose=verbose)
-    test = tuner.model.evaluate(ds("test"), return_dict=True, verbose=0)
-    return FinetuneResult(tuner.model, history.history, test, pd.Series(dtype=str))
+
+def _source(source, task, label_cols, split_col, finetuner_kwargs) -> DataSource:
+    if isinstance(source, DataSource):
+        return source
+    if isinstance(source, str) and source.startswith("tfds:"):
+        return TFDSSource(source[len("tfds:"):])
+    raw = CatalogSource(source)  # reads a CSV/Parquet file and resolves relative file_loc paths
+    labelled = CatalogSource(raw.catalog, _catalog_task(raw.catalog, task, label_cols, finetuner_kwargs), label_cols,
+                             split_col=split_col)
+    labelled.origin = raw.origin
+    return labelled
 
 
-def finetune(pretrained, catalog: pd.DataFrame, label_cols, task: str = "classification", epochs: int = 30,
-             patience: int = 10, split_col: str | None = None, balance_classes: bool = False, seed: int = 0,
-             verbose: int = 2, **finetuner_kwargs) -> FinetuneResult:
-    """Finetune end to end: split the catalog (its ``split`` column, or by id 70/15/15), train with early
-    stopping, and evaluate on the test split."""
-    label_cols = [label_cols] if isinstance(label_cols, str) else list(label_cols)
-    keras.utils.set_random_seed(seed)
-    if task == "classification" and "class_names" not in finetuner_kwargs:
-        _, finetuner_kwargs["class_names"] = encode_labels(catalog[label_cols[0]], None)
-    tuner = Finetuner(pretrained, task=task, **finetuner_kwargs)
-    if split_col and split_col in catalog.columns:
-        split = catalog[split_col].astype(str)
-    else:
-        split = pd.Series(split_by_id(catalog["id_str"].astype(str).tolist(), (0.7, 0.15, 0.15)),
-                          index=catalog.index)
-    parts = {s: catalog[split.to_numpy() == s] for s in ("train", "val", "test")}
-    for s, part in parts.items():
-        if len(part) == 0:
-            raise ValueError(f"The {s} split is empty; give more galaxies or a split column.")
-    class_weight = None
-    if balance_classes and task == "classification":
-        labels, _ = encode_labels(parts["train"][label_cols[0]], tuner.model.class_names)
-        class_weight = balanced_class_weight(labels, tuner.model.n_classes)
-    history = tuner.model.fit(tuner.dataset(parts["train"], label_cols, training=True, class_weight=class_weight,
-                                            seed=seed),
-                              validation_data=tuner.dataset(parts["val"], label_cols), epochs=epochs,
-                              callbacks=tuner.callbacks(patience), verbose=verbose, shuffle=False)
-    test = tuner.model.evaluate(tuner.dataset(parts["test"], label_cols), return_dict=True, verbose=0)
-    return FinetuneResult(tuner.model, history.history, test, split)
+def _catalog_task(catalog: pd.DataFrame, task, label_cols, finetuner_kwargs) -> Task:
+    options = {k: finetuner_kwargs.pop(k) for k in ("class_names", "n_classes", "target_names", "n_targets", "schema")
+               if k in finetuner_kwargs}
+    return make_task_for_catalog(task, catalog, label_cols, **options)
+
+
+def finetune_job(config) -> FinetuneResult:
+    """``zoobot-tf finetune``: finetune from a :class:`~zoobot_tf.config.FinetuneConfig` and write
+    ``model.keras``, ``metrics.json`` (test metrics, history, settings, split sizes) and optionally an export."""
+    from zoobot_tf import distribute
+
+    strategy = distribute.get_strategy(config.strategy, cpu_replicas=config.cpu_replicas)
+    source = TFDSSource(config.tfds, config.tfds_data_dir) if config.tfds else config.catalog
+    with strategy.scope():
+        result = finetune(config.pretrained, source, label_cols=config.label_list or None, task=config.task,
+                          epochs=config.epochs, patience=config.patience, balance_classes=config.balance_classes,
+                          seed=config.seed, verbose=2 if config.progress else 0, split_col=config.split_col,
+                          schema=config.schema, n_blocks=config.n_blocks, learning_rate=config.learning_rate,
+                          lr_decay=config.lr_decay, weight_decay=config.weight_decay, batch_size=config.batch_size,
+                          dropout_rate=config.dropout_rate, image_size=config.image_size,
+                          crop_fraction=config.crop_fraction, augment={"flip": config.flip},
+                          precision=None if config.precision == "float32" else config.precision)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.model.save(out / "model.keras")
+    summary = {"test": result.test_metrics, "test_table": result.test_table.to_dict(orient="records"),
+               "val_table": result.val_table.to_dict(orient="records"),
+               "history": result.history, "settings": result.settings, "sizes": result.sizes,
+               "config": config.to_dict()}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    if config.export:
+        from zoobot_tf.export import export_model
+
+        export_model(result.model, out / "export", name="zoobot")
+    return result
+
+
+def _json_default(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return float(v)

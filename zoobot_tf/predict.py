@@ -1,17 +1,19 @@
-"""Predictions with uncertainty over catalogs, folders of images or shards, streamed in batches.
+"""Predictions with uncertainty over catalogs, folders of images, shards or TFDS sets, streamed in batches.
 
 For each batch the encoder runs once (inference mode) and the head runs ``n_samples`` times with
-dropout on: MC-dropout samples of the concentrations (votes), class probabilities or targets. With
-``tta=True`` every sample also sees a random rotation/flip/crop of the image (the encoder runs per
-sample). Outputs are written as they are computed, so memory stays bounded on any catalog size:
+dropout on: MC-dropout samples of the model's outputs (concentrations, class probabilities or targets).
+With ``tta=True`` every sample also sees a random rotation/flip/crop of the image (the encoder runs per
+sample). The task (:mod:`zoobot_tf.tasks`) turns samples into the table:
 
-* a friendly table (CSV or Parquet) with ``id_str`` and, for vote models, per answer
-  ``<question>_<answer>_fraction`` (expected vote fraction, averaged over samples) with a 90%
-  interval (``_lower``/``_upper``, Beta-mixture quantiles), and ``<question>_prob_asked``; fractions
-  of questions that volunteers would be asked with probability < 0.5 are left empty;
-  classifiers write ``prob_<class>`` and ``predicted_class``; regressors ``<target>`` and ``<target>_std``;
-* optionally an HDF5 file with the raw samples, shaped (galaxy, output, sample), and ``id_str``;
-* a ``<table>.skipped.csv`` listing galaxies whose image was missing or unreadable (the run goes on).
+* votes: per answer ``<question>_<answer>_fraction`` (expected vote fraction, averaged over samples) with
+  a 90% interval (``_lower``/``_upper``, Beta-mixture quantiles), and ``<question>_prob_asked``; fractions
+  of questions volunteers would be asked with probability < 0.5 are left empty;
+* classification: ``prob_<class>`` and ``predicted_class``; regression: ``<target>`` and ``<target>_std``.
+
+Optionally an HDF5 file holds the raw samples, shaped (galaxy, output, sample), with ``id_str``. Galaxies
+whose image is missing or unreadable are skipped and listed in ``<table>.skipped.csv`` (the run goes on).
+Long runs are written in parts (:class:`zoobot_tf.outputs.Parts`): rerun the same command after an
+interruption and it continues where it stopped, with no galaxy lost or written twice.
 """
 from __future__ import annotations
 
@@ -23,12 +25,16 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from zoobot_tf import stats
 from zoobot_tf.data.catalogs import ID_COL
-from zoobot_tf.data.sources import decoded_batches, image_source
+from zoobot_tf.data.pipeline import decoded_batches
+from zoobot_tf.data.sources import open_source
+from zoobot_tf.models.resolve import load_model
 from zoobot_tf.models.zoobot import Zoobot
+from zoobot_tf.outputs import Parts
 
 log = logging.getLogger(__name__)
+
+CHUNK = 4096  # galaxies per part of a long run
 
 
 def sample_fn(model: Zoobot, n_samples: int, tta: bool = False):
@@ -47,148 +53,126 @@ def sample_fn(model: Zoobot, n_samples: int, tta: bool = False):
 
 def friendly_table(model: Zoobot, ids, samples: np.ndarray, interval: float = 0.9,
                    asked_threshold: float = 0.5) -> pd.DataFrame:
-    """The per-galaxy table for ``samples`` shaped (galaxies, outputs, samples)."""
-    out = pd.DataFrame({ID_COL: list(ids)})
-    if model.task == "votes":
-        schema = model.schema
-        frac = stats.expected_vote_fractions(samples, schema)
-        lower, upper = stats.beta_intervals(samples, schema, level=interval)
-        p_asked = stats.prob_asked(frac, schema)
-        answer_q = np.argmax(schema.answer_to_question_matrix(), axis=1)
-        hidden = p_asked[:, answer_q] < asked_threshold
-        cols = {}
-        for a in schema.answers:
-            for suffix, values in (("fraction", frac), ("fraction_lower", lower), ("fraction_upper", upper)):
-                cols[f"{a.label}_{suffix}"] = np.where(hidden[:, a.index], np.nan, values[:, a.index])
-        for qi, q in enumerate(schema.questions):
-            cols[f"{q.name}_prob_asked"] = p_asked[:, qi]
-        return pd.concat([out, pd.DataFrame(cols)], axis=1)
-    if model.task == "classification":
-        probs = samples.mean(axis=-1)
-        cols = {f"prob_{c}": probs[:, i] for i, c in enumerate(model.class_names)}
-        cols["predicted_class"] = np.asarray(model.class_names, dtype=object)[probs.argmax(axis=1)]
-        return pd.concat([out, pd.DataFrame(cols)], axis=1)
-    cols = {}
-    for i, t in enumerate(model.target_names):
-        cols[t] = samples[:, i].mean(axis=-1)
-        cols[f"{t}_std"] = samples[:, i].std(axis=-1)
-    return pd.concat([out, pd.DataFrame(cols)], axis=1)
+    """The per-galaxy table for ``samples`` shaped (galaxies, outputs, samples) (see the module docstring)."""
+    return model.task.table(ids, samples, interval, asked_threshold)
 
 
-class _TableWriter:
-    """Appends DataFrames to a CSV or Parquet file."""
+def _write_hdf5(path: Path, model: Zoobot, parts: Parts, n_samples: int) -> None:
+    import os
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.parquet = path.suffix.lower() in (".parquet", ".pq")
-        self._writer = None
-        self._first = True
+    import h5py
 
-    def write(self, df: pd.DataFrame):
-        if self.parquet:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(str(self.path), table.schema)
-            self._writer.write_table(table)
-        else:
-            df.to_csv(self.path, mode="w" if self._first else "a", header=self._first, index=False)
-        self._first = False
-
-    def close(self):
-        if self._writer is not None:
-            self._writer.close()
-
-
-class _SampleWriter:
-    """Appends (galaxy, output, sample) arrays and ids to an HDF5 file."""
-
-    def __init__(self, path: Path, model: Zoobot, n_outputs: int, n_samples: int):
-        import h5py
-
-        self.f = h5py.File(path, "w")
-        key = {"votes": "concentrations", "classification": "probabilities", "regression": "targets"}[model.task]
-        self.data = self.f.create_dataset(key, shape=(0, n_outputs, n_samples), maxshape=(None, n_outputs, n_samples),
-                                          dtype="float32", chunks=(256, n_outputs, n_samples), compression="gzip")
-        self.ids = self.f.create_dataset(ID_COL, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
-        names = (model.schema.label_cols if model.task == "votes" else
-                 model.class_names if model.task == "classification" else model.target_names)
-        self.data.attrs["outputs"] = json.dumps(names)
-        self.data.attrs["shape"] = "galaxy x output x sample"
-        if model.task == "votes":
-            self.f.attrs["schema"] = model.schema.to_json()
-
-    def write(self, ids, samples):
-        n = self.data.shape[0]
-        self.data.resize(n + len(ids), axis=0)
-        self.ids.resize(n + len(ids), axis=0)
-        self.data[n:] = samples
-        self.ids[n:] = np.asarray(ids, dtype=object)
-
-    def close(self):
-        self.f.close()
+    task = model.task
+    n_out = task.n_outputs
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with h5py.File(tmp, "w") as f:
+        data = f.create_dataset(task.output_name, shape=(0, n_out, n_samples), maxshape=(None, n_out, n_samples),
+                                dtype="float32", chunks=(256, n_out, n_samples), compression="gzip")
+        ids = f.create_dataset(ID_COL, shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
+        data.attrs["outputs"] = json.dumps(task.output_labels)
+        data.attrs["shape"] = "galaxy x output x sample"
+        f.attrs["task"] = json.dumps(task.get_config())
+        for table, samples in zip(parts.tables(), parts.arrays("samples")):
+            n = data.shape[0]
+            data.resize(n + len(table), axis=0)
+            ids.resize(n + len(table), axis=0)
+            data[n:] = samples
+            ids[n:] = table[ID_COL].astype(str).to_numpy(dtype=object)
+    os.replace(tmp, path)
 
 
 def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = False, batch_size: int = 64,
             hdf5: str | Path | None = None, interval: float = 0.9, split: str | None = None,
-            progress: bool = True, precision: str | None = None) -> pd.DataFrame:
+            progress: bool = True, precision: str | None = None, seed: int = 0, chunk: int = CHUNK) -> pd.DataFrame:
     """Predict for every galaxy of ``source`` and write ``output`` (``.csv`` or ``.parquet``).
 
     Args:
-        model: a Zoobot model, ``.keras`` file or export folder.
-        source: catalog (DataFrame or CSV/Parquet with ``id_str``, ``file_loc``), folder of images
-            (JPEG/PNG/FITS; ids are file names), or shard folder.
+        model: anything :func:`zoobot_tf.models.resolve.load_model` accepts (a Zoobot, a packaged name,
+            a ``.keras`` file, an export folder...).
+        source: a catalog (DataFrame or CSV/Parquet with ``id_str``, ``file_loc``), a folder of images
+            (JPEG/PNG/FITS; ids are file names), a shard folder, ``tfds:<name>`` or a DataSource.
         n_samples: MC-dropout forward passes of the head (1: deterministic).
         tta: test-time augmentation on each sample.
         hdf5: also write the raw samples here.
         precision: run the model under this dtype policy (``mixed_bfloat16``: faster on CPUs with AMX,
             outputs within ~1% of float32); default: the model's own.
+        chunk: galaxies per part (what a kill can lose; see the module docstring).
     Returns:
         the ``skipped`` galaxies (id_str, file_loc), empty when every image was read.
     """
     from tqdm.auto import tqdm
 
-    from zoobot_tf.finetune import load_model
-
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1. Received: n_samples={n_samples}")
     model = load_model(model)
     if precision:
         model = model.with_precision(precision)
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1. Received: n_samples={n_samples}")
-    expected, ds = image_source(source, split=split)
+    tf.random.set_seed(seed)
+    data = open_source(source)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    parts = Parts(output, {"job": "predict", "model": _identity(model), "source": str(data), "split": split,
+                           "n_samples": n_samples, "tta": tta, "interval": interval, "precision": precision,
+                           "hdf5": str(hdf5) if hdf5 else None}, chunk)
+    expected_all, _ = data.images(split)
+    _require_unique(expected_all)
+    expected, ds = data.images(split, exclude=parts.done_ids)
+    if parts.resumed:
+        log.info("Resuming: %d galaxies done in %s, %d to go", len(parts.done_ids), parts.dir, len(expected))
     run = sample_fn(model, n_samples, tta)
-    table = _TableWriter(output)
-    n_out = int(model.output.shape[-1])
-    samples_out = _SampleWriter(Path(hdf5), model, n_out, n_samples) if hdf5 else None
-    seen: set[str] = set()
-    bar = tqdm(total=len(expected), desc=f"predicting -> {output.name}", unit="galaxy", disable=not progress)
+    bar = tqdm(total=len(expected_all), initial=len(parts.done_ids), desc=f"predicting -> {output.name}",
+               unit="galaxy", disable=not progress)
     try:
-        for images, ids in decoded_batches(ds, batch_size, model.view.pre_size):
+        for images, ids in decoded_batches(ds, batch_size, model.load_size):
             samples, _ = run(images)
             samples = samples.numpy()
             ids = [i.decode() for i in ids.numpy()]
-            table.write(friendly_table(model, ids, samples, interval))
-            if samples_out:
-                samples_out.write(ids, samples)
-            seen.update(ids)
+            parts.add(model.task.table(ids, samples, interval), {"samples": samples} if hdf5 else None)
             bar.update(len(ids))
+        parts.flush()
     finally:
         bar.close()
-        table.close()
-        if samples_out:
-            samples_out.close()
-    skipped = expected[~expected[ID_COL].astype(str).isin(seen)].reset_index(drop=True)
-    skipped_path = output.with_name(output.name + ".skipped.csv")
-    if len(skipped):
-        skipped.assign(reason="missing or unreadable image").to_csv(skipped_path, index=False)
-        log.warning("Skipped %d of %d galaxies (missing or unreadable images), listed in %s: %s",
-                    len(skipped), len(expected), skipped_path, skipped[ID_COL].tolist()[:5])
-    elif skipped_path.exists():
-        skipped_path.unlink()
-    if len(seen) == 0:
+    n = parts.write_streamed(output)
+    if hdf5:
+        _write_hdf5(Path(hdf5), model, parts, n_samples)
+    skipped = _skipped(expected_all, parts.done_ids, output)
+    parts.cleanup()
+    if n == 0:
         raise RuntimeError(f"No image could be read from {source}; nothing was predicted.")
     return skipped
+
+
+def _identity(model: Zoobot) -> str:
+    """What identifies a model's outputs across processes (architecture, task and a weights fingerprint)."""
+    from zoobot_tf.training import weights_fingerprint
+
+    return f"{model.backbone}:{model.task.name}:{weights_fingerprint(model)}"
+
+
+def _require_unique(expected: pd.DataFrame) -> None:
+    dup = expected[ID_COL].astype(str).duplicated(keep=False)
+    if dup.any():
+        shown = expected.loc[dup, ID_COL].astype(str).unique()[:5].tolist()
+        raise ValueError(f"The input holds {int(dup.sum())} rows with a repeated id_str (e.g. {shown}); each galaxy "
+                         f"needs its own id so its predictions can be found and resumed.")
+
+
+def _skipped(expected: pd.DataFrame, done: set[str], output: Path) -> pd.DataFrame:
+    """List (and write to ``<output>.skipped.csv``) the expected galaxies that produced no row."""
+    skipped = expected[~expected[ID_COL].astype(str).isin(done)].reset_index(drop=True)
+    path = output.with_name(output.name + ".skipped.csv")
+    if len(skipped):
+        skipped.assign(reason="missing or unreadable image").to_csv(path, index=False)
+        log.warning("Skipped %d of %d galaxies (missing or unreadable images), listed in %s: %s",
+                    len(skipped), len(expected), path, skipped[ID_COL].tolist()[:5])
+    elif path.exists():
+        path.unlink()
+    return skipped
+
+
+def predict_job(config) -> pd.DataFrame:
+    """``zoobot-tf predict`` from a :class:`~zoobot_tf.config.PredictConfig`."""
+    return predict(config.model, config.input, config.output, n_samples=config.n_samples, tta=config.tta,
+                   batch_size=config.batch_size, hdf5=config.hdf5, interval=config.interval, split=config.split,
+                   progress=config.progress, precision=None if config.precision == "float32" else config.precision,
+                   seed=config.seed)

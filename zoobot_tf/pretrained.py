@@ -23,7 +23,8 @@ from typing import Mapping
 import keras
 import numpy as np
 
-from zoobot_tf.models.backbones.common import LayerScale, Pointwise
+from zoobot_tf.models.backbones.common import LayerScale
+from zoobot_tf.ops.layers import Pointwise
 
 HF_PREFIX = "hf_hub:"
 # timm architecture -> zoobot-tf backbone
@@ -178,33 +179,41 @@ def _download(repo: str) -> Path:
             f"put them in one folder, and call load_pretrained('<that folder>').") from None
 
 
-def load_pretrained(name_or_path: str | Path, architecture: str | None = None, image_size: int = 224,
-                    channels: int | None = None, schema="gz_decals_dr5", **model_kwargs):
-    """A Zoobot model whose encoder holds pretrained weights, ready for :class:`~zoobot_tf.finetune.Finetuner`.
+def is_timm_source(name_or_path) -> bool:
+    """True for ``hf_hub:<repo>``, a timm snapshot folder, or a ``.safetensors``/``.pth`` weights file."""
+    text = str(name_or_path)
+    if text.startswith(HF_PREFIX):
+        return True
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path.suffix in (".safetensors", ".pth", ".pt", ".bin")
+    return path.is_dir() and not any(path.glob("**/saved_model.pb")) and (
+        (path / "config.json").exists() or any(path.glob("*.safetensors")))
+
+
+def load_timm(name_or_path: str | Path, architecture: str | None = None, image_size: int = 224,
+              channels: int | None = None, schema="gz_decals_dr5", **model_kwargs):
+    """A Zoobot model whose encoder holds converted timm weights (Zoobot v2's encoders), with a fresh
+    Dirichlet-multinomial head over ``schema`` (timm encoders carry no head).
 
     Args:
         name_or_path: ``hf_hub:<repo>`` (downloads), a folder holding ``config.json`` and
-            ``model.safetensors`` (a HuggingFace snapshot), a ``.safetensors``/``.pth`` file (give
-            ``architecture``), or a zoobot-tf ``.keras`` file / export folder.
+            ``model.safetensors`` (a HuggingFace snapshot), or a ``.safetensors``/``.pth`` file (give
+            ``architecture``).
         architecture: timm architecture name when the files do not say (e.g. ``convnext_nano``).
         channels: 1 or 3; default: what the weights were trained on (the stem's input channels).
-    The head is a fresh Dirichlet-multinomial head over ``schema`` (timm encoders carry no head).
     """
     from zoobot_tf.models.zoobot import Zoobot
+    from zoobot_tf.tasks import VoteTask
 
     source = str(name_or_path)
     if source.startswith(HF_PREFIX):
         folder = _download(source[len(HF_PREFIX):])
         weights, config = _snapshot_files(folder)
     else:
-        path = Path(source)
+        path = Path(source).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"Pretrained model not found: {path}")
-        if path.suffix == ".keras" or (path.is_dir() and (any(path.glob("*/saved_model.pb"))
-                                                           or (path / "saved_model.pb").exists())):
-            from zoobot_tf.finetune import load_model
-
-            return load_model(path)
+            raise FileNotFoundError(f"Pretrained weights not found: {path}")
         weights, config = _snapshot_files(path) if path.is_dir() else (path, {})
     arch = architecture or config.get("architecture") or config.get("model_name")
     if arch is None:
@@ -215,7 +224,19 @@ def load_pretrained(name_or_path: str | Path, architecture: str | None = None, i
     state = read_state_dict(weights)
     stem = next((v for k, v in state.items() if k in ("stem.0.weight", "conv_stem.weight", "conv1.weight")), None)
     in_chans = int(stem.shape[1]) if stem is not None else 3
-    model = Zoobot(task="votes", schema=schema, backbone=TIMM_TO_BACKBONE[arch], image_size=image_size,
+    model = Zoobot(task=VoteTask(schema), backbone=TIMM_TO_BACKBONE[arch], image_size=image_size,
                    channels=channels or in_chans, **model_kwargs)
     convert_state_dict(state, model.encoder)
     return model
+
+
+def load_pretrained(name_or_path, architecture: str | None = None, image_size: int = 224,
+                    channels: int | None = None, schema="gz_decals_dr5", **model_kwargs):
+    """A pretrained Zoobot model, ready for :class:`~zoobot_tf.finetune.Finetuner`: Zoobot v2 timm weights
+    (``hf_hub:<repo>``, a snapshot folder or weights file; see :func:`load_timm`), or anything
+    :func:`zoobot_tf.models.resolve.load_model` accepts (a packaged name, a ``.keras`` file, an export)."""
+    if is_timm_source(name_or_path):
+        return load_timm(name_or_path, architecture, image_size, channels, schema, **model_kwargs)
+    from zoobot_tf.models.resolve import load_model
+
+    return load_model(name_or_path, image_size=image_size, channels=channels, schema=schema)

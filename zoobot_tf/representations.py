@@ -11,14 +11,15 @@ Tables have ``id_str`` and ``feat_0 .. feat_{d-1}`` (Parquet, CSV or HDF5). PCA 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from zoobot_tf.data.catalogs import ID_COL
-from zoobot_tf.data.sources import decoded_batches, image_source
+from zoobot_tf.data.pipeline import decoded_batches
+from zoobot_tf.data.sources import open_source
+from zoobot_tf.outputs import Parts, read_table, write_table
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
@@ -47,68 +48,62 @@ class PCA:
         return (np.asarray(x, dtype=np.float64) - self.mean_) @ self.components_.T
 
 
-def _write_table(table: pd.DataFrame, output: Path, meta: dict) -> None:
-    suffix = output.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        table.to_parquet(output, index=False)
-    elif suffix in (".h5", ".hdf5"):
-        import h5py
-
-        with h5py.File(output, "w") as f:
-            f.create_dataset(ID_COL, data=table[ID_COL].astype(str).to_numpy(dtype=object),
-                             dtype=h5py.string_dtype())
-            f.create_dataset("features", data=table[feature_columns(table)].to_numpy(np.float32))
-            f.attrs["meta"] = json.dumps(meta)
-    elif suffix == ".csv":
-        table.to_csv(output, index=False)
-    else:
-        raise ValueError(f"Unknown output format {suffix!r}; use .parquet, .h5 or .csv")
-
-
 def read_embeddings(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if path.suffix.lower() in (".h5", ".hdf5"):
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in f[ID_COL][:]]
-            feats = f["features"][:]
-        return pd.concat([pd.DataFrame({ID_COL: ids}),
-                          pd.DataFrame(feats, columns=[f"feat_{i}" for i in range(feats.shape[1])])], axis=1)
-    return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path,
-                                                                                               dtype={ID_COL: str})
+    """An embeddings table written by :func:`embed` (Parquet, CSV or HDF5)."""
+    return read_table(path)
 
 
 def embed(model, source, output: str | Path | None = None, batch_size: int = 64, pca_components: int | None = None,
-          pca_fit_max: int = 50_000, split: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Embeddings for every readable galaxy of ``source`` (catalog, folder of images or shards).
+          pca_fit_max: int = 50_000, split: str | None = None, progress: bool = True, anomaly_k: int | None = None,
+          precision: str | None = None, chunk: int = 4096) -> pd.DataFrame:
+    """Embeddings for every readable galaxy of ``source`` (catalog, folder of images, shards, ``tfds:<name>``).
 
     Returns (and writes, if ``output``) a table ``id_str, feat_0..feat_{d-1}``; with ``pca_components``
-    the features are the first k principal components.
+    the features are the first k principal components; with ``anomaly_k`` an ``anomaly_score`` column
+    (mean cosine distance to the k nearest neighbours). With an ``output``, the embeddings are written in
+    parts as they are computed, so a rerun after an interruption continues where it stopped.
     """
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from zoobot_tf.finetune import load_model
+    from zoobot_tf.models.resolve import load_model
 
     model = load_model(model)
-    expected, ds = image_source(source, split=split)
+    if precision:
+        model = model.with_precision(precision)
+    data = open_source(source)
+    parts = None
+    if output:
+        from zoobot_tf.predict import _identity
+
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        parts = Parts(output, {"job": "embed", "model": _identity(model), "source": str(data), "split": split,
+                               "precision": precision}, chunk)
+    expected, ds = data.images(split, exclude=parts.done_ids if parts else None)
     embedder = model.embedding_model()
 
     @tf.function(reduce_retracing=True)
     def run(images):
         return embedder(images, training=False)
 
-    ids, feats = [], []
-    bar = tqdm(total=len(expected), desc="embedding", unit="galaxy", disable=not progress)
-    for images, batch_ids in decoded_batches(ds, batch_size, model.view.pre_size):
-        feats.append(run(images).numpy().astype(np.float32))
-        ids.extend(i.decode() for i in batch_ids.numpy())
-        bar.update(len(batch_ids))
+    tables = []
+    bar = tqdm(total=len(expected) + (len(parts.done_ids) if parts else 0),
+               initial=len(parts.done_ids) if parts else 0, desc="embedding", unit="galaxy", disable=not progress)
+    for images, batch_ids in decoded_batches(ds, batch_size, model.load_size):
+        x = run(images).numpy().astype(np.float32)
+        part = pd.concat([pd.DataFrame({ID_COL: [i.decode() for i in batch_ids.numpy()]}),
+                          pd.DataFrame(x, columns=[f"feat_{i}" for i in range(x.shape[1])])], axis=1)
+        if parts:
+            parts.add(part)
+        else:
+            tables.append(part)
+        bar.update(len(part))
     bar.close()
-    if not ids:
+    table = parts.merge_table() if parts else (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
+    if table.empty:
         raise RuntimeError(f"No image could be read from {source}.")
-    x = np.concatenate(feats)
+    feats = feature_columns(table)
+    x = table[feats].to_numpy(np.float32)
     meta = {"backbone": model.backbone, "embedding_dim": int(x.shape[1])}
     if pca_components:
         rng = np.random.default_rng(0)
@@ -116,12 +111,21 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
         pca = PCA(pca_components).fit(x[fit_rows])
         x = pca.transform(x).astype(np.float32)
         meta["pca_explained_variance_ratio"] = pca.explained_variance_ratio_.tolist()
-    table = pd.concat([pd.DataFrame({ID_COL: ids}),
-                       pd.DataFrame(x, columns=[f"feat_{i}" for i in range(x.shape[1])])], axis=1)
+        table = pd.concat([table[[ID_COL]], pd.DataFrame(x, columns=[f"feat_{i}" for i in range(x.shape[1])])],
+                          axis=1)
+    if anomaly_k:
+        table = table.merge(EmbeddingIndex.from_table(table).anomaly_scores(k=anomaly_k), on=ID_COL)
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        _write_table(table, Path(output), meta)
+        write_table(table, Path(output), meta)
+        parts.cleanup()
     return table
+
+
+def embed_job(config) -> pd.DataFrame:
+    """``zoobot-tf embed`` from a :class:`~zoobot_tf.config.EmbedConfig`."""
+    return embed(config.model, config.input, config.output, batch_size=config.batch_size, pca_components=config.pca,
+                 split=config.split, progress=config.progress, anomaly_k=config.anomaly_k,
+                 precision=None if config.precision == "float32" else config.precision)
 
 
 class EmbeddingIndex:

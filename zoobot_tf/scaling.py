@@ -87,7 +87,8 @@ def run_point(grid: dict, point: dict, progress: bool = False) -> dict | None:
     """Train and evaluate one grid point; append its row. Returns the row (None if already done)."""
     import keras
 
-    from zoobot_tf.training import TrainConfig, train
+    from zoobot_tf.config import TrainConfig
+    from zoobot_tf.training import train
 
     out = Path(grid["output_dir"])
     done = read_results(out)

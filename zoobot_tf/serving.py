@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import types
 import urllib.error
 import urllib.request
 from typing import Mapping, Sequence
@@ -24,17 +23,16 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from zoobot_tf.schemas import Schema
 
+def task_from_metadata(metadata: Mapping):
+    """The :class:`~zoobot_tf.tasks.Task` an export's metadata describes (labels its outputs)."""
+    from zoobot_tf.tasks import make_task
 
-def output_spec(metadata: Mapping) -> types.SimpleNamespace:
-    """An object with the attributes :func:`~zoobot_tf.predict.friendly_table` needs, from export metadata."""
-    return types.SimpleNamespace(
-        task=metadata["task"],
-        schema=Schema.from_dict(metadata["schema"]) if metadata.get("schema") else None,
-        class_names=metadata.get("class_names"),
-        target_names=metadata.get("target_names"),
-    )
+    if metadata.get("task_config"):
+        return make_task(metadata["task_config"])
+    # exports written before tasks were objects: the task's name plus its options
+    return make_task(metadata["task"], schema=metadata.get("schema"), class_names=metadata.get("class_names"),
+                     target_names=metadata.get("target_names"))
 
 
 def rest_body(images: Sequence[bytes], signature: str = "serving_default") -> dict:
@@ -68,12 +66,10 @@ def rows_to_arrays(predictions: Sequence[Mapping]) -> dict[str, np.ndarray]:
 
 
 def outputs_to_table(outputs: Mapping[str, np.ndarray], metadata: Mapping, ids: Sequence[str]) -> pd.DataFrame:
-    """Server outputs for one request -> the friendly table (one deterministic sample per galaxy)."""
-    from zoobot_tf.predict import friendly_table
-
-    key = {"votes": "concentrations", "classification": "probabilities", "regression": "targets"}[metadata["task"]]
-    values = np.asarray(outputs[key], dtype=np.float64)
-    return friendly_table(output_spec(metadata), list(ids), values[..., None])
+    """Server outputs for one request -> the prediction table (one deterministic sample per galaxy)."""
+    task = task_from_metadata(metadata)
+    values = np.asarray(outputs[task.output_name], dtype=np.float64)
+    return task.table(list(ids), values[..., None])
 
 
 class RestClient:

@@ -15,6 +15,7 @@ import yaml
 
 from zoobot_tf import scaling
 from zoobot_tf.data import synthetic, tfrecords
+from zoobot_tf.tasks import VoteTask
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
@@ -26,8 +27,8 @@ def main():
     grid["output_dir"] = str(REPO / grid["output_dir"])
     shards = Path(grid["shards"])
     if not (shards / tfrecords.MANIFEST).exists():
-        catalog = synthetic.make_synthetic_catalog(8000, shards.parent / "synthetic", image_size=48, seed=0)
-        tfrecords.write_shards(catalog, shards, schema="gz_decals_dr5", overwrite=True)
+        catalog = synthetic.make_synthetic_catalog(8000, shards.parent / "synthetic", stored_size=48, seed=0)
+        tfrecords.write_shards(catalog, shards, task=VoteTask("gz_decals_dr5"), overwrite=True)
     start = time.time()
     scaling.run(grid)
     print(f"sweep: {(time.time() - start) / 60:.1f} min")

@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ from zoobot_tf.schemas import Schema, get_schema
 ID_COL = "id_str"
 FILE_COL = "file_loc"
 MAX_ROWS_SHOWN = 5
+VALUE_KINDS = ("counts", "numbers", "labels")
 
 
 class CatalogError(ValueError):
@@ -39,7 +39,7 @@ def validate_catalog(
     schema: Schema | str | None = None,
     label_cols: Sequence[str] | None = None,
     require_files: bool = True,
-    label_kind: str = "votes",
+    values: str = "counts",
     id_col: str = ID_COL,
     file_col: str = FILE_COL,
     check_files_limit: int | None = None,
@@ -51,13 +51,17 @@ def validate_catalog(
         schema: the decision tree whose label columns must be present (or give ``label_cols``).
         label_cols: explicit label columns (finetuning targets); default: the schema's.
         require_files: check that every ``file_loc`` exists.
-        label_kind: ``votes`` (finite, >= 0, integer counts), ``regression`` (finite numbers) or
-            ``classification`` (any non-missing value: class names or indices).
+        values: what the label columns must hold: ``counts`` (finite, >= 0, integer vote counts),
+            ``numbers`` (finite numbers) or ``labels`` (any non-missing value: class names or indices).
         check_files_limit: check only the first n files (huge catalogs on slow disks); None = all.
     """
+    if values not in VALUE_KINDS:
+        raise ValueError(f"values must be one of {VALUE_KINDS}. Received: values={values!r}")
     problems: list[str] = []
+    if schema is not None:
+        schema = get_schema(schema)  # a public entry point: a built-in name is accepted too
     if label_cols is None and schema is not None:
-        label_cols = get_schema(schema).label_cols
+        label_cols = schema.label_cols
     label_cols = list(label_cols or [])
     if id_col not in catalog.columns:
         problems.append(f"missing id column {id_col!r}")
@@ -72,24 +76,24 @@ def validate_catalog(
 
     present = [c for c in label_cols if c in catalog.columns]
     for col in present:
-        if label_kind == "classification":
+        if values == "labels":
             missing_label = catalog[col].isna().to_numpy()
             if missing_label.any():
                 problems.append(f"column {col!r} has missing labels at {_rows(catalog, missing_label, id_col)}")
             continue
-        values = pd.to_numeric(catalog[col], errors="coerce").to_numpy(dtype=np.float64)
-        bad_type = pd.isna(values) & catalog[col].notna().to_numpy()
+        numbers = pd.to_numeric(catalog[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad_type = pd.isna(numbers) & catalog[col].notna().to_numpy()
         if bad_type.any():
             problems.append(f"column {col!r} is not numeric at {_rows(catalog, bad_type, id_col)}")
-        nonfinite = ~np.isfinite(values) & ~bad_type
+        nonfinite = ~np.isfinite(numbers) & ~bad_type
         if nonfinite.any():
             problems.append(f"column {col!r} has missing or non-finite values at {_rows(catalog, nonfinite, id_col)}")
-        if label_kind == "votes":
-            finite = np.isfinite(values)
-            negative = finite & (values < 0)
+        if values == "counts":
+            finite = np.isfinite(numbers)
+            negative = finite & (numbers < 0)
             if negative.any():
                 problems.append(f"column {col!r} has negative counts at {_rows(catalog, negative, id_col)}")
-            fractional = finite & (values != np.round(values))
+            fractional = finite & (numbers != np.round(numbers))
             if fractional.any():
                 problems.append(
                     f"column {col!r} has non-integer counts at {_rows(catalog, fractional, id_col)} "
@@ -114,23 +118,8 @@ def validate_catalog(
 
     if problems:
         raise CatalogError("Catalog does not match"
-                           + (f" schema {get_schema(schema).name!r}" if schema is not None else " its labels")
+                           + (f" schema {schema.name!r}" if schema is not None else " its labels")
                            + ":\n  - " + "\n  - ".join(problems))
-
-
-def split_by_id(ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                names: Sequence[str] = ("train", "val", "test"), salt: str = "zoobot-tf") -> np.ndarray:
-    """Deterministic split: each id goes to a split by a hash of the id, independent of row order.
-
-    Returns an array of split names, one per id. The same id always lands in the same split,
-    so a catalog can grow without galaxies moving between train and test.
-    """
-    if len(fractions) != len(names) or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must match names and sum to 1. Received: fractions={list(fractions)}")
-    edges = np.cumsum(fractions)
-    u = np.array([int(hashlib.sha1(f"{salt}:{i}".encode()).hexdigest()[:12], 16) / 16 ** 12 for i in ids])
-    which = np.searchsorted(edges, u, side="right").clip(0, len(names) - 1)
-    return np.asarray(names, dtype=object)[which]
 
 
 def read_catalog(path: str | Path) -> pd.DataFrame:
@@ -145,6 +134,19 @@ def read_catalog(path: str | Path) -> pd.DataFrame:
     if ID_COL in df.columns:
         df[ID_COL] = df[ID_COL].astype(str)
     return df
+
+
+def folder_catalog(folder: str | Path) -> pd.DataFrame:
+    """A catalog of every JPEG/PNG/FITS image in a folder (recursively); ``id_str`` is the path below the
+    folder without its suffix (the file stem for a flat folder)."""
+    from zoobot_tf.data.images import FITS_SUFFIXES, IMAGE_SUFFIXES, is_fits
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_fits(p)))
+    if not files:
+        raise FileNotFoundError(f"No images ({', '.join(IMAGE_SUFFIXES + FITS_SUFFIXES)}) found under {folder}")
+    ids = [str(p.relative_to(folder).with_suffix("")) for p in files]
+    return pd.DataFrame({ID_COL: ids, FILE_COL: [str(p) for p in files]})
 
 
 def resolve_file_locs(catalog: pd.DataFrame, base: str | Path, file_col: str = FILE_COL) -> pd.DataFrame:

@@ -100,6 +100,19 @@ def read_image_file(path: str | Path) -> bytes:
     return Path(path).read_bytes()
 
 
+def bytes_reader(paths):
+    """A TensorFlow function ``path -> encoded bytes`` for a tf.data map over ``paths``: the one place
+    that reads image files in every pipeline (shards, catalogs, folders). Files go through TF's file
+    systems (local, GCS, S3, HDFS) with ``tf.io.read_file``; if any path is a FITS file, every path is
+    read in Python by :func:`read_image_file` instead (FITS -> PNG)."""
+    if any(is_fits(p) for p in paths):
+        def read(path):
+            raw = tf.numpy_function(lambda p: read_image_file(p.decode()), [path], tf.string, stateful=False)
+            return tf.reshape(raw, [])
+        return read
+    return tf.io.read_file
+
+
 def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
     """uint8 (H, W, C) -> JPEG bytes."""
     return tf.io.encode_jpeg(tf.convert_to_tensor(pixels, tf.uint8), quality=quality).numpy()

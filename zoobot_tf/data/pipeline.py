@@ -15,6 +15,7 @@ and gradient anyway.
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from zoobot_tf.data.images import decode_image_bytes
@@ -77,3 +78,19 @@ def finish(ds: tf.data.Dataset, batch_size: int, load_size: int, training: bool,
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = policy.FILE if file_based else policy.DATA
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def weight_by_label(ds: tf.data.Dataset, table: np.ndarray | None) -> tf.data.Dataset:
+    """Multiply each example's sample weight by ``table[label]`` (class weights); unchanged for None."""
+    if table is None:
+        return ds
+    lookup = tf.constant(np.asarray(table, np.float32))
+    return ds.map(lambda x, y, w: (x, y, w * tf.gather(lookup, tf.maximum(tf.cast(y, tf.int32), 0))))
+
+
+def decoded_batches(ds: tf.data.Dataset, batch_size: int, load_size: int) -> tf.data.Dataset:
+    """(bytes, id) -> batches of (images [0, 255], ids) for predictions; images that fail to decode are
+    dropped (callers list them by comparing the ids that came out with the ones that went in)."""
+    ds = ds.map(lambda raw, i: (decode_image_bytes(raw, load_size), i), num_parallel_calls=AUTOTUNE)
+    ds = ds.ignore_errors()
+    return ds.batch(batch_size).prefetch(AUTOTUNE)

@@ -314,14 +314,15 @@ def truth_columns(g: GalaxyTruth) -> dict:
 def make_synthetic_catalog(
     n_galaxies: int = 2000,
     output_dir: str | Path = "synthetic_gz",
-    image_size: int = 64,
+    stored_size: int = 64,
     seed: int = 0,
     schema: str | Schema = "gz_decals_dr5",
     mean_volunteers: float = 40.0,
     progress: bool = True,
     jpeg_quality: int = 92,
 ) -> pd.DataFrame:
-    """Render ``n_galaxies`` galaxies as JPEGs under ``output_dir/images`` and write ``catalog.csv``.
+    """Render ``n_galaxies`` galaxies as ``stored_size`` JPEGs under ``output_dir/images`` and write
+    ``catalog.csv``.
 
     Returns the catalog: ``id_str``, ``file_loc`` (absolute), one vote-count column per answer of
     ``schema``, ``total_volunteers`` and ``true_*`` ground-truth columns. Deterministic in ``seed``.
@@ -336,7 +337,7 @@ def make_synthetic_catalog(
     for i in tqdm(range(n_galaxies), desc="rendering synthetic galaxies", unit="galaxy", disable=not progress):
         rng = np.random.default_rng([seed, i])  # per-galaxy stream: galaxy i is the same for any n_galaxies
         g = sample_truth(rng)
-        pixels = render(g, image_size, rng)
+        pixels = render(g, stored_size, rng)
         n_vol = int(np.clip(rng.poisson(mean_volunteers), 0.6 * mean_volunteers, 1.4 * mean_volunteers))
         votes = simulate_votes(g, schema, rng, n_volunteers=n_vol)
         id_str = f"synth-{seed}-{i:06d}"

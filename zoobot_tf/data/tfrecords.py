@@ -2,7 +2,7 @@
 
 Shards hold the *encoded* JPEG/PNG bytes, not raw pixels: Zoobot's raw-uint8 TFRecords cost
 ~270 KB per galaxy and were abandoned for disk cost. Optionally images are resized and re-encoded
-(JPEG) at shard time, which makes training at small sizes much faster to decode.
+(JPEG) at shard time (``stored_size``), which makes training at small sizes much faster to decode.
 
 Layout of a shard folder::
 
@@ -27,15 +27,21 @@ import pandas as pd
 import tensorflow as tf
 
 from zoobot_tf.data import pipeline
-from zoobot_tf.data.catalogs import FILE_COL, ID_COL, split_by_id, validate_catalog
-from zoobot_tf.data.images import decode_image_bytes, is_fits, read_image_file
-from zoobot_tf.schemas import Schema, get_schema
+from zoobot_tf.data.catalogs import FILE_COL, ID_COL, validate_catalog
+from zoobot_tf.data.images import bytes_reader, decode_image_bytes
+from zoobot_tf.data.splits import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    split_by_id,
+    subset_filter,
+    subset_mask,
+)
+from zoobot_tf.tasks import Task, make_task
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-LABEL_KINDS = ("votes", "classification", "regression", "none")
 
 
 class ShardError(ValueError):
@@ -50,36 +56,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _example(image: bytes, id_str: str, label_kind: str, label) -> bytes:
+def _example(image: bytes, id_str: str, task: Task | None, label) -> bytes:
     feats = {
         "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
         "id_str": tf.train.Feature(bytes_list=tf.train.BytesList(value=[id_str.encode()])),
     }
-    if label_kind == "votes":
-        feats["votes"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in label]))
-    elif label_kind == "classification":
-        feats["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
-    elif label_kind == "regression":
-        feats["targets"] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in label]))
+    if task is not None:
+        feats.update(task.example_features(label))
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
-def _encoded_images(paths: Sequence[str], resize: int | None, jpeg_quality: int):
+def _encoded_images(paths: Sequence[str], stored_size: int | None, jpeg_quality: int):
     """Yield (index, encoded bytes) for every readable image, in order; unreadable ones are skipped.
 
     Runs as a parallel tf.data map; decoding validates each image even when its bytes are kept as-is.
     """
-    needs_python = any(is_fits(p) for p in paths)
+    read = bytes_reader(paths)
 
     def load(i, path):
-        if needs_python:
-            raw = tf.numpy_function(lambda p: read_image_file(p.decode()), [path], tf.string, stateful=False)
-            raw = tf.reshape(raw, [])
-        else:
-            raw = tf.io.read_file(path)
+        raw = read(path)
         img = decode_image_bytes(raw)
-        if resize:
-            small = tf.image.resize(img, (resize, resize), antialias=True)
+        if stored_size:
+            small = tf.image.resize(img, (stored_size, stored_size), antialias=True)
             raw = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(tf.round(small), 0, 255), tf.uint8), quality=jpeg_quality)
         else:
             tf.debugging.assert_positive(tf.size(img))  # keeps the decode in the graph as a validity check
@@ -94,15 +92,13 @@ def _encoded_images(paths: Sequence[str], resize: int | None, jpeg_quality: int)
 def write_shards(
     catalog: pd.DataFrame,
     output_dir: str | Path,
-    schema: Schema | str | None = None,
-    label_kind: str = "votes",
+    task: Task | None = None,
     label_cols: Sequence[str] | None = None,
-    class_names: Sequence[str] | None = None,
     split_col: str | None = "split",
     splits: dict[str, float] | None = None,
     galaxies_per_shard: int = 1024,
     min_shards: int = 2,
-    resize: int | None = None,
+    stored_size: int | None = None,
     jpeg_quality: int = 95,
     overwrite: bool = False,
     progress: bool = True,
@@ -111,35 +107,26 @@ def write_shards(
 
     Args:
         catalog: ``id_str``, ``file_loc`` and the label columns.
-        schema: decision tree (``label_kind='votes'``): its label columns are written as int vote counts.
-        label_kind: ``votes``, ``classification`` (one integer column), ``regression`` (float columns)
-            or ``none`` (images only, for prediction).
-        label_cols: the label columns for classification/regression.
-        class_names: names of the classes (classification), stored in the manifest.
+        task: what the labels are (:mod:`zoobot_tf.tasks`): ``VoteTask(schema)`` writes the schema's vote
+            counts, ``ClassificationTask`` one class index, ``RegressionTask`` float targets; None writes
+            images only (for prediction).
+        label_cols: the catalog's label columns for classification/regression (votes: the schema's).
         split_col: a column of ``train``/``val``/``test``; if absent, galaxies are split by a hash of
             ``id_str`` into ``splits`` (default ``{"train": 0.8, "val": 0.1, "test": 0.1}``;
             deterministic, and stable as the catalog grows).
         galaxies_per_shard, min_shards: shard sizing (``min_shards`` per split when there are enough
             galaxies, so multi-worker training can shard by file).
-        resize: re-encode images as JPEG at this size (square) to save disk and decode time.
+        stored_size: re-encode images as JPEG at this size (square) to save disk and decode time.
         overwrite: replace an existing shard folder.
     """
     from tqdm.auto import tqdm
 
-    if label_kind not in LABEL_KINDS:
-        raise ValueError(f"Unknown label_kind. Received: label_kind={label_kind!r}; expected one of {LABEL_KINDS}")
-    schema_obj = get_schema(schema) if label_kind == "votes" else None
-    if label_kind == "votes":
-        label_cols = schema_obj.label_cols
-    elif label_kind in ("classification", "regression"):
-        if not label_cols:
-            raise ValueError(f"label_kind={label_kind!r} needs label_cols.")
-        label_cols = list(label_cols)
-        if label_kind == "classification" and len(label_cols) != 1:
-            raise ValueError(f"Classification needs exactly one label column. Received: label_cols={label_cols}")
+    if task is not None:
+        task.validate_catalog(catalog, label_cols)
+        label_cols = task.label_columns(label_cols)
     else:
+        validate_catalog(catalog, label_cols=[])
         label_cols = []
-    validate_catalog(catalog, schema=schema_obj, label_cols=label_cols, label_kind=label_kind)
 
     output_dir = Path(output_dir)
     if (output_dir / MANIFEST).exists() and not overwrite:
@@ -153,15 +140,9 @@ def write_shards(
     if split_col and split_col in catalog.columns:
         splits = catalog[split_col].astype(str).to_numpy()
     else:
-        splits = splits or {"train": 0.8, "val": 0.1, "test": 0.1}
+        splits = splits or dict(zip(SPLITS, DEFAULT_FRACTIONS))
         splits = split_by_id(catalog[ID_COL].astype(str).tolist(), list(splits.values()), list(splits))
-    if label_kind == "classification":
-        from zoobot_tf.data.sources import encode_labels
-
-        encoded, class_names = encode_labels(catalog[label_cols[0]], class_names)
-        labels = encoded[:, None]
-    else:
-        labels = catalog[label_cols].to_numpy() if label_cols else np.zeros((len(catalog), 0))
+    labels = task.encode(catalog, label_cols) if task is not None else np.zeros((len(catalog), 0))
     ids = catalog[ID_COL].astype(str).tolist()
 
     # shard sizes per split
@@ -190,10 +171,9 @@ def write_shards(
                 counts[(split, s)] = 0
         paths = catalog[FILE_COL].astype(str).tolist()
         bar = tqdm(total=len(paths), desc=f"writing shards to {output_dir}", unit="galaxy", disable=not progress)
-        for i, raw in _encoded_images(paths, resize, jpeg_quality):
+        for i, raw in _encoded_images(paths, stored_size, jpeg_quality):
             key = shard_of[i]
-            label = labels[i] if label_kind != "classification" else labels[i][0]
-            writers[key].write(_example(raw, ids[i], label_kind, label))
+            writers[key].write(_example(raw, ids[i], task, labels[i]))
             counts[key] += 1
             written[i] = True
             bar.update(1)
@@ -214,11 +194,10 @@ def write_shards(
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "label_kind": label_kind,
-        "schema": schema_obj.to_dict() if schema_obj else None,
+        "label_kind": task.name if task is not None else "none",
+        "task": task.get_config() if task is not None else None,
         "label_cols": list(label_cols),
-        "class_names": list(class_names) if class_names is not None else None,
-        "image": {"resized_to": resize, "encoding": "jpeg" if resize else "as-is"},
+        "image": {"stored_size": stored_size, "encoding": "jpeg" if stored_size else "as-is"},
         "splits": manifest_splits,
         "skipped_ids": skipped,
     }
@@ -255,31 +234,31 @@ def shard_files(shard_dir: str | Path, split: str, verify: bool = False) -> list
     return files
 
 
+def manifest_task(manifest: dict) -> Task | None:
+    """The task whose labels a shard folder holds (None: images only). Reads manifests written before
+    tasks were stored (``label_kind`` with ``schema``/``class_names``/``label_cols``) too."""
+    if manifest.get("task"):
+        return make_task(manifest["task"])
+    if manifest.get("label_kind") in (None, "none"):
+        return None
+    return make_task(manifest["label_kind"], schema=manifest.get("schema"), class_names=manifest.get("class_names"),
+                     target_names=manifest.get("label_cols"))
+
+
 @tf.autograph.experimental.do_not_convert
 def _labels_and_id(image, labels, id_str):
     return labels, id_str
 
 
-def parse_fn(label_kind: str, n_labels: int):
-    """Parse one serialized example -> (encoded image bytes, labels, id_str)."""
+def parse_fn(task: Task | None):
+    """Parse one serialized example -> (encoded image bytes, labels, id_str); empty labels without a task."""
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "id_str": tf.io.FixedLenFeature([], tf.string)}
-    if label_kind == "votes":
-        spec["votes"] = tf.io.FixedLenFeature([n_labels], tf.int64)
-    elif label_kind == "classification":
-        spec["label"] = tf.io.FixedLenFeature([], tf.int64)
-    elif label_kind == "regression":
-        spec["targets"] = tf.io.FixedLenFeature([n_labels], tf.float32)
+    if task is not None:
+        spec.update(task.feature_spec())
 
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, spec)
-        if label_kind == "votes":
-            labels = tf.cast(ex["votes"], tf.float32)
-        elif label_kind == "classification":
-            labels = tf.cast(ex["label"], tf.int32)
-        elif label_kind == "regression":
-            labels = ex["targets"]
-        else:
-            labels = tf.zeros([0], tf.float32)
+        labels = task.parse(ex) if task is not None else tf.zeros([0], tf.float32)
         return ex["image"], labels, ex["id_str"]
 
     return parse
@@ -313,9 +292,8 @@ def shard_dataset(
     if num_workers > 1 and len(files) < num_workers:
         raise ShardError(f"Split {split!r} has {len(files)} shard(s) but training uses {num_workers} workers; each "
                          f"worker needs at least one. Re-make the shards with more (e.g. --galaxies_per_shard).")
-    n_labels = len(manifest["label_cols"])
     n_examples = manifest["splits"][split]["n_galaxies"]
-    parse = parse_fn(manifest["label_kind"], n_labels)
+    parse = parse_fn(manifest_task(manifest))
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -339,37 +317,21 @@ def shard_dataset(
                            known_cardinality=num_workers == 1)
 
 
-def subset_filter(fraction: float, seed: int = 0):
-    """A TF predicate on ``id_str`` keeping a deterministic ``fraction`` of galaxies (nested in fraction)."""
-    buckets = 1_000_000
-    threshold = int(round(fraction * buckets))
-
-    def keep(id_str):
-        salted = tf.strings.join([tf.strings.as_string(seed), id_str], separator=":")
-        return tf.strings.to_hash_bucket_fast(salted, buckets) < threshold
-
-    return keep
-
-
 def subset_size(shard_dir, split: str, fraction: float, seed: int = 0) -> int:
     ids, _ = read_labels(shard_dir, split)
-    if not ids:
-        return 0
-    return int(tf.reduce_sum(tf.cast(subset_filter(fraction, seed)(tf.constant(ids)), tf.int32)))
+    return int(subset_mask(ids, fraction, seed).sum())
 
 
 def shard_ids_dataset(shard_dir: str | Path, split: str) -> tf.data.Dataset:
     """(encoded bytes, id_str) per galaxy in file order: for predictions over shards."""
-    manifest = read_manifest(shard_dir)
-    parse = parse_fn(manifest["label_kind"], len(manifest["label_cols"]))
+    parse = parse_fn(manifest_task(read_manifest(shard_dir)))
     ds = tf.data.TFRecordDataset(shard_files(shard_dir, split)).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.map(lambda image, labels, id_str: (image, id_str))
 
 
 def read_labels(shard_dir: str | Path, split: str) -> tuple[list[str], np.ndarray]:
     """All ids and labels of a split, in file order (for evaluation), without decoding images."""
-    manifest = read_manifest(shard_dir)
-    parse = parse_fn(manifest["label_kind"], len(manifest["label_cols"]))
+    parse = parse_fn(manifest_task(read_manifest(shard_dir)))
     ds = tf.data.TFRecordDataset(shard_files(shard_dir, split)).map(parse).map(_labels_and_id)
     ids, labels = [], []
     for y, i in ds.as_numpy_iterator():

@@ -1,20 +1,13 @@
-"""Task heads on top of the pooled embedding, and each task's default loss and metrics.
+"""The head on top of the pooled embedding: dropout -> Dense(task outputs) -> the task's output layer.
 
-Tasks:
-  * ``votes``: Dirichlet-multinomial over a decision tree (Zoobot's head): dropout -> Dense(n_answers)
-    -> concentrations in (1, 101) through :class:`DirichletConcentration`;
-  * ``classification``: dropout -> Dense(n_classes) -> softmax probabilities;
-  * ``regression``: dropout -> Dense(n_targets), linear.
-
-Head outputs are float32 under any mixed-precision policy.
+The task (:mod:`zoobot_tf.tasks`) chooses the output layer: Dirichlet concentrations in (1, 101) through
+:class:`DirichletConcentration` (votes), softmax probabilities (classification), linear targets
+(regression). Head outputs are float32 under any mixed-precision policy.
 """
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
-
-TASKS = ("votes", "classification", "regression")
-OUTPUT_NAMES = {"votes": "concentrations", "classification": "probabilities", "regression": "targets"}
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")
@@ -39,18 +32,10 @@ class DirichletConcentration(layers.Layer):
         return {**super().get_config(), "minimum": self.minimum, "maximum": self.maximum}
 
 
-def head_layers(task: str, n_outputs: int, dropout_rate: float) -> list[keras.layers.Layer]:
-    """The head's layers in order (dropout, dense, output activation); names are stable."""
-    if task not in TASKS:
-        raise ValueError(f"Unknown task. Received: task={task!r}; expected one of {TASKS}")
-    if n_outputs < 1:
-        raise ValueError(f"A {task} head needs at least one output. Received: n_outputs={n_outputs}")
-    out = [layers.Dropout(dropout_rate, name="head_dropout"),
-           layers.Dense(n_outputs, dtype="float32", name="head_dense")]
-    if task == "votes":
-        out.append(DirichletConcentration(name=OUTPUT_NAMES[task]))
-    elif task == "classification":
-        out.append(layers.Activation("softmax", dtype="float32", name=OUTPUT_NAMES[task]))
-    else:
-        out.append(layers.Activation("linear", dtype="float32", name=OUTPUT_NAMES[task]))
-    return out
+def head_layers(task, dropout_rate: float) -> list[keras.layers.Layer]:
+    """The head's layers in order (dropout, dense, the task's output layer); names are stable."""
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1). Received: dropout_rate={dropout_rate}")
+    return [layers.Dropout(dropout_rate, name="head_dropout"),
+            layers.Dense(task.n_outputs, dtype="float32", name="head_dense"),
+            task.output_layer()]

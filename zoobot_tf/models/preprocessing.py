@@ -32,6 +32,9 @@ import math
 import keras
 import tensorflow as tf
 
+from zoobot_tf.ops import fast
+from zoobot_tf.ops.layers import centre_shift
+
 # Sub-pixel phase of the inference resampling: f (1 - f) = 1/6, the mean over uniform random phases.
 INFERENCE_PHASE = (1.0 - 1.0 / math.sqrt(3.0)) / 2.0
 
@@ -90,16 +93,16 @@ class GalaxyView(keras.layers.Layer):
         self.crop_ratio = tuple(float(v) for v in crop_ratio)
         self.fill_mode = fill_mode.lower()
         # The image is resized so that its central crop_fraction region is image_size pixels across;
-        # pre_size - image_size is kept even so that the centre crop is an exact pixel copy.
+        # load_size - image_size is kept even so that the centre crop is an exact pixel copy.
         margin = int(round(self.image_size * (1.0 / self.crop_fraction - 1.0) / 2.0))
-        self.pre_size = self.image_size + 2 * margin
+        self.load_size = self.image_size + 2 * margin
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.image_size, self.image_size, self.channels)
 
-    def resize_to_pre_size(self, images: tf.Tensor) -> tf.Tensor:
-        """(B, H, W, C) float -> (B, pre_size, pre_size, C), antialiased; a no-op when already that size."""
-        p = self.pre_size
+    def resize_to_load_size(self, images: tf.Tensor) -> tf.Tensor:
+        """(B, H, W, C) float -> (B, load_size, load_size, C), antialiased; a no-op when already that size."""
+        p = self.load_size
         h, w = images.shape[1], images.shape[2]
         if h == p and w == p:
             return images
@@ -111,11 +114,11 @@ class GalaxyView(keras.layers.Layer):
                        lambda: tf.image.resize(images, (p, p), antialias=True))
 
     def _transforms(self, batch: tf.Tensor, random: bool) -> tf.Tensor:
-        """(B, 8) projective transforms mapping output pixels to input (pre_size) pixels."""
+        """(B, 8) projective transforms mapping output pixels to input (load_size) pixels."""
         s_out = float(self.image_size)
         region = s_out  # the central region of the pre-sized image is image_size pixels across
         c_out = (s_out - 1.0) / 2.0
-        c_in = (self.pre_size - 1.0) / 2.0
+        c_in = (self.load_size - 1.0) / 2.0
         ones = tf.ones([batch])
         if random:
             area = tf.random.uniform([batch], *self.crop_scale)
@@ -145,30 +148,15 @@ class GalaxyView(keras.layers.Layer):
         zeros = tf.zeros([batch])
         return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
-    def _shift_centre(self, x: tf.Tensor) -> tf.Tensor:
-        """The inference map (centre crop shifted by INFERENCE_PHASE px on both axes) as two 2-tap filters.
-
-        The same numbers as ``ImageProjectiveTransformV3`` with the inference transform and this fill mode
-        (tested), in a few slices and adds instead of a per-pixel coordinate transform (7% of an
-        EfficientNetB0 inference step). The neighbour past the last row/column exists when the image has
-        a margin; otherwise it is the fill: the edge pixel for 'reflect'/'nearest', zero for 'constant'.
-        """
-        s, m, f = self.image_size, (self.pre_size - self.image_size) // 2, INFERENCE_PHASE
-        if m == 0:
-            pad_mode = "CONSTANT" if self.fill_mode == "constant" else "SYMMETRIC"
-            x = tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]], mode=pad_mode)
-        x = x[:, m:m + s + 1, m:m + s + 1, :]
-        x = (1.0 - f) * x[:, :-1] + f * x[:, 1:]
-        return (1.0 - f) * x[:, :, :-1] + f * x[:, :, 1:]
-
     def call(self, images, training=None, augment=None):
         """``augment`` overrides ``training`` for the augmentation alone (test-time augmentation)."""
         x = tf.cast(images, tf.float32)
         x = to_channels(x, self.channels)
-        x = self.resize_to_pre_size(x)
+        x = self.resize_to_load_size(x)
         do_augment = self.augment and bool(training) if augment is None else bool(augment)
-        if not do_augment and self.fill_mode != "wrap":
-            return self._shift_centre(x) / 255.0
+        if not do_augment and self.fill_mode != "wrap" and fast():
+            margin = (self.load_size - self.image_size) // 2
+            return centre_shift(x, self.image_size, margin, INFERENCE_PHASE, self.fill_mode) / 255.0
         transforms = self._transforms(tf.shape(x)[0], random=do_augment)
         x = tf.raw_ops.ImageProjectiveTransformV3(
             images=x, transforms=transforms, output_shape=[self.image_size, self.image_size],

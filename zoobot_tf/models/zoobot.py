@@ -8,8 +8,8 @@ constructor argument is stored and returned by ``get_config()``, so ``model.save
     >>> model.compile()            # AdamW, Dirichlet-multinomial loss, per-question loss metrics
     >>> model.fit(train_ds, validation_data=val_ds)
 
-Inputs are pixels in [0, 255], shaped (batch, H, W, input_channels), any H and W; outputs are
-concentrations (votes task), class probabilities (classification) or targets (regression).
+Inputs are pixels in [0, 255], shaped (batch, H, W, input_channels), any H and W; outputs are what the
+task (:mod:`zoobot_tf.tasks`) says: concentrations (votes), class probabilities or targets.
 """
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoobot_tf import losses as zlosses
-from zoobot_tf.models.backbones import build_backbone, get_spec, stage_groups
-from zoobot_tf.models.heads import OUTPUT_NAMES, TASKS, head_layers
+from zoobot_tf.models.backbones import build_backbone, stage_groups
+from zoobot_tf.models.heads import head_layers
 from zoobot_tf.models.preprocessing import GalaxyView
-from zoobot_tf.optimizers import ZoobotAdamW
-from zoobot_tf.schemas import Schema, get_schema
+from zoobot_tf.ops.keras_fixes import KerasFitFixes
+from zoobot_tf.ops.optimizer import ZoobotAdamW
+from zoobot_tf.schemas import Schema
+from zoobot_tf.tasks import Task, make_task
 
 PRECISION_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -51,16 +52,19 @@ def dtype_policy(name: str | None):
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")
-class Zoobot(keras.Model):
-    """A galaxy morphology model.
+class Zoobot(KerasFitFixes, keras.Model):
+    """A galaxy morphology model: ``task`` (what it predicts) on top of ``backbone`` (the encoder).
 
     Args:
-        task: ``"votes"`` (Dirichlet-multinomial over ``schema``), ``"classification"`` or ``"regression"``.
-        schema: decision tree for the votes task (name, dict or Schema).
-        n_classes / class_names: classification outputs.
-        n_targets / target_names: regression outputs.
-        backbone: registry name (see ``zoobot_tf.models.backbones.list_backbones()``).
-        backbone_kwargs: overrides for the backbone builder (e.g. ``{"drop_path_rate": 0.1}``).
+        task: a :class:`~zoobot_tf.tasks.Task` (``VoteTask(schema)``, ``ClassificationTask(class_names)``,
+            ``RegressionTask(target_names)``), a task config dict, or a task name with the options below.
+        schema: decision tree when ``task="votes"`` (name, dict or Schema; default ``gz_decals_dr5``).
+        n_classes / class_names: when ``task="classification"``.
+        n_targets / target_names: when ``task="regression"``.
+        backbone: registry name (see ``zoobot_tf.models.backbones.list_backbones()``), or an already-built
+            Keras model mapping (image_size, image_size, channels) images in [0, 1] to an embedding
+            (2-D output) or a feature map (4-D output, average-pooled here).
+        backbone_kwargs: overrides for the registry builder (e.g. ``{"drop_path_rate": 0.1}``).
         image_size: side of the square image the backbone sees.
         channels: 1 (greyscale, Zoobot's default) or 3 (colour).
         input_channels: channels of the raw input images (3 for RGB JPEGs; alpha is dropped if 4).
@@ -69,17 +73,19 @@ class Zoobot(keras.Model):
             or False to disable training augmentation.
         dropout_rate: dropout before the head's Dense layer (kept on for MC-dropout predictions).
         precision: build under this dtype policy (``mixed_bfloat16`` etc.); heads and loss stay float32.
+        finetuning: recommended finetuning settings for this encoder (``Finetuner`` defaults: n_blocks,
+            learning_rate, epochs...), carried in the saved model and its exports.
     """
 
     def __init__(
         self,
-        task: str = "votes",
-        schema: str | dict | Schema | None = "gz_decals_dr5",
+        task: "Task | str | dict" = "votes",
+        schema: str | dict | Schema | None = None,
         n_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         n_targets: int | None = None,
         target_names: Sequence[str] | None = None,
-        backbone: str = "efficientnet_b0",
+        backbone: "str | keras.Model | dict" = "efficientnet_b0",
         backbone_kwargs: dict | None = None,
         image_size: int = 224,
         channels: int = 1,
@@ -88,37 +94,23 @@ class Zoobot(keras.Model):
         augment: dict | bool = True,
         dropout_rate: float = 0.2,
         precision: str | None = None,
+        finetuning: dict | None = None,
         **kwargs,
     ):
-        if task not in TASKS:
-            raise ValueError(f"Unknown task. Received: task={task!r}; expected one of {TASKS}")
-        schema_obj = get_schema(schema) if task == "votes" else None
-        if task == "classification":
-            if class_names is not None:
-                class_names = [str(c) for c in class_names]
-                if n_classes is not None and n_classes != len(class_names):
-                    raise ValueError(f"n_classes={n_classes} does not match {len(class_names)} class_names")
-                n_classes = len(class_names)
-            if not n_classes or n_classes < 2:
-                raise ValueError(f"A classification head needs n_classes >= 2. Received: n_classes={n_classes}")
-            class_names = class_names or [str(i) for i in range(n_classes)]
-        if task == "regression":
-            if target_names is not None:
-                target_names = [str(t) for t in target_names]
-                n_targets = len(target_names)
-            n_targets = n_targets or 1
-            target_names = target_names or [f"target_{i}" for i in range(n_targets)]
-        n_out = {"votes": schema_obj.n_answers if schema_obj else 0,
-                 "classification": n_classes or 0, "regression": n_targets or 0}[task]
+        task_obj = make_task(task, schema=schema, class_names=class_names, n_classes=n_classes,
+                             target_names=target_names, n_targets=n_targets)
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (greyscale) or 3 (colour). Received: channels={channels}")
+        if input_channels not in (1, 2, 3, 4):
+            raise ValueError(f"input_channels must be 1-4. Received: input_channels={input_channels}")
         augment_kwargs = {} if augment is True else (dict(augment) if augment else {})
         augment_on = augment is not False
 
         with dtype_policy(precision):
             view = GalaxyView(image_size=image_size, channels=channels, crop_fraction=crop_fraction,
                               augment=augment_on, name="view", **augment_kwargs)
-            encoder = build_backbone(backbone, input_shape=(image_size, image_size, channels),
-                                     **(backbone_kwargs or {}))
-            head = head_layers(task, n_out, dropout_rate)
+            encoder, backbone_name = _encoder(backbone, image_size, channels, backbone_kwargs)
+            head = head_layers(task_obj, dropout_rate)
             inputs = keras.Input(shape=(None, None, input_channels), name="image")
             embedding = encoder(view(inputs))
             x = embedding
@@ -126,13 +118,9 @@ class Zoobot(keras.Model):
                 x = layer(x)
         super().__init__(inputs=inputs, outputs=x, **kwargs)
 
-        self.task = task
-        self.schema = schema_obj
-        self.n_classes = n_classes if task == "classification" else None
-        self.class_names = list(class_names) if task == "classification" else None
-        self.n_targets = n_targets if task == "regression" else None
-        self.target_names = list(target_names) if task == "regression" else None
-        self.backbone = backbone
+        self.task = task_obj
+        self.backbone = backbone_name
+        self._backbone_arg = backbone if isinstance(backbone, str) else encoder
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.image_size = int(image_size)
         self.channels = int(channels)
@@ -141,24 +129,49 @@ class Zoobot(keras.Model):
         self.augment = augment if isinstance(augment, bool) else dict(augment)
         self.dropout_rate = float(dropout_rate)
         self.precision = precision
+        self.finetuning = dict(finetuning) if finetuning else None
         self.view = view
         self.encoder = encoder
         self.head = head
-        self.output_name = OUTPUT_NAMES[task]
         self.embedding_dim = int(encoder.output.shape[-1])
         self._embedding_tensor = embedding
 
+    # ------------------------------------------------------------------ the task's parts, by their old names
+    @property
+    def output_name(self) -> str:
+        return self.task.output_name
+
+    @property
+    def schema(self) -> Schema | None:
+        return getattr(self.task, "schema", None)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return getattr(self.task, "class_names", None)
+
+    @property
+    def n_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names is not None else None
+
+    @property
+    def target_names(self) -> list[str] | None:
+        return getattr(self.task, "target_names", None)
+
+    @property
+    def load_size(self) -> int:
+        """The square size images are decoded and resized to before the view crops them (see GalaxyView)."""
+        return self.view.load_size
+
     # ------------------------------------------------------------------ config
     def get_config(self):
+        backbone = self._backbone_arg if isinstance(self._backbone_arg, str) else \
+            keras.saving.serialize_keras_object(self._backbone_arg)
         return {
-            "name": self.name, "trainable": self.trainable,
-            "task": self.task, "schema": self.schema.to_dict() if self.schema else None,
-            "n_classes": self.n_classes, "class_names": self.class_names,
-            "n_targets": self.n_targets, "target_names": self.target_names,
-            "backbone": self.backbone, "backbone_kwargs": self.backbone_kwargs,
+            "name": self.name, "trainable": self.trainable, "task": self.task.get_config(),
+            "backbone": backbone, "backbone_kwargs": self.backbone_kwargs,
             "image_size": self.image_size, "channels": self.channels, "input_channels": self.input_channels,
             "crop_fraction": self.crop_fraction, "augment": self.augment, "dropout_rate": self.dropout_rate,
-            "precision": self.precision,
+            "precision": self.precision, "finetuning": self.finetuning,
         }
 
     @classmethod
@@ -181,11 +194,11 @@ class Zoobot(keras.Model):
         if isinstance(optimizer, str) and optimizer == "auto":
             optimizer = ZoobotAdamW(learning_rate=learning_rate, weight_decay=weight_decay, global_clipnorm=clipnorm)
         if isinstance(loss, str) and loss == "auto":
-            loss = default_loss(self)
+            loss = self.task.loss()
         if isinstance(metrics, str) and metrics == "auto":
             metrics = None
         if isinstance(weighted_metrics, str) and weighted_metrics == "auto":
-            weighted_metrics = default_metrics(self)
+            weighted_metrics = self.task.metrics()
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, weighted_metrics=weighted_metrics, **kwargs)
         # Create the optimizer's slot variables now, eagerly: otherwise the first train step creates them
         # inside its trace, where each is ~15x slower (7 s of the first step for EfficientNetB0).
@@ -196,52 +209,6 @@ class Zoobot(keras.Model):
         for them (Keras would ignore it and warn)."""
         kwargs.setdefault("shuffle", not isinstance(x, tf.data.Dataset))
         return super().fit(x, y, **kwargs)
-
-    def compile_from_config(self, config):
-        """Recompile a reloaded model with the exact objects it was saved with (optimizer state included)."""
-        from keras.src.saving import serialization_lib
-
-        config = serialization_lib.deserialize_keras_object(config)
-        keras.Model.compile(self, **config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
-    # ------------------------------------------------------------------ multi-worker fixes
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Build metric and optimizer state from the first batch's *shapes*.
-
-        Keras 3 gets them by ``strategy.reduce("MEAN", batch)``, which raises under
-        MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585);
-        one replica's local batch has the same shapes and needs no communication.
-        """
-        if iterator is not None and data_batch is None and self._distribute_strategy is not None:
-            strategy = self.distribute_strategy
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tf.nest.map_structure(
-                    lambda v: strategy.experimental_local_results(v)[0]
-                    if isinstance(v, tf.distribute.DistributedValues) else v, batch)
-                break
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    def _multi_worker(self) -> bool:
-        return isinstance(self._distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-    def _logs_for_reduction(self, logs):
-        """Under MultiWorkerMirroredStrategy Keras 3 reduces each step's scalar logs with
-        ``strategy.reduce("MEAN", v, axis=0)``, which fails on scalars ("Invalid reduction dimension 0").
-        Shape-[1] logs reduce to the mean over replicas. Epoch logs are read from the metric variables,
-        which are aggregated across workers, so they are exact either way."""
-        if not self._multi_worker():
-            return logs
-        return {k: tf.reshape(v, [1]) if getattr(v, "shape", None) == () else v for k, v in logs.items()}
-
-    def train_step(self, data):
-        return self._logs_for_reduction(super().train_step(data))
-
-    def test_step(self, data):
-        return self._logs_for_reduction(super().test_step(data))
 
     def with_precision(self, precision: str | None) -> "Zoobot":
         """This model rebuilt under another dtype policy, with a copy of its weights (``self`` if unchanged).
@@ -271,8 +238,8 @@ class Zoobot(keras.Model):
         return x
 
     def init_head_prior(self, prior: np.ndarray, kernel_scale: float = 0.1) -> None:
-        """Start the head at a prior: constant concentrations (votes task, e.g. the training set's
-        maximum-likelihood constant Dirichlet) or class frequencies (classification).
+        """Start the head at the task's prior (``task.prior(training labels)``): constant concentrations
+        (votes: the training set's maximum-likelihood constant Dirichlet), class frequencies, target means.
 
         The Dense bias is set so the initial output equals the prior, and its kernel is scaled down,
         so training starts from the no-image baseline instead of arbitrary concentrations (~50 for
@@ -283,45 +250,45 @@ class Zoobot(keras.Model):
         prior = np.asarray(prior, dtype=np.float64)
         if prior.shape != (kernel.shape[1],):
             raise ValueError(f"prior must have shape ({kernel.shape[1]},). Received: {prior.shape}")
-        if self.task == "votes":
-            act = self.head[-1]
-            p = (np.clip(prior, act.minimum + 1e-2, act.maximum - 1e-2) - act.minimum) / (act.maximum - act.minimum)
-            bias = np.log(p / (1 - p))
-        elif self.task == "classification":
-            bias = np.log(np.clip(prior / prior.sum(), 1e-6, None))
-        else:
-            bias = prior
-        dense.set_weights([kernel * kernel_scale, bias.astype(np.float32)])
+        dense.set_weights([kernel * kernel_scale, self.task.head_bias(prior).astype(np.float32)])
 
     def stage_groups(self) -> list[list[keras.layers.Layer]]:
         """The encoder's layers grouped by stage, stem first."""
-        return stage_groups(self.encoder, self.backbone)
+        return stage_groups(self.encoder, self.backbone if isinstance(self._backbone_arg, str) else None)
 
     def summary_line(self) -> str:
-        return (f"Zoobot({self.task}, backbone={self.backbone}, {self.count_params() / 1e6:.2f}M params, "
+        return (f"Zoobot({self.task!r}, backbone={self.backbone}, {self.count_params() / 1e6:.2f}M params, "
                 f"{self.image_size}px x {self.channels}ch, embedding {self.embedding_dim})")
 
 
-def default_loss(model: Zoobot):
-    if model.task == "votes":
-        return zlosses.DirichletMultinomialLoss(model.schema.question_index_groups)
-    if model.task == "classification":
-        return keras.losses.SparseCategoricalCrossentropy(name="cross_entropy")
-    return keras.losses.MeanSquaredError(name="mse")
-
-
-def default_metrics(model: Zoobot) -> list:
-    if model.task == "votes":
-        return zlosses.question_loss_metrics(model.schema)
-    if model.task == "classification":
-        return [zlosses.PaddedAccuracy(name="accuracy")]
-    return [zlosses.PaddedMAE(name="mae")]
+def _encoder(backbone, image_size: int, channels: int, backbone_kwargs: dict | None) -> tuple[keras.Model, str]:
+    """(encoder, its name) from a registry name, a built Keras model, or a serialised one."""
+    if isinstance(backbone, str):
+        return build_backbone(backbone, input_shape=(image_size, image_size, channels), **(backbone_kwargs or {})), \
+            backbone
+    if isinstance(backbone, dict):
+        backbone = keras.saving.deserialize_keras_object(backbone)
+    if not isinstance(backbone, keras.Model):
+        raise TypeError(f"backbone must be a registry name or a keras.Model. Received: {type(backbone).__name__}")
+    if backbone_kwargs:
+        raise ValueError("backbone_kwargs apply to registry backbones, not to a built Keras model.")
+    rank = len(backbone.output.shape)
+    if rank == 4:  # a feature map: pool it into an embedding
+        inputs = keras.Input(shape=(image_size, image_size, channels), name="pixels")
+        pooled = keras.layers.GlobalAveragePooling2D(name="global_pool")(backbone(inputs))
+        backbone = keras.Model(inputs, pooled, name="encoder")
+    elif rank != 2:
+        raise ValueError(f"A backbone must output (batch, features) or (batch, H, W, features). "
+                         f"Received output shape {backbone.output.shape}")
+    return backbone, backbone.name
 
 
 def define_model(schema="gz_decals_dr5", backbone: str = "efficientnet_b0", image_size: int = 224,
                  channels: int = 1, **kwargs) -> Zoobot:
     """Zoobot's Dirichlet-multinomial model over ``schema`` (the pretraining model)."""
-    return Zoobot(task="votes", schema=schema, backbone=backbone, image_size=image_size, channels=channels, **kwargs)
+    from zoobot_tf.tasks import VoteTask
+
+    return Zoobot(task=VoteTask(schema), backbone=backbone, image_size=image_size, channels=channels, **kwargs)
 
 
 def count_params_by_part(model: Zoobot) -> dict:

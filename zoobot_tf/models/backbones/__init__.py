@@ -15,7 +15,7 @@ from typing import Callable
 import keras
 
 from zoobot_tf.models.backbones import convnext, efficientnet, kerascv, resnet
-from zoobot_tf.models.backbones.common import fold_batch_norms
+from zoobot_tf.ops.layers import fold_batch_norms
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,18 @@ def build_backbone(name: str, input_shape=(224, 224, 1), name_scope: str = "enco
     if c not in (1, 3):
         raise ValueError(f"Backbones take 1 (greyscale) or 3 (colour) channels. Received: channels={c}")
     encoder = spec.build(input_shape=tuple(input_shape), name=name_scope, **{**spec.kwargs, **overrides})
-    fold_batch_norms(encoder)  # conv -> batch norm pairs run as one convolution at inference
+    fold_batch_norms(encoder)  # fast path: conv -> batch norm pairs run as one convolution at inference
     return encoder
 
 
-def stage_groups(encoder: keras.Model, backbone: str) -> list[list[keras.layers.Layer]]:
+def stage_groups(encoder: keras.Model, backbone: str | None) -> list[list[keras.layers.Layer]]:
     """The encoder's layers grouped by stage, from the input (stem) to the output (head).
 
-    Used to freeze/unfreeze the last n blocks and to decay learning rates block by block.
+    Used to freeze/unfreeze the last n blocks and to decay learning rates block by block. Encoders that
+    are not from the registry (``backbone=None``), or whose layer names carry no stage, are split into 6
+    groups of weighted layers in order.
     """
-    stage_of = get_spec(backbone).stage_of
+    stage_of = get_spec(backbone).stage_of if backbone is not None else (lambda name: -1)
     weighted = [l for l in encoder.layers if l.weights]
     keyed = [(stage_of(l.name), l) for l in weighted]
     if any(k < 0 for k, _ in keyed):  # unknown layer names: split evenly in order

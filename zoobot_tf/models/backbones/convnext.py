@@ -1,9 +1,9 @@
 """ConvNeXt (Liu et al. 2022) with timm's exact structure, built for speed on CPU.
 
 The 7x7 depthwise convolutions are ``DepthwiseConv2D``: keras.applications builds them as
-``Conv2D(groups=C)``, which is ~80x slower on CPU (REFERENCE section 6). The pointwise MLP is a
-2-D MatMul on the channel axis with GELU fused in (timm's ``conv_mlp`` variants hold the same
-numbers as 1x1 convs).
+``Conv2D(groups=C)``, which is ~80x slower on CPU (REFERENCE section 6). The pointwise MLP is
+:class:`~zoobot_tf.ops.layers.Pointwise` (a Dense over channels; timm's ``conv_mlp`` variants hold the
+same numbers as 1x1 convs).
 As in timm, the pooled features pass through a final LayerNorm (``head.norm``).
 Under ``mixed_bfloat16`` only the stem, downsampling convolutions and the MLPs compute in bfloat16;
 depthwise convolutions, LayerNorms and the residual stream stay float32 (see ``float32_under_bfloat16``).
@@ -15,8 +15,12 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from zoobot_tf.models.backbones.common import (DropPath, GlobalAveragePooling2D, Pointwise, drop_path_rates,
-                                              float32_under_bfloat16)
+from zoobot_tf.models.backbones.common import (
+    DropPath,
+    drop_path_rates,
+    float32_under_bfloat16,
+)
+from zoobot_tf.ops.layers import GlobalAveragePooling2D, Pointwise
 
 # name: depths, dims, conv_mlp (as timm defines them; conv_mlp only changes the weight layout)
 VARIANTS = {

@@ -17,7 +17,8 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from zoobot_tf.models.backbones.common import DropPath, GlobalAveragePooling2D, batch_norm, conv2d
+from zoobot_tf.models.backbones.common import DropPath, batch_norm, conv2d
+from zoobot_tf.ops.layers import GlobalAveragePooling2D
 
 B_ARCH = [
     "ds_r1_k3_s1_e1_c16_se0.25",

@@ -10,7 +10,13 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from zoobot_tf.models.backbones.common import DropPath, GlobalAveragePooling2D, batch_norm, conv2d, drop_path_rates
+from zoobot_tf.models.backbones.common import (
+    DropPath,
+    batch_norm,
+    conv2d,
+    drop_path_rates,
+)
+from zoobot_tf.ops.layers import GlobalAveragePooling2D
 
 # name: block type, blocks per stage
 VARIANTS = {

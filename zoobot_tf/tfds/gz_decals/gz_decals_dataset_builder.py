@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from zoobot_tf.datasets import require_files, rgb_array, split_of, vote_features
 from zoobot_tf.schemas import get_schema
+from zoobot_tf.tasks import VoteTask
+from zoobot_tf.tfds.common import require_files, rgb_array, split_of, vote_features
 
 SCHEMA = get_schema("gz_decals_dr5")  # DR5 and DR8 campaigns share this tree
 
@@ -23,6 +24,7 @@ Put in the manual directory, from the GZ DECaLS data release (Zenodo, doi:10.528
 class Builder(tfds.core.GeneratorBasedBuilder):
     """GZ DECaLS images with raw volunteer votes on the DR5/DR8 decision tree (10 questions, 34 answers)."""
 
+    TASK = VoteTask(SCHEMA)  # what zoobot-tf trains on (see zoobot_tf.tasks)
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS

@@ -4,7 +4,8 @@ from pathlib import Path
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from zoobot_tf.datasets import image_features, require_files, rgb_array, split_of
+from zoobot_tf.tasks import ClassificationTask
+from zoobot_tf.tfds.common import image_features, require_files, rgb_array, split_of
 
 CLASSES = ["elliptical", "clockwise_spiral", "anticlockwise_spiral", "edge_on", "dont_know", "merger"]
 _INSTRUCTIONS = """
@@ -20,6 +21,7 @@ Note: clockwise/anticlockwise are mirror images of each other: do not train with
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Galaxy Zoo 1 six-class morphology on SDSS DR7 cutouts (one class per galaxy)."""
 
+    TASK = ClassificationTask(CLASSES)  # what zoobot-tf trains on (see zoobot_tf.tasks)
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS

@@ -3,8 +3,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from zoobot_tf.data import synthetic
-from zoobot_tf.datasets import split_of, vote_features
 from zoobot_tf.schemas import get_schema
+from zoobot_tf.tasks import VoteTask
+from zoobot_tf.tfds.common import split_of, vote_features
 
 SCHEMA = get_schema("gz_decals_dr5")
 
@@ -19,6 +20,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """Synthetic galaxies (Sersic/disc/bar/spiral/merger/artifact renderings) with ~40 simulated volunteers
     each walking the GZ DECaLS tree. Needs no downloads; deterministic in the seed."""
 
+    TASK = VoteTask(SCHEMA)  # what zoobot-tf trains on (see zoobot_tf.tasks)
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     BUILDER_CONFIGS = [

@@ -6,8 +6,9 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from zoobot_tf.data.catalogs import gz2_willett_to_schema_columns
-from zoobot_tf.datasets import require_files, rgb_array, split_of, vote_features
 from zoobot_tf.schemas import get_schema
+from zoobot_tf.tasks import VoteTask
+from zoobot_tf.tfds.common import require_files, rgb_array, split_of, vote_features
 
 SCHEMA = get_schema("gz2_willett")
 # Kaggle's crowd fractions are weighted and debiased; counts are approximated as fraction x this many
@@ -31,6 +32,7 @@ per-question fractions, and to approximate counts: round(cumulative fraction x 4
 class Builder(tfds.core.GeneratorBasedBuilder):
     """GZ2 images with votes for all 11 questions / 37 answers."""
 
+    TASK = VoteTask(SCHEMA)  # what zoobot-tf trains on (see zoobot_tf.tasks)
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS

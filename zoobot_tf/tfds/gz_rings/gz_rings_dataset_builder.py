@@ -4,7 +4,8 @@ from pathlib import Path
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from zoobot_tf.datasets import image_features, require_files, rgb_array
+from zoobot_tf.tasks import ClassificationTask
+from zoobot_tf.tfds.common import image_features, require_files, rgb_array
 
 _INSTRUCTIONS = """
 Put in the manual directory (the layout of Zoobot's ring example, as in ../shared/data/gz_decals_rings):
@@ -19,6 +20,7 @@ The images and ring catalogue are in the history of github.com/mwalmsley/zoobot
 class Builder(tfds.core.GeneratorBasedBuilder):
     """GZ DECaLS ring classification (470 galaxies, balanced, weak Talk-tag labels)."""
 
+    TASK = ClassificationTask(["no_ring", "ring"])  # what zoobot-tf trains on (see zoobot_tf.tasks)
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
@@ -47,9 +49,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if "split" in labels.columns:  # the source's dev/holdout split
             split = labels["split"].map({"dev": "train", "holdout": "test"})
         else:
-            from zoobot_tf.datasets import split_of
+            from zoobot_tf.tfds.common import split_of
 
-            split = labels["iauname"].map(lambda i: split_of(i, (("train", 0.6), ("test", 0.4))))
+            split = labels["iauname"].map(lambda i: split_of(i, (0.6, 0.4), ("train", "test")))
         return {s: self._generate_examples(root, labels[split == s]) for s in ("train", "test")}
 
     def _generate_examples(self, root, labels):

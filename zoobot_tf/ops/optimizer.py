@@ -1,6 +1,7 @@
-"""AdamW with per-variable learning-rate multipliers and replica-correct gradient clipping.
+"""AdamW with per-variable learning-rate multipliers, replica-correct gradient clipping and a fused update.
 
-Two things Keras 3's AdamW does not do, both needed here:
+Two things Keras 3's AdamW does not do, both needed here (both reach into Keras' optimizer internals,
+hence this package):
 
 * Layer-wise learning-rate decay for finetuning (Zoobot: x0.75 per block from the head down).
   Adam is invariant to gradient scale, so the multiplier must act on the step itself (and on the
@@ -9,11 +10,18 @@ Two things Keras 3's AdamW does not do, both needed here:
   the cross-replica sum, so ``global_clipnorm`` under MirroredStrategy differs from one device.
   Here gradients are summed across replicas first, then clipped, then applied (tested against
   a single-device step in ``tests/test_distribute.py``).
+
+And one speed-up behind the :func:`zoobot_tf.ops.fast` switch: one fused ``ResourceApplyAdam`` kernel per
+variable with its scalars built once per graph, and the global norm from one ``L2Loss`` per tensor (10 s
+less tracing of EfficientNetB0's first step; ConvNeXt-T's step graph 8,128 -> 6,689 ops). On the stock
+path the update and the norm are Keras' own.
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from zoobot_tf.ops import fast
 
 
 def clip_by_global_norm(grads, clip_norm: float) -> list:
@@ -62,7 +70,7 @@ class ZoobotAdamW(keras.optimizers.AdamW):
         return self._multiplier_by_index[self._get_variable_index(variable)]
 
     def _fused(self) -> bool:
-        return not self.amsgrad and not self.use_ema and not self.gradient_accumulation_steps
+        return fast() and not self.amsgrad and not self.use_ema and not self.gradient_accumulation_steps
 
     def _step_scalars(self, dtype, multiplier: float = 1.0) -> dict:
         """Every scalar of the update (lr, decay, betas, their powers, epsilon), built once per traced graph,
@@ -141,7 +149,7 @@ class ZoobotAdamW(keras.optimizers.AdamW):
                     tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
                 for i, g in zip(present, summed):
                     grads[i] = g
-        if self.global_clipnorm and self.global_clipnorm > 0 and not self.clipnorm:
+        if fast() and self.global_clipnorm and self.global_clipnorm > 0 and not self.clipnorm:
             return clip_by_global_norm(grads, self.global_clipnorm)
         return super()._clip_gradients(grads)
 

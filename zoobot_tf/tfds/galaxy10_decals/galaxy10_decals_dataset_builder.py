@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from zoobot_tf.datasets import image_features, require_files, split_of
+from zoobot_tf.tasks import ClassificationTask
+from zoobot_tf.tfds.common import image_features, require_files, split_of
 
 CLASSES = ["disturbed", "merging", "round_smooth", "in_between_round_smooth", "cigar_shaped_smooth",
            "barred_spiral", "unbarred_tight_spiral", "unbarred_loose_spiral", "edge_on_without_bulge",
@@ -19,6 +20,7 @@ https://astronn.readthedocs.io/en/latest/galaxy10.html): datasets 'images' (N, 2
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Galaxy10 DECaLS: GZ DECaLS images with 10 morphology classes derived from volunteer votes."""
 
+    TASK = ClassificationTask(CLASSES)  # what zoobot-tf trains on (see zoobot_tf.tasks)
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS

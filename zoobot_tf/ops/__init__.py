@@ -1,0 +1,62 @@
+"""Measured CPU speed-ups that rely on TensorFlow/Keras internals, behind one switch.
+
+Everything in this package makes zoobot-tf faster on CPUs (each change was measured with the scripts in
+``benchmarks/``) and nothing in it changes what a model computes. The layers, the optimizer and the model
+keep their classes, weights and configs whichever path runs, so a model saved under one path loads and
+runs under the other.
+
+The switch: ``ZOOBOT_TF_FAST=0`` in the environment (read when this module is imported), or
+:func:`set_fast` / :func:`fast_path` in code. It is read when a layer is *traced*: set it before building
+or first calling a model (an already-traced ``tf.function`` keeps the path it was traced with). With the
+fast path off every layer runs stock Keras code:
+
+=============================  ==============================================  ===========================
+speed-up                        fast path                                       stock fallback
+=============================  ==============================================  ===========================
+batch norm                      ``tf.raw_ops.FusedBatchNormV3`` (one kernel)     ``keras.layers.BatchNormalization``
+conv -> batch norm (inference)  batch norm folded into the conv's kernel/bias    conv, then batch norm
+strided conv padding            padding inside the conv op                       ``tf.pad`` then a valid conv
+swish                           Sigmoid * Mul (fused by oneDNN) at inference      ``keras.activations.silu``
+global average pool             one oneDNN average pool                          ``GlobalAveragePooling2D``
+ConvNeXt MLP                    2-D MatMul + fused GELU, layer scale folded      Dense + GELU + scale
+GELU gradient (training, CPU)   one XLA kernel forward, one backward             ``tf.nn.gelu``
+view shift (inference)          two 2-tap filters                                projective transform
+AdamW update                    one ``ResourceApplyAdam`` per variable           Keras' AdamW update
+gradient clipping               one ``L2Loss`` per tensor                        Keras' clip_by_global_norm
+=============================  ==============================================  ===========================
+
+Correctness fixes for Keras 3 bugs that also reach into internals (gradient clipping after the
+cross-replica sum; ``fit`` under MultiWorkerMirroredStrategy, keras-team/keras#20585) live here too
+(:mod:`zoobot_tf.ops.keras_fixes`, :mod:`zoobot_tf.ops.optimizer`) but are not switched off: without them
+the stock path would compute something different. ``python -m zoobot_tf.ops.selfcheck`` checks, on the
+installed TensorFlow and Keras, that every fast path still gives the stock result and how much faster
+it is: an upgrade is one decision, not an audit.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+_FAST = os.environ.get("ZOOBOT_TF_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def fast() -> bool:
+    """True when the fast paths are used (the default; ``ZOOBOT_TF_FAST=0`` turns them off)."""
+    return _FAST
+
+
+def set_fast(enabled: bool) -> None:
+    """Use the fast paths (True) or stock Keras code (False) in layers traced from now on."""
+    global _FAST
+    _FAST = bool(enabled)
+
+
+@contextlib.contextmanager
+def fast_path(enabled: bool):
+    """``with fast_path(False): ...`` builds and traces under the stock path, then restores the setting."""
+    previous = fast()
+    set_fast(enabled)
+    try:
+        yield
+    finally:
+        set_fast(previous)

@@ -1,0 +1,189 @@
+"""Writing results: tables (CSV, Parquet, HDF5), and long jobs written in parts so they survive a kill.
+
+:class:`Parts` is how ``predict`` and ``embed`` write: rows accumulate into parts of ``chunk`` galaxies in
+``<output>.parts/`` (each part written to a temporary file and renamed, so a part is either whole or
+absent); a rerun of the same command finds the parts, skips the galaxies they hold and continues; at
+the end the parts are merged into the output (written to a temporary file and renamed) and removed.
+A killed run loses at most the part it was filling, and no galaxy is written twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+ID_COL = "id_str"
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+class PartsMismatchError(ValueError):
+    """Parts of an interrupted run made with other settings than the command that would continue them."""
+
+
+def _atomic(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_table(table: pd.DataFrame, path: Path, meta: Mapping | None = None) -> None:
+    """Write a table as CSV, Parquet or HDF5 (``id_str`` + ``features``, for embeddings) atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    tmp = _atomic(path)
+    if suffix in (".parquet", ".pq"):
+        table.to_parquet(tmp, index=False)
+    elif suffix == ".csv":
+        table.to_csv(tmp, index=False)
+    elif suffix in (".h5", ".hdf5"):
+        import h5py
+
+        feats = [c for c in table.columns if c.startswith("feat_")]
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset(ID_COL, data=table[ID_COL].astype(str).to_numpy(dtype=object), dtype=h5py.string_dtype())
+            f.create_dataset("features", data=table[sorted(feats, key=lambda c: int(c.split("_")[1]))]
+                             .to_numpy(np.float32))
+            others = [c for c in table.columns if c != ID_COL and c not in feats]
+            for c in others:
+                f.create_dataset(c, data=table[c].to_numpy())
+            f.attrs["meta"] = json.dumps(dict(meta or {}))
+    else:
+        raise ValueError(f"Unknown table format {suffix!r}; use .csv, .parquet or .h5")
+    os.replace(tmp, path)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table written by :func:`write_table` (CSV, Parquet, or an embeddings HDF5 file)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in f[ID_COL][:]]
+            feats = f["features"][:]
+            extra = {k: f[k][:] for k in f.keys() if k not in (ID_COL, "features")}
+        table = pd.concat([pd.DataFrame({ID_COL: ids}),
+                           pd.DataFrame(feats, columns=[f"feat_{i}" for i in range(feats.shape[1])])], axis=1)
+        for k, v in extra.items():
+            table[k] = v
+        return table
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype={ID_COL: str})
+
+
+class Parts:
+    """Resumable output of a long job (see the module docstring).
+
+    Args:
+        output: the final output file; parts live in ``<output>.parts/``.
+        settings: what determines the results (model, input, options); a rerun must match them.
+        chunk: galaxies per part.
+    """
+
+    def __init__(self, output: str | Path, settings: Mapping, chunk: int = 4096):
+        self.output = Path(output)
+        self.dir = self.output.with_name(self.output.name + ".parts")
+        self.settings = json.loads(json.dumps(dict(settings), default=str))
+        self.chunk = int(chunk)
+        self._tables: list[pd.DataFrame] = []
+        self._arrays: dict[str, list[np.ndarray]] = {}
+        self._buffered = 0
+        meta = self.dir / "settings.json"
+        if self.dir.exists() and meta.exists():
+            saved = json.loads(meta.read_text())
+            if saved != self.settings:
+                diff = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
+                raise PartsMismatchError(
+                    f"{self.dir} holds the parts of an interrupted run with other settings ({diff}); rerun that "
+                    f"command to finish it, or delete {self.dir} to start again.")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = _atomic(meta)
+            tmp.write_text(json.dumps(self.settings, indent=2))
+            os.replace(tmp, meta)
+        self.done_ids: set[str] = set()
+        for part in self.part_files():
+            self.done_ids.update(pd.read_parquet(part, columns=[ID_COL])[ID_COL].astype(str))
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.done_ids)
+
+    def part_files(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.parquet"))
+
+    def add(self, table: pd.DataFrame, arrays: Mapping[str, np.ndarray] | None = None) -> None:
+        """Add rows (and per-row arrays, e.g. MC samples); a part is written every ``chunk`` rows."""
+        self._tables.append(table)
+        for k, v in (arrays or {}).items():
+            self._arrays.setdefault(k, []).append(np.asarray(v))
+        self._buffered += len(table)
+        if self._buffered >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffered:
+            return
+        index = len(self.part_files())
+        name = f"part-{index:05d}"
+        arrays = {k: np.concatenate(v) for k, v in self._arrays.items()}
+        if arrays:  # arrays first: a part counts as done once its table exists
+            tmp = self.dir / f".{name}.npz.tmp"
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, self.dir / f"{name}.npz")
+        table = pd.concat(self._tables, ignore_index=True)
+        tmp = self.dir / f".{name}.parquet.tmp"
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, self.dir / f"{name}.parquet")
+        self.done_ids.update(table[ID_COL].astype(str))
+        self._tables, self._arrays, self._buffered = [], {}, 0
+
+    def tables(self) -> Iterable[pd.DataFrame]:
+        for part in self.part_files():
+            yield pd.read_parquet(part)
+
+    def arrays(self, key: str) -> Iterable[np.ndarray]:
+        for part in self.part_files():
+            with np.load(part.with_suffix(".npz")) as f:
+                yield f[key]
+
+    def merge_table(self) -> pd.DataFrame:
+        self.flush()
+        tables = list(self.tables())
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({ID_COL: []})
+
+    def write_streamed(self, path: Path) -> int:
+        """Write every part's rows to ``path`` (CSV appended part by part, or Parquet row groups); returns rows."""
+        self.flush()
+        tmp = _atomic(path)
+        n, writer = 0, None
+        parquet = path.suffix.lower() in (".parquet", ".pq")
+        try:
+            for i, table in enumerate(self.tables()):
+                if parquet:
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    t = pa.Table.from_pandas(table, preserve_index=False)
+                    writer = writer or pq.ParquetWriter(str(tmp), t.schema)
+                    writer.write_table(t)
+                else:
+                    table.to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0, index=False)
+                n += len(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        if n == 0:
+            pd.DataFrame({ID_COL: []}).to_csv(tmp, index=False) if not parquet else None
+        if tmp.exists():
+            os.replace(tmp, path)
+        return n
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

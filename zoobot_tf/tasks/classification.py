@@ -1,0 +1,200 @@
+"""Classification: one label per galaxy out of N named classes (rings, GZ1 classes, Galaxy10...)."""
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from zoobot_tf.tasks.base import Task, register_task
+
+log = logging.getLogger(__name__)
+
+COLLAPSE_SHARE = 0.95  # predictions this concentrated on one class, with several true classes: collapsed
+
+
+def infer_class_names(values: pd.Series) -> list[str]:
+    """The sorted distinct labels of a catalog column, as strings."""
+    return [str(c) for c in sorted(pd.unique(values.dropna()), key=lambda v: (str(type(v)), v))]
+
+
+@register_task
+class ClassificationTask(Task):
+    """Softmax over ``class_names`` (or ``n_classes`` unnamed classes ``"0".."N-1"``)."""
+
+    name = "classification"
+    output_name = "probabilities"
+    monitor = "val_loss"
+    label_dtype = "int32"
+    tfds_label = "label"
+    label_values = "labels"
+
+    def __init__(self, class_names: Sequence[str] | None = None, n_classes: int | None = None):
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if n_classes is not None and n_classes != len(class_names):
+                raise ValueError(f"n_classes={n_classes} does not match {len(class_names)} class_names")
+            if len(set(class_names)) != len(class_names):
+                raise ValueError(f"class_names has duplicates. Received: class_names={class_names}")
+        elif n_classes is not None:
+            class_names = [str(i) for i in range(int(n_classes))]
+        if not class_names or len(class_names) < 2:
+            raise ValueError(f"A classification head needs at least 2 classes. Received: class_names={class_names}, "
+                             f"n_classes={n_classes}")
+        self.class_names = list(class_names)
+
+    @classmethod
+    def for_catalog(cls, catalog, columns=None, class_names=None, **options) -> "ClassificationTask":
+        """The classes of the catalog's label column (sorted), unless ``class_names`` are given."""
+        if class_names is None:
+            if not columns:
+                raise ValueError("A classification task needs the catalog's label column (--label_cols).")
+            column = columns if isinstance(columns, str) else list(columns)[0]
+            class_names = infer_class_names(catalog[column])
+        return cls(class_names=class_names)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "class_names": list(self.class_names)}
+
+    def __repr__(self) -> str:
+        return f"ClassificationTask({self.class_names})"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    # ------------------------------------------------------------------ the head
+    @property
+    def output_labels(self) -> list[str]:
+        return list(self.class_names)
+
+    def output_layer(self):
+        from keras import layers
+
+        return layers.Activation("softmax", dtype="float32", name=self.output_name)
+
+    def loss(self):
+        import keras
+
+        return keras.losses.SparseCategoricalCrossentropy(name="cross_entropy")
+
+    def metrics(self) -> list:
+        from zoobot_tf.losses import PaddedAccuracy
+
+        return [PaddedAccuracy(name="accuracy")]
+
+    def prior(self, labels: np.ndarray) -> np.ndarray:
+        counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=self.n_classes)
+        return (counts + 1.0) / (counts.sum() + self.n_classes)  # class frequencies, add-one smoothed
+
+    def head_bias(self, prior: np.ndarray) -> np.ndarray:
+        prior = np.asarray(prior, dtype=np.float64)
+        return np.log(np.clip(prior / prior.sum(), 1e-6, None))
+
+    # ------------------------------------------------------------------ labels
+    def label_columns(self, columns=None) -> list[str]:
+        columns = super().label_columns(columns)
+        if len(columns) != 1:
+            raise ValueError(f"Classification reads exactly one label column. Received: {columns}")
+        return columns
+
+    def encode(self, catalog: pd.DataFrame, columns=None) -> np.ndarray:
+        """Class names (or indices 0..N-1) in one column -> int32 class indices."""
+        return self.indices(catalog[self.label_columns(columns)[0]])
+
+    def indices(self, values: pd.Series) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.class_names)}
+        as_str = values.astype(str)
+        if as_str.isin(index).all():
+            return as_str.map(index).to_numpy(np.int32)
+        numeric = pd.to_numeric(values, errors="coerce")
+        integral = numeric.notna().all() and (numeric == numeric.round()).all()
+        if integral and numeric.between(0, self.n_classes - 1).all():
+            return numeric.to_numpy(np.int32)
+        unknown = sorted(set(as_str) - set(index))
+        raise ValueError(f"Labels are neither among class_names {self.class_names} nor class indices "
+                         f"0..{self.n_classes - 1}: {unknown[:10]}")
+
+    def example_features(self, label) -> dict:
+        import tensorflow as tf
+
+        return {"label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(np.ravel(label)[0])]))}
+
+    def feature_spec(self) -> dict:
+        import tensorflow as tf
+
+        return {"label": tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(self, example):
+        import tensorflow as tf
+
+        return tf.cast(example["label"], tf.int32)
+
+    def balanced_class_weight(self, labels: np.ndarray) -> dict:
+        """{class: weight} inversely proportional to class frequency (mean weight 1 over the examples)."""
+        counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=self.n_classes).astype(float)
+        weights = np.where(counts > 0, counts.sum() / (self.n_classes * np.maximum(counts, 1)), 0.0)
+        return {i: float(w) for i, w in enumerate(weights)}
+
+    def sample_weight_table(self, class_weight: Mapping[int, float] | None) -> np.ndarray | None:
+        if not class_weight:
+            return None
+        table = np.ones(self.n_classes, np.float32)
+        for k, v in class_weight.items():
+            if not 0 <= int(k) < self.n_classes:
+                raise ValueError(f"class_weight names class {k}, but there are {self.n_classes} classes")
+            table[int(k)] = float(v)
+        return table
+
+    # ------------------------------------------------------------------ outputs
+    def table(self, ids, samples: np.ndarray, interval: float = 0.9, asked_threshold: float = 0.5) -> pd.DataFrame:
+        """``prob_<class>`` (mean over samples) and ``predicted_class``."""
+        probs = samples.mean(axis=-1)
+        cols = {"id_str": list(ids)}
+        cols.update({f"prob_{c}": probs[:, i] for i, c in enumerate(self.class_names)})
+        cols["predicted_class"] = np.asarray(self.class_names, dtype=object)[probs.argmax(axis=1)]
+        return pd.DataFrame(cols)
+
+    def serving_outputs(self, outputs) -> dict:
+        import tensorflow as tf
+
+        return {"probabilities": outputs, "predicted_class": tf.argmax(outputs, axis=-1, output_type=tf.int32)}
+
+    @property
+    def serving_output_names(self) -> list[str]:
+        return ["probabilities", "predicted_class"]
+
+    def evaluate(self, labels, outputs, prior=None) -> pd.DataFrame:
+        """Recall per class, and ``total``: accuracy, balanced accuracy (mean recall over the classes
+        present), log loss, and ``collapsed`` (True when >= 95% of predictions are one class although
+        several classes are present: the model learned the prior, not the images)."""
+        labels = np.asarray(labels, dtype=np.int64).ravel()
+        outputs = np.asarray(outputs, dtype=np.float64)
+        predicted = outputs.argmax(axis=1)
+        rows = []
+        for i, c in enumerate(self.class_names):
+            mask = labels == i
+            rows.append({"question": c, "n": int(mask.sum()),
+                         "recall": float((predicted[mask] == i).mean()) if mask.any() else np.nan,
+                         "predicted_share": float((predicted == i).mean())})
+        table = pd.DataFrame(rows)
+        present = table["n"] > 0
+        log_loss = float(-np.log(np.clip(outputs[np.arange(len(labels)), labels], 1e-12, None)).mean())
+        share = table["predicted_share"].max()
+        collapsed = bool(share >= COLLAPSE_SHARE and present.sum() > 1)
+        total = {"question": "total", "n": len(labels), "accuracy": float((predicted == labels).mean()),
+                 "balanced_accuracy": float(table.loc[present, "recall"].mean()), "loss": log_loss,
+                 "predicted_share": float(share), "collapsed": collapsed}
+        if prior is not None:
+            p = np.asarray(prior, dtype=np.float64) / np.sum(prior)
+            total["baseline_loss"] = float(-np.log(np.clip(p[labels], 1e-12, None)).mean())
+            total["baseline_accuracy"] = float((labels == int(np.argmax(p))).mean())
+        if collapsed:
+            log.warning("Predictions collapsed to one class: %.0f%% are %r although %d classes are present. The "
+                        "model predicts the prior, not the images (try more epochs, --n_blocks -1, or class weights).",
+                        100 * share, self.class_names[int(table["predicted_share"].idxmax())], int(present.sum()))
+        return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "class_names": list(self.class_names)}

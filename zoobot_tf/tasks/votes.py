@@ -1,0 +1,137 @@
+"""Volunteer votes over a decision tree: Zoobot's Dirichlet-multinomial task.
+
+Labels are raw vote counts, one column per answer of the schema (``smooth-or-featured_smooth``...).
+The head outputs Dirichlet concentrations in (1, 101); the loss is the Dirichlet-multinomial negative
+log-likelihood summed over questions, with unasked questions contributing exactly nothing.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from zoobot_tf.schemas import Schema, get_schema
+from zoobot_tf.tasks.base import Task, register_task
+
+
+@register_task
+class VoteTask(Task):
+    """Dirichlet-multinomial over ``schema`` (a Schema, a built-in name, a dict or a YAML/JSON path)."""
+
+    name = "votes"
+    output_name = "concentrations"
+    monitor = "val_nll"  # exact mean loss per galaxy over real galaxies (losses.TotalLoss)
+    tfds_label = "votes"
+    label_values = "counts"
+    fixed_label_columns = True  # the schema's answer columns
+    minimum, maximum = 1.0, 101.0  # concentration range of the head (Zoobot: sigmoid(x) * 100 + 1)
+
+    def __init__(self, schema: Schema | str | Mapping = "gz_decals_dr5"):
+        self.schema = get_schema(schema)
+
+    @classmethod
+    def for_catalog(cls, catalog, columns=None, schema="gz_decals_dr5", **options) -> "VoteTask":
+        return cls(schema)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "schema": self.schema.to_dict()}
+
+    def __repr__(self) -> str:
+        return f"VoteTask({self.schema.name!r}: {self.schema.n_questions} questions, {self.schema.n_answers} answers)"
+
+    # ------------------------------------------------------------------ the head
+    @property
+    def output_labels(self) -> list[str]:
+        return self.schema.label_cols
+
+    def output_layer(self):
+        from zoobot_tf.models.heads import DirichletConcentration
+
+        return DirichletConcentration(self.minimum, self.maximum, name=self.output_name)
+
+    def loss(self):
+        from zoobot_tf.losses import DirichletMultinomialLoss
+
+        return DirichletMultinomialLoss(self.schema.question_index_groups)
+
+    def metrics(self) -> list:
+        from zoobot_tf.losses import question_loss_metrics
+
+        return question_loss_metrics(self.schema)
+
+    def prior(self, labels: np.ndarray) -> np.ndarray:
+        """Mean training vote fractions x a maximum-likelihood concentration per question."""
+        from zoobot_tf.evaluate import fit_baseline
+
+        return fit_baseline(labels, self.schema)
+
+    def head_bias(self, prior: np.ndarray) -> np.ndarray:
+        lo, hi = self.minimum, self.maximum
+        p = (np.clip(prior, lo + 1e-2, hi - 1e-2) - lo) / (hi - lo)
+        return np.log(p / (1 - p))
+
+    # ------------------------------------------------------------------ labels
+    def label_columns(self, columns: Sequence[str] | None = None) -> list[str]:
+        return self.schema.label_cols
+
+    def validate_catalog(self, catalog: pd.DataFrame, columns=None, require_files: bool = True) -> None:
+        from zoobot_tf.data.catalogs import validate_catalog
+
+        validate_catalog(catalog, schema=self.schema, values=self.label_values, require_files=require_files)
+
+    def example_features(self, label) -> dict:
+        import tensorflow as tf
+
+        return {"votes": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in label]))}
+
+    def feature_spec(self) -> dict:
+        import tensorflow as tf
+
+        return {"votes": tf.io.FixedLenFeature([self.schema.n_answers], tf.int64)}
+
+    def parse(self, example):
+        import tensorflow as tf
+
+        return tf.cast(example["votes"], tf.float32)
+
+    # ------------------------------------------------------------------ outputs
+    def table(self, ids, samples: np.ndarray, interval: float = 0.9, asked_threshold: float = 0.5) -> pd.DataFrame:
+        """Per answer: ``<question>_<answer>_fraction`` (expected vote fraction over samples) with a
+        ``interval`` credible interval (``_lower``/``_upper``: Beta-mixture quantiles), and per question
+        ``<question>_prob_asked``; fractions of questions asked with probability < ``asked_threshold`` are
+        left empty."""
+        from zoobot_tf import stats
+
+        schema = self.schema
+        frac = stats.expected_vote_fractions(samples, schema)
+        lower, upper = stats.beta_intervals(samples, schema, level=interval)
+        p_asked = stats.prob_asked(frac, schema)
+        answer_q = np.argmax(schema.answer_to_question_matrix(), axis=1)
+        hidden = p_asked[:, answer_q] < asked_threshold
+        cols = {"id_str": list(ids)}
+        for a in schema.answers:
+            for suffix, values in (("fraction", frac), ("fraction_lower", lower), ("fraction_upper", upper)):
+                cols[f"{a.label}_{suffix}"] = np.where(hidden[:, a.index], np.nan, values[:, a.index])
+        for qi, q in enumerate(schema.questions):
+            cols[f"{q.name}_prob_asked"] = p_asked[:, qi]
+        return pd.DataFrame(cols)
+
+    def serving_outputs(self, outputs) -> dict:
+        import tensorflow as tf
+
+        m = self.schema.answer_to_question_matrix()
+        same_question = tf.constant(m @ m.T, tf.float32)  # (A, A): 1 where two answers share a question
+        return {"concentrations": outputs, "vote_fractions": outputs / tf.matmul(outputs, same_question)}
+
+    @property
+    def serving_output_names(self) -> list[str]:
+        return ["concentrations", "vote_fractions"]
+
+    def evaluate(self, labels, outputs, prior=None) -> pd.DataFrame:
+        from zoobot_tf.evaluate import vote_metrics
+
+        return vote_metrics(labels, outputs, self.schema, baseline=prior)
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "schema": self.schema.to_dict(), "label_cols": self.schema.label_cols}
