@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +29,9 @@ def test_decals_dr5_matches_reference_tree():
 
 @pytest.mark.parametrize("name,shape", [
     ("gz2", (10, 30)), ("gz2_willett", (11, 37)), ("gz_decals_dr12", (10, 30)), ("gz_decals_dr8", (10, 34)),
-    ("gz_cosmic_dawn", (13, 45)), ("gz_rings", (1, 2)), ("gz_hubble", (13, 40)), ("gz_candels", (12, 38)),
-    ("gz_jwst", (13, 45)),
+    ("gz_cosmic_dawn", (13, 45)), ("gz_rings", (1, 2)), ("gz_hubble", (12, 34)), ("gz_candels", (11, 32)),
+    ("gz_hubble_clumps", (13, 40)), ("gz_candels_clumps", (12, 38)), ("gz_jwst", (12, 39)), ("gz_euclid", (13, 46)),
+    ("gz_evo_v1", (76, 239)), ("gz_evo_v2_public", (60, 188)),
 ])
 def test_builtin_sizes(name, shape):
     s = get_schema(name)
@@ -82,3 +84,52 @@ def test_bad_trees_raise_clear_errors(questions, deps, match):
 def test_unknown_schema_lists_builtins():
     with pytest.raises(KeyError, match="gz_decals_dr5"):
         get_schema("no-such-tree")
+
+
+# ---------------------------------------------------------------------------------- Zoobot's trees (issue 22)
+ZOOBOT = json.loads((Path(__file__).parent / "fixtures" / "zoobot_label_metadata.json").read_text())
+SUFFIXES = ("-candels", "-hubble", "-cd", "-euclid", "-jwst", "-dr5", "-dr8", "-dr12", "-gz2", "-ukidss")
+
+
+def _zoobot_dependencies(var: str) -> dict:
+    """The dependencies galaxy-datasets pairs with ``<var>_pairs``. Trees without their own dict (the
+    unsuffixed candels/hubble/hubble_v2) take their ortho form's, suffix removed."""
+    deps = ZOOBOT["deps"]
+    if f"{var}_dependencies" in deps:
+        return deps[f"{var}_dependencies"]
+    if var.startswith("decals_"):
+        return deps["decals_ortho_dependencies"]
+    ortho = deps[f"{var}_ortho_dependencies"]
+
+    def strip(text):
+        for s in SUFFIXES:
+            text = text.replace(f"{s}_", "_") if text and f"{s}_" in text else text
+            if text and text.endswith(s):
+                text = text[: -len(s)]
+        return text
+    return {strip(q): strip(p) if p else None for q, p in ortho.items()}
+
+
+@pytest.mark.parametrize("var", sorted(ZOOBOT["pairs"]))
+def test_zoobot_named_schema_is_zoobots_tree(var):
+    from zoobot_tf.schemas import ZOOBOT_NAMES
+
+    name = var[: -len("_pairs")]
+    ours = get_schema(name)
+    assert ours is get_schema(ZOOBOT_NAMES[name]) is get_schema(var)  # Zoobot's names resolve, with or without _pairs
+    pairs = ZOOBOT["pairs"][var]
+    deps = _zoobot_dependencies(name)
+    assert ours.question_names == list(pairs), var
+    for q in ours.questions:
+        assert q.answer_texts == [a.lstrip("_") for a in pairs[q.name]], (var, q.name)
+        assert q.asked_after == deps[q.name], (var, q.name)
+    assert ours.label_cols == [q + a for q, answers in pairs.items() for a in answers]  # galaxy-datasets' columns
+
+
+def test_clump_count_trees_are_extensions_under_their_own_names():
+    assert "clump-count" not in get_schema("gz_hubble").question_names
+    assert "clump-count" not in get_schema("gz_candels").question_names
+    hubble = get_schema("gz_hubble_clumps")
+    assert hubble.question("clump-count").asked_after == "clumpy-appearance_yes"
+    assert [q for q in hubble.question_names if q != "clump-count"] == get_schema("gz_hubble").question_names
+    assert get_schema("gz_evo_v1_clumps").n_questions == get_schema("gz_evo_v1").n_questions + 2

@@ -284,10 +284,13 @@ class Schema:
 
 
 # --------------------------------------------------------------------------- built-in trees
-# Question -> (answers, parent answer label). Sources: Zoobot / galaxy-datasets label metadata,
-# Willett et al. 2013 (GZ2), Walmsley et al. 2022 (GZ DECaLS).
+# Question -> (answers, parent answer label). The trees Zoobot defines are written exactly as
+# galaxy-datasets 0.0.25 (the version zoobot 2.9.0 installs) defines them in shared/label_metadata.py:
+# the same questions, answer order and dependencies (tests/test_schemas.py compares every one with a
+# snapshot of that module, tests/fixtures/zoobot_label_metadata.json). ZOOBOT_NAMES maps Zoobot's
+# variable names to these; docs/migration.md lists them.
 
-_DECALS_DR5 = {
+_DECALS_DR5 = {  # GZ DECaLS DR5 and DR8 campaigns, and DESI
     "smooth-or-featured": (["smooth", "featured-or-disk", "artifact"], None),
     "disk-edge-on": (["yes", "no"], "smooth-or-featured_featured-or-disk"),
     "has-spiral-arms": (["yes", "no"], "disk-edge-on_no"),
@@ -300,7 +303,7 @@ _DECALS_DR5 = {
     "merging": (["none", "minor-disturbance", "major-disturbance", "merger"], None),
 }
 
-_DECALS_DR12 = {
+_DECALS_DR12 = {  # GZ DECaLS DR1/2
     "smooth-or-featured": (["smooth", "featured-or-disk", "artifact"], None),
     "disk-edge-on": (["yes", "no"], "smooth-or-featured_featured-or-disk"),
     "has-spiral-arms": (["yes", "no"], "disk-edge-on_no"),
@@ -313,7 +316,7 @@ _DECALS_DR12 = {
     "merging": (["neither", "tidal-debris", "both", "merger"], None),
 }
 
-# GZ2 as Zoobot trains on it (10 questions, 30 answers; the 'odd feature' types are left out).
+# GZ2 as Zoobot trains on it (10 questions, 30 answers; the 'odd feature' types are left out); UKIDSS too.
 _GZ2 = {
     "smooth-or-featured": (["smooth", "featured-or-disk", "artifact"], None),
     "disk-edge-on": (["yes", "no"], "smooth-or-featured_featured-or-disk"),
@@ -326,6 +329,81 @@ _GZ2 = {
     "spiral-winding": (["tight", "medium", "loose"], "has-spiral-arms_yes"),
     "spiral-arm-count": (["1", "2", "3", "4", "more-than-4", "cant-tell"], "has-spiral-arms_yes"),
 }
+
+_CANDELS = {
+    "smooth-or-featured": (["smooth", "features", "artifact"], None),
+    "how-rounded": (["completely", "in-between", "cigar-shaped"], "smooth-or-featured_smooth"),
+    "clumpy-appearance": (["yes", "no"], "smooth-or-featured_features"),
+    "disk-edge-on": (["yes", "no"], "clumpy-appearance_no"),
+    "edge-on-bulge": (["yes", "no"], "disk-edge-on_yes"),
+    "bar": (["yes", "no"], "disk-edge-on_no"),
+    "has-spiral-arms": (["yes", "no"], "disk-edge-on_no"),
+    "spiral-winding": (["tight", "medium", "loose"], "disk-edge-on_no"),
+    "spiral-arm-count": (["1", "2", "3", "4", "5-plus", "cant-tell"], "disk-edge-on_no"),
+    "bulge-size": (["none", "obvious", "dominant"], "disk-edge-on_no"),
+    "merging": (["merger", "tidal-debris", "both", "neither"], None),
+}
+
+_HUBBLE = {
+    "smooth-or-featured": (["smooth", "features", "artifact"], None),
+    "how-rounded": (["completely", "in-between", "cigar-shaped"], "smooth-or-featured_smooth"),
+    "clumpy-appearance": (["yes", "no"], "smooth-or-featured_features"),
+    "disk-edge-on": (["yes", "no"], "clumpy-appearance_no"),
+    "bulge-shape": (["rounded", "boxy", "none"], "disk-edge-on_yes"),
+    "bar": (["yes", "no"], "disk-edge-on_no"),
+    "has-spiral-arms": (["yes", "no"], "disk-edge-on_no"),
+    "spiral-winding": (["tight", "medium", "loose"], "disk-edge-on_no"),
+    "spiral-arm-count": (["1", "2", "3", "4", "5-plus", "cant-tell"], "disk-edge-on_no"),
+    "bulge-size": (["none", "just-noticeable", "obvious", "dominant"], "disk-edge-on_no"),
+    "galaxy-symmetrical": (["yes", "no"], "clumpy-appearance_yes"),
+    "clumps-embedded-larger-object": (["yes", "no"], "clumpy-appearance_yes"),
+}
+
+_HUBBLE_V2 = {  # GZ Hubble without the clump questions (GZ Evo v2)
+    "smooth-or-featured": (["smooth", "features", "artifact"], None),
+    "how-rounded": (["completely", "in-between", "cigar-shaped"], "smooth-or-featured_smooth"),
+    "disk-edge-on": (["yes", "no"], "smooth-or-featured_features"),
+    "bulge-shape": (["rounded", "boxy", "none"], "disk-edge-on_yes"),
+    "bar": (["yes", "no"], "disk-edge-on_no"),
+    "has-spiral-arms": (["yes", "no"], "disk-edge-on_no"),
+    "spiral-winding": (["tight", "medium", "loose"], "disk-edge-on_no"),
+    "spiral-arm-count": (["1", "2", "3", "4", "5-plus", "cant-tell"], "disk-edge-on_no"),
+    "bulge-size": (["none", "just-noticeable", "obvious", "dominant"], "disk-edge-on_no"),
+}
+
+_COSMIC_DAWN = {  # GZ Cosmic Dawn (HSC): DR5's tree, 'artifact' renamed 'problem', and three questions added
+    **_DECALS_DR5,
+    "smooth-or-featured": (["smooth", "featured-or-disk", "problem"], None),
+    "clumps": (["yes", "no"], "disk-edge-on_no"),
+    "problem": (["star", "artifact", "zoom"], "smooth-or-featured_problem"),
+    "artifact": (["satellite", "scattered", "diffraction", "ray", "saturation", "other"], "problem_artifact"),
+}
+
+_EUCLID = {  # GZ Euclid: Cosmic Dawn's tree with a 'ghost' artifact
+    **_COSMIC_DAWN,
+    "artifact": (["satellite", "scattered", "diffraction", "ray", "saturation", "other", "ghost"], "problem_artifact"),
+}
+
+_JWST = {
+    "smooth-or-featured": (["smooth", "featured-or-disk", "star-artifact-zoom"], None),
+    "disk-edge-on": (["yes", "no"], "smooth-or-featured_featured-or-disk"),
+    "has-spiral-arms": (["yes", "no"], "disk-edge-on_no"),
+    "bar": (["strong", "weak", "no"], "disk-edge-on_no"),
+    "bulge-size": (["dominant", "large", "moderate", "small", "none"], "disk-edge-on_no"),
+    "how-rounded": (["round", "in-between", "cigar-shaped"], "smooth-or-featured_smooth"),
+    "edge-on-bulge": (["boxy", "none", "rounded"], "disk-edge-on_yes"),
+    "spiral-winding": (["tight", "medium", "loose"], "has-spiral-arms_yes"),
+    "spiral-arm-count": (["1", "2", "3", "4", "more-than-4", "cant-tell"], "has-spiral-arms_yes"),
+    "clumps": (["yes", "no"], None),
+    "merging": (["none", "minor-disturbance", "major-disturbance", "merger"], None),
+    "problem": (["star", "artifact", "bad-zoom"], "smooth-or-featured_star-artifact-zoom"),
+}
+
+_JWST_COSMOS = {q: v for q, v in _JWST.items() if q != "how-rounded"}  # COSMOS-Web: no how-rounded question
+
+_RINGS = {"ring": (["yes", "no"], None)}
+
+# ---- zoobot-tf's own trees (not in Zoobot)
 
 # The published GZ2 tree (Willett et al. 2013, tasks t01..t11, 37 answers), with the real dependencies.
 _GZ2_WILLETT = {
@@ -343,52 +421,14 @@ _GZ2_WILLETT = {
     "spiral-arm-count": (["1", "2", "3", "4", "more-than-4", "cant-tell"], "has-spiral-arms_yes"),
 }
 
-# Hubble and CANDELS as galaxy-datasets defines them (13 questions / 40 answers, 12 / 38). Zoobot's papers
-# quote 12/34 and 11/32, presumably counting a different subset; clump questions with several parent
-# answers are left out, as in galaxy-datasets. Euclid and UKIDSS trees are not defined here: their
-# question lists are not in the public sources available to this project.
-_HUBBLE = {
-    "smooth-or-featured": (["smooth", "features", "artifact"], None),
-    "how-rounded": (["completely", "in-between", "cigar-shaped"], "smooth-or-featured_smooth"),
-    "clumpy-appearance": (["yes", "no"], "smooth-or-featured_features"),
-    "clump-count": (["1", "2", "3", "4", "5-plus", "cant-tell"], "clumpy-appearance_yes"),
-    "disk-edge-on": (["yes", "no"], "clumpy-appearance_no"),
-    "bulge-shape": (["rounded", "boxy", "none"], "disk-edge-on_yes"),
-    "bar": (["yes", "no"], "disk-edge-on_no"),
-    "has-spiral-arms": (["yes", "no"], "disk-edge-on_no"),
-    "spiral-winding": (["tight", "medium", "loose"], "disk-edge-on_no"),
-    "spiral-arm-count": (["1", "2", "3", "4", "5-plus", "cant-tell"], "disk-edge-on_no"),
-    "bulge-size": (["none", "just-noticeable", "obvious", "dominant"], "disk-edge-on_no"),
-    "galaxy-symmetrical": (["yes", "no"], "clumpy-appearance_yes"),
-    "clumps-embedded-larger-object": (["yes", "no"], "clumpy-appearance_yes"),
-}
-
-_CANDELS = {
-    "smooth-or-featured": (["smooth", "features", "artifact"], None),
-    "how-rounded": (["completely", "in-between", "cigar-shaped"], "smooth-or-featured_smooth"),
-    "clumpy-appearance": (["yes", "no"], "smooth-or-featured_features"),
-    "clump-count": (["1", "2", "3", "4", "5-plus", "cant-tell"], "clumpy-appearance_yes"),
-    "disk-edge-on": (["yes", "no"], "clumpy-appearance_no"),
-    "edge-on-bulge": (["yes", "no"], "disk-edge-on_yes"),
-    "bar": (["yes", "no"], "disk-edge-on_no"),
-    "has-spiral-arms": (["yes", "no"], "disk-edge-on_no"),
-    "spiral-winding": (["tight", "medium", "loose"], "disk-edge-on_no"),
-    "spiral-arm-count": (["1", "2", "3", "4", "5-plus", "cant-tell"], "disk-edge-on_no"),
-    "bulge-size": (["none", "obvious", "dominant"], "disk-edge-on_no"),
-    "merging": (["merger", "tidal-debris", "both", "neither"], None),
-}
-
-# GZ Cosmic Dawn (HSC); GZ JWST CEERS uses the same tree: DR5's, with "artifact" renamed "problem"
-# and three questions added.
-_COSMIC_DAWN = {
-    **_DECALS_DR5,
-    "smooth-or-featured": (["smooth", "featured-or-disk", "problem"], None),
-    "clumps": (["yes", "no"], "disk-edge-on_no"),
-    "problem": (["star", "artifact", "zoom"], "smooth-or-featured_problem"),
-    "artifact": (["satellite", "scattered", "diffraction", "ray", "saturation", "other"], "problem_artifact"),
-}
-
-_RINGS = {"ring": (["yes", "no"], None)}
+# GZ Hubble and CANDELS with the clump-count question that Zoobot leaves out (commented out in its
+# label metadata: a clump count has several parent answers in the real trees). Extensions, never under
+# Zoobot's names.
+_CLUMP_COUNT = (["1", "2", "3", "4", "5-plus", "cant-tell"], "clumpy-appearance_yes")
+_HUBBLE_CLUMPS = {**{q: v for q, v in list(_HUBBLE.items())[:3]}, "clump-count": _CLUMP_COUNT,
+                  **{q: v for q, v in list(_HUBBLE.items())[3:]}}
+_CANDELS_CLUMPS = {**{q: v for q, v in list(_CANDELS.items())[:3]}, "clump-count": _CLUMP_COUNT,
+                   **{q: v for q, v in list(_CANDELS.items())[3:]}}
 
 # Galaxy Zoo 1: one question, one vote per galaxy in the public single-class tables (N=1: categorical).
 _GZ1 = {
@@ -401,49 +441,74 @@ def _from_table(name: str, table: Mapping[str, tuple[list[str], str | None]]) ->
     return Schema(name, {q: a for q, (a, _) in table.items()}, {q: d for q, (_, d) in table.items()})
 
 
+# name: (tree, campaign suffix of its ortho variant or None)
+_TREES = {
+    "gz_decals_dr5": (_DECALS_DR5, "-dr5"),
+    "gz_decals_dr8": (_DECALS_DR5, "-dr8"),  # same tree as DR5
+    "gz_desi": (_DECALS_DR5, None),
+    "gz_decals_dr12": (_DECALS_DR12, "-dr12"),
+    "gz2": (_GZ2, "-gz2"),
+    "gz_ukidss": (_GZ2, "-ukidss"),
+    "gz_candels": (_CANDELS, "-candels"),
+    "gz_hubble": (_HUBBLE, "-hubble"),
+    "gz_hubble_v2": (_HUBBLE_V2, "-hubble"),
+    "gz_cosmic_dawn": (_COSMIC_DAWN, "-cd"),
+    "gz_euclid": (_EUCLID, "-euclid"),
+    "gz_jwst": (_JWST, "-jwst"),
+    "gz_jwst_cosmos": (_JWST_COSMOS, "-jwst"),
+    "gz_rings": (_RINGS, None),
+    "gz2_willett": (_GZ2_WILLETT, None),
+    "gz_hubble_clumps": (_HUBBLE_CLUMPS, "-hubble"),
+    "gz_candels_clumps": (_CANDELS_CLUMPS, "-candels"),
+    "gz1": (_GZ1, None),
+}
+
+# combined heads (Zoobot's GZ Evo): (name, ortho trees in order)
+_COMBINED = {
+    "gz_decals_all_ortho": ("gz_decals_dr12", "gz_decals_dr5", "gz_decals_dr8"),
+    "gz_evo_v1": ("gz_decals_dr12", "gz_decals_dr5", "gz_decals_dr8", "gz2", "gz_candels", "gz_hubble",
+                  "gz_cosmic_dawn"),
+    "gz_evo_v1_public": ("gz_decals_dr12", "gz_decals_dr5", "gz_decals_dr8", "gz2", "gz_candels", "gz_hubble"),
+    "gz_evo_v2": ("gz_decals_dr12", "gz_decals_dr5", "gz_decals_dr8", "gz2", "gz_candels", "gz_hubble_v2",
+                  "gz_cosmic_dawn", "gz_euclid"),
+    "gz_evo_v2_public": ("gz_decals_dr12", "gz_decals_dr5", "gz_decals_dr8", "gz2", "gz_candels",
+                         "gz_hubble_v2"),
+    "gz_evo_v1_clumps": ("gz_decals_dr12", "gz_decals_dr5", "gz_decals_dr8", "gz2", "gz_candels_clumps",
+                         "gz_hubble_clumps", "gz_cosmic_dawn"),  # zoobot-tf's GZ Evo v1 before issue 22
+}
+
+
 def _builtin_schemas() -> dict[str, Schema]:
-    dr5 = _from_table("gz_decals_dr5", _DECALS_DR5)
-    dr12 = _from_table("gz_decals_dr12", _DECALS_DR12)
-    gz2 = _from_table("gz2", _GZ2)
-    hubble = _from_table("gz_hubble", _HUBBLE)
-    candels = _from_table("gz_candels", _CANDELS)
-    cosmic_dawn = _from_table("gz_cosmic_dawn", _COSMIC_DAWN)
-    schemas = {
-        "gz_decals_dr5": dr5,
-        "gz_decals_dr8": _from_table("gz_decals_dr8", _DECALS_DR5),  # same tree as DR5
-        "gz_desi": _from_table("gz_desi", _DECALS_DR5),  # same tree as DR8
-        "gz_decals_dr12": dr12,  # GZ DECaLS DR1/2
-        "gz2": gz2,
-        "gz2_willett": _from_table("gz2_willett", _GZ2_WILLETT),
-        "gz_hubble": hubble,
-        "gz_candels": candels,
-        "gz_cosmic_dawn": cosmic_dawn,
-        "gz_jwst": _from_table("gz_jwst", _COSMIC_DAWN),
-        "gz_rings": _from_table("gz_rings", _RINGS),
-        "gz1": _from_table("gz1", _GZ1),
-    }
-    # campaign-specific ("ortho") variants, and the combined multi-campaign heads Zoobot trains on
-    suffixes = {"gz_decals_dr5": "-dr5", "gz_decals_dr8": "-dr8", "gz_decals_dr12": "-dr12", "gz2": "-gz2",
-                "gz_hubble": "-hubble", "gz_candels": "-candels", "gz_cosmic_dawn": "-cd", "gz_jwst": "-jwst"}
-    for name, suffix in suffixes.items():
-        schemas[f"{name}_ortho"] = schemas[name].with_suffix(suffix, name=f"{name}_ortho")
-    schemas["gz_decals_all_ortho"] = Schema.combine(
-        "gz_decals_all_ortho", [schemas[f"gz_decals_{d}_ortho"] for d in ("dr12", "dr5", "dr8")])
-    schemas["gz_evo_v1"] = Schema.combine(
-        "gz_evo_v1",
-        [schemas[f"{n}_ortho"] for n in
-         ("gz_decals_dr12", "gz_decals_dr5", "gz_decals_dr8", "gz2", "gz_candels", "gz_hubble", "gz_cosmic_dawn")],
-    )
+    schemas = {}
+    for name, (table, suffix) in _TREES.items():
+        schemas[name] = _from_table(name, table)
+        if suffix:
+            schemas[f"{name}_ortho"] = schemas[name].with_suffix(suffix, name=f"{name}_ortho")
+    for name, parts in _COMBINED.items():
+        schemas[name] = Schema.combine(name, [schemas[f"{p}_ortho"] for p in parts])
     return schemas
 
 
 BUILTIN_SCHEMAS: dict[str, Schema] = _builtin_schemas()
 
-# Aliases users reach for.
+# Zoobot's variable names (galaxy_datasets.shared.label_metadata, without the _pairs suffix) -> zoobot-tf's
+ZOOBOT_NAMES = {
+    "candels": "gz_candels", "candels_ortho": "gz_candels_ortho", "cosmic_dawn": "gz_cosmic_dawn",
+    "cosmic_dawn_ortho": "gz_cosmic_dawn_ortho", "decals_all_campaigns_ortho": "gz_decals_all_ortho",
+    "decals_dr12_ortho": "gz_decals_dr12_ortho", "decals_dr5_ortho": "gz_decals_dr5_ortho",
+    "decals_dr8_ortho": "gz_decals_dr8_ortho", "desi": "gz_desi", "euclid": "gz_euclid",
+    "euclid_ortho": "gz_euclid_ortho", "gz2_ortho": "gz2_ortho", "gz_evo_v1": "gz_evo_v1",
+    "gz_evo_v1_public": "gz_evo_v1_public", "gz_evo_v2": "gz_evo_v2", "gz_evo_v2_public": "gz_evo_v2_public",
+    "hubble": "gz_hubble", "hubble_ortho": "gz_hubble_ortho", "hubble_v2": "gz_hubble_v2",
+    "hubble_v2_ortho": "gz_hubble_v2_ortho", "jwst_cosmos_ortho": "gz_jwst_cosmos_ortho",
+    "jwst_ortho": "gz_jwst_ortho", "rings": "gz_rings", "ukidss_ortho": "gz_ukidss_ortho",
+}
+
+# Aliases users reach for (and Zoobot's names, with or without _pairs).
 _ALIASES = {"decals": "gz_decals_dr5", "gz_decals": "gz_decals_dr5", "dr5": "gz_decals_dr5",
-            "dr8": "gz_decals_dr8", "dr12": "gz_decals_dr12", "rings": "gz_rings", "hubble": "gz_hubble",
-            "candels": "gz_candels", "cosmic_dawn": "gz_cosmic_dawn", "hsc": "gz_cosmic_dawn",
-            "jwst": "gz_jwst", "desi": "gz_desi"}
+            "dr8": "gz_decals_dr8", "dr12": "gz_decals_dr12", "hsc": "gz_cosmic_dawn", "jwst": "gz_jwst",
+            "gz_decals_all_campaigns_ortho": "gz_decals_all_ortho",
+            **ZOOBOT_NAMES, **{f"{k}_pairs": v for k, v in ZOOBOT_NAMES.items()}}
 
 
 def list_schemas() -> list[str]:
