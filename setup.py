@@ -46,7 +46,7 @@ EXTRAS = {
     "search": ["faiss-cpu>=1.9"],
     "docs": ["mkdocs-material>=9.5", "mkdocstrings-python>=1.10", "mkdocs-jupyter>=0.25", "jupytext>=1.16",
              "nbclient>=0.10", "ipykernel>=6"],
-    "dev": ["pytest>=8", "pytest-xdist>=3", "astropy>=6", "dill>=0.3", "huggingface_hub>=0.25", "build>=1"],
+    "dev": ["pytest>=8", "pytest-xdist>=3", "astropy>=6", "dill>=0.3", "huggingface_hub>=0.25", "build>=1", "psutil>=5.9"],
 }
 
 setup(

@@ -1,5 +1,6 @@
 """Catalog validation, TFRecord shards, decoding and the padded, weighted batches."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,13 +103,19 @@ def test_corrupted_shard_is_detected(tmp_path):
     df = vote_catalog(tmp_path / "img", n=12)
     tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), progress=False, split_col=None,
                            splits={"train": 1.0})
-    shard = tfrecords.shard_files(tmp_path / "shards", "train")[0]
-    with open(shard, "ab") as f:
-        f.write(b"x")
-    with pytest.raises(tfrecords.ShardError, match="sha256"):
-        tfrecords.shard_files(tmp_path / "shards", "train", verify=True)
     with pytest.raises(tfrecords.ShardError, match="workers"):
         tfrecords.shard_dataset(tmp_path / "shards", "train", 4, 32, num_workers=5)
+    shard = Path(tfrecords.shard_files(tmp_path / "shards", "train")[0])
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # same size: only the sha256 notices
+    shard.write_bytes(bytes(raw))
+    tfrecords.shard_files(tmp_path / "shards", "train")  # the cheap check (sizes) passes
+    with pytest.raises(tfrecords.ShardError, match="does not match its sha256"):
+        tfrecords.shard_files(tmp_path / "shards", "train", verify=True)
+    with open(shard, "ab") as f:  # a changed size is caught without reading the shard
+        f.write(b"x")
+    with pytest.raises(tfrecords.ShardError, match="the manifest recorded"):
+        tfrecords.shard_files(tmp_path / "shards", "train")
 
 
 def test_resize_at_shard_time(tmp_path):

@@ -132,7 +132,8 @@ def cmd_make_shards(config: zconfig.ShardConfig) -> int:
     task = None if config.task == "none" else make_task_for_catalog(config.task, catalog, labels, schema=config.schema)
     manifest = tfrecords.write_shards(catalog, config.output_dir, task=task, label_cols=labels,
                                       galaxies_per_shard=config.galaxies_per_shard, stored_size=config.stored_size,
-                                      overwrite=config.overwrite, progress=config.progress)
+                                      overwrite=config.overwrite, progress=config.progress,
+                                      remake=config.command_line(overwrite=True))
     for split, entry in manifest["splits"].items():
         print(f"{split}: {entry['n_galaxies']} galaxies in {len(entry['shards'])} shard(s)")
     if manifest["skipped_ids"]:
@@ -242,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, TimeoutError, PermissionError)
+def _user_errors() -> tuple:
+    from zoobot_tf.locks import FolderInUseError
+
+    return (ConfigError, FileNotFoundError, FileExistsError, KeyError, ValueError, TimeoutError, PermissionError,
+            FolderInUseError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = args.config_cls.from_namespace(args)
         return args.func(config) or 0
-    except USER_ERRORS as e:
+    except _user_errors() as e:
         if args.verbose:
             raise
         message = str(e).strip() if not isinstance(e, KeyError) else str(e.args[0])

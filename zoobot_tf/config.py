@@ -181,6 +181,21 @@ class JobConfig:
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
+    def command_line(self, **changes) -> str:
+        """The ``zoobot-tf`` command that makes this config (options left at their defaults omitted)."""
+        import shlex
+
+        config = self.replace(**changes) if changes else self
+        parts = ["zoobot-tf", self.command]
+        for f in dataclasses.fields(config):
+            value = getattr(config, f.name)
+            if f.default is not dataclasses.MISSING and value == f.default:
+                continue
+            text = json.dumps(value) if isinstance(value, dict) else str(value).lower() if isinstance(value, bool) \
+                else str(value)
+            parts += [f"--{f.name}", text]
+        return " ".join(shlex.quote(p) for p in parts)
+
     # ------------------------------------------------------------------ flags
     @classmethod
     def add_arguments(cls, parser, skip: tuple[str, ...] = ()) -> None:
@@ -400,6 +415,8 @@ class InferenceConfig(RuntimeConfig):
     output: str = option(None, "output table")
     split: str | None = option(None, "only this split of a shard folder or catalog", choices=("train", "val", "test"))
     batch_size: int = option(64, "images per batch", min=1, max=65536)
+    chunk: int = option(4096, "galaxies per part written as the job goes (a rerun after a kill continues from "
+                        "the parts; a kill loses at most one part)", min=1, max=10_000_000)
 
     def check(self) -> None:
         super().check()
@@ -422,11 +439,15 @@ class PredictConfig(InferenceConfig):
     n_samples: int = option(5, "MC-dropout samples of the head per galaxy", min=1, max=1000)
     tta: bool = option(False, "test-time augmentation (rotation/flip/crop) on each sample")
     interval: float = option(0.9, "credible interval of the vote fractions", above=0.0, below=1.0)
+    zoobot_output: str | None = option(None, "also write Zoobot's predict_on_catalog layout here (.csv: "
+                                       "<label>_pred JSON lists of samples; .hdf5: predictions, id_str, label_cols)")
 
     def check(self) -> None:
         super().check()
         if Path(self.output).suffix.lower() not in (".csv", ".parquet", ".pq"):
             raise ConfigError(f"--output must end in .csv or .parquet; received {self.output!r}")
+        if self.zoobot_output and Path(self.zoobot_output).suffix.lower() not in (".csv", ".hdf5", ".h5"):
+            raise ConfigError(f"--zoobot_output must end in .csv or .hdf5; received {self.zoobot_output!r}")
 
 
 @dataclasses.dataclass

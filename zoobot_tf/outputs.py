@@ -86,18 +86,23 @@ class Parts:
     """
 
     def __init__(self, output: str | Path, settings: Mapping, chunk: int = 4096):
+        from zoobot_tf.locks import RunLock
+
         self.output = Path(output)
         self.dir = self.output.with_name(self.output.name + ".parts")
+        # one job per output: a second command writing the same output is refused while this one runs
+        self.lock = RunLock(self.dir, f"a job writing {self.output.name}").acquire()
         self.settings = json.loads(json.dumps(dict(settings), default=str))
         self.chunk = int(chunk)
         self._tables: list[pd.DataFrame] = []
         self._arrays: dict[str, list[np.ndarray]] = {}
         self._buffered = 0
         meta = self.dir / "settings.json"
-        if self.dir.exists() and meta.exists():
+        if meta.exists():
             saved = json.loads(meta.read_text())
             if saved != self.settings:
                 diff = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
+                self.lock.release()
                 raise PartsMismatchError(
                     f"{self.dir} holds the parts of an interrupted run with other settings ({diff}); rerun that "
                     f"command to finish it, or delete {self.dir} to start again.")
@@ -185,5 +190,46 @@ class Parts:
             os.replace(tmp, path)
         return n
 
+    def close(self) -> None:
+        """Release the folder for other jobs (the parts stay, for a rerun to continue from)."""
+        self.lock.release()
+
     def cleanup(self) -> None:
+        """Remove the parts once merged into the output."""
+        self.lock.release()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def write_zoobot_predictions(path: str | Path, parts: "Parts", label_cols: list[str]) -> None:
+    """Zoobot's ``predict_on_catalog`` layout, so scripts written for Zoobot keep working.
+
+    ``.hdf5``: datasets ``predictions`` (galaxy, output, sample), ``id_str`` and ``label_cols`` (utf-8
+    strings), as ``zoobot.shared.save_predictions.predictions_to_hdf5``. ``.csv``: ``id_str`` and one
+    ``<label>_pred`` column per output holding the samples as a JSON list (``"[12.1, 11.8]"``), as
+    ``predictions_to_csv``; read back with ``df[col].apply(json.loads)``.
+    """
+    import h5py
+
+    path = Path(path)
+    tmp = _atomic(path)
+    if path.suffix.lower() in (".hdf5", ".h5"):
+        samples = [s for s in parts.arrays("samples")]
+        ids = [t[ID_COL].astype(str).tolist() for t in parts.tables()]
+        data = np.concatenate(samples) if samples else np.zeros((0, len(label_cols), 0), np.float32)
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("predictions", data=data)
+            f.create_dataset(ID_COL, data=[i for chunk in ids for i in chunk], dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("label_cols", data=list(label_cols), dtype=h5py.string_dtype("utf-8"))
+    elif path.suffix.lower() == ".csv":
+        first = True
+        for table, samples in zip(parts.tables(), parts.arrays("samples")):
+            rows = {ID_COL: table[ID_COL].astype(str).tolist()}
+            for j, col in enumerate(label_cols):
+                rows[f"{col}_pred"] = [json.dumps([float(v) for v in s]) for s in samples[:, j, :]]
+            pd.DataFrame(rows).to_csv(tmp, mode="w" if first else "a", header=first, index=False)
+            first = False
+        if first:
+            pd.DataFrame({ID_COL: []}).to_csv(tmp, index=False)
+    else:
+        raise ValueError(f"Zoobot's prediction layout is .csv or .hdf5. Received: {path.name}")
+    os.replace(tmp, path)

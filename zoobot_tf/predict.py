@@ -30,7 +30,7 @@ from zoobot_tf.data.pipeline import decoded_batches
 from zoobot_tf.data.sources import open_source
 from zoobot_tf.models.resolve import load_model
 from zoobot_tf.models.zoobot import Zoobot
-from zoobot_tf.outputs import Parts
+from zoobot_tf.outputs import Parts, write_zoobot_predictions
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def _write_hdf5(path: Path, model: Zoobot, parts: Parts, n_samples: int) -> None
 
 def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = False, batch_size: int = 64,
             hdf5: str | Path | None = None, interval: float = 0.9, split: str | None = None,
-            progress: bool = True, precision: str | None = None, seed: int = 0, chunk: int = CHUNK) -> pd.DataFrame:
+            progress: bool = True, precision: str | None = None, seed: int = 0, chunk: int = CHUNK,
+            zoobot_output: str | Path | None = None) -> pd.DataFrame:
     """Predict for every galaxy of ``source`` and write ``output`` (``.csv`` or ``.parquet``).
 
     Args:
@@ -97,6 +98,8 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
         precision: run the model under this dtype policy (``mixed_bfloat16``: faster on CPUs with AMX,
             outputs within ~1% of float32); default: the model's own.
         chunk: galaxies per part (what a kill can lose; see the module docstring).
+        zoobot_output: also write Zoobot's ``predict_on_catalog`` layout here (``.csv`` or ``.hdf5``; see
+            :func:`zoobot_tf.outputs.write_zoobot_predictions`).
     Returns:
         the ``skipped`` galaxies (id_str, file_loc), empty when every image was read.
     """
@@ -113,29 +116,34 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
     output.parent.mkdir(parents=True, exist_ok=True)
     parts = Parts(output, {"job": "predict", "model": _identity(model), "source": str(data), "split": split,
                            "n_samples": n_samples, "tta": tta, "interval": interval, "precision": precision,
-                           "hdf5": str(hdf5) if hdf5 else None}, chunk)
-    expected_all, _ = data.images(split)
-    _require_unique(expected_all)
-    expected, ds = data.images(split, exclude=parts.done_ids)
-    if parts.resumed:
-        log.info("Resuming: %d galaxies done in %s, %d to go", len(parts.done_ids), parts.dir, len(expected))
-    run = sample_fn(model, n_samples, tta)
-    bar = tqdm(total=len(expected_all), initial=len(parts.done_ids), desc=f"predicting -> {output.name}",
-               unit="galaxy", disable=not progress)
+                           "samples": bool(hdf5 or zoobot_output)}, chunk)
     try:
-        for images, ids in decoded_batches(ds, batch_size, model.load_size):
-            samples, _ = run(images)
-            samples = samples.numpy()
-            ids = [i.decode() for i in ids.numpy()]
-            parts.add(model.task.table(ids, samples, interval), {"samples": samples} if hdf5 else None)
-            bar.update(len(ids))
+        with data.reading():  # a corrupt shard or data file is named, with how to remake it
+            expected, ds = data.images(split, exclude=parts.done_ids)  # read once; done galaxies left out
+            _require_unique(expected)
+            if parts.resumed:
+                log.info("Resuming: %d galaxies done in %s, %d to go", len(parts.done_ids), parts.dir, len(expected))
+            run = sample_fn(model, n_samples, tta)
+            keep_samples = bool(hdf5 or zoobot_output)
+            with tqdm(total=len(expected) + len(parts.done_ids), initial=len(parts.done_ids),
+                      desc=f"predicting -> {output.name}",
+                      unit="galaxy", disable=not progress) as bar:
+                for images, ids in decoded_batches(ds, batch_size, model.load_size):
+                    samples, _ = run(images)
+                    samples = samples.numpy()
+                    ids = [i.decode() for i in ids.numpy()]
+                    parts.add(model.task.table(ids, samples, interval),
+                              {"samples": samples} if keep_samples else None)
+                    bar.update(len(ids))
         parts.flush()
+        n = parts.write_streamed(output)
+        if hdf5:
+            _write_hdf5(Path(hdf5), model, parts, n_samples)
+        if zoobot_output:
+            write_zoobot_predictions(zoobot_output, parts, model.task.output_labels)
+        skipped = _skipped(expected, parts.done_ids, output)
     finally:
-        bar.close()
-    n = parts.write_streamed(output)
-    if hdf5:
-        _write_hdf5(Path(hdf5), model, parts, n_samples)
-    skipped = _skipped(expected_all, parts.done_ids, output)
+        parts.close()
     parts.cleanup()
     if n == 0:
         raise RuntimeError(f"No image could be read from {source}; nothing was predicted.")
@@ -158,7 +166,7 @@ def _require_unique(expected: pd.DataFrame) -> None:
 
 
 def _skipped(expected: pd.DataFrame, done: set[str], output: Path) -> pd.DataFrame:
-    """List (and write to ``<output>.skipped.csv``) the expected galaxies that produced no row."""
+    """List (and write to ``<output>.skipped.csv``) the galaxies expected in this run that produced no row."""
     skipped = expected[~expected[ID_COL].astype(str).isin(done)].reset_index(drop=True)
     path = output.with_name(output.name + ".skipped.csv")
     if len(skipped):
@@ -175,4 +183,4 @@ def predict_job(config) -> pd.DataFrame:
     return predict(config.model, config.input, config.output, n_samples=config.n_samples, tta=config.tta,
                    batch_size=config.batch_size, hdf5=config.hdf5, interval=config.interval, split=config.split,
                    progress=config.progress, precision=None if config.precision == "float32" else config.precision,
-                   seed=config.seed)
+                   seed=config.seed, zoobot_output=config.zoobot_output, chunk=config.chunk)

@@ -79,7 +79,6 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         parts = Parts(output, {"job": "embed", "model": _identity(model), "source": str(data), "split": split,
                                "precision": precision}, chunk)
-    expected, ds = data.images(split, exclude=parts.done_ids if parts else None)
     embedder = model.embedding_model()
 
     @tf.function(reduce_retracing=True)
@@ -87,19 +86,25 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
         return embedder(images, training=False)
 
     tables = []
-    bar = tqdm(total=len(expected) + (len(parts.done_ids) if parts else 0),
-               initial=len(parts.done_ids) if parts else 0, desc="embedding", unit="galaxy", disable=not progress)
-    for images, batch_ids in decoded_batches(ds, batch_size, model.load_size):
-        x = run(images).numpy().astype(np.float32)
-        part = pd.concat([pd.DataFrame({ID_COL: [i.decode() for i in batch_ids.numpy()]}),
-                          pd.DataFrame(x, columns=[f"feat_{i}" for i in range(x.shape[1])])], axis=1)
+    done = len(parts.done_ids) if parts else 0
+    try:
+        with data.reading():  # a corrupt shard or data file is named, with how to remake it
+            expected, ds = data.images(split, exclude=parts.done_ids if parts else None)
+            with tqdm(total=len(expected) + done, initial=done, desc="embedding", unit="galaxy",
+                      disable=not progress) as bar:
+                for images, batch_ids in decoded_batches(ds, batch_size, model.load_size):
+                    x = run(images).numpy().astype(np.float32)
+                    part = pd.concat([pd.DataFrame({ID_COL: [i.decode() for i in batch_ids.numpy()]}),
+                                      pd.DataFrame(x, columns=[f"feat_{i}" for i in range(x.shape[1])])], axis=1)
+                    if parts:
+                        parts.add(part)
+                    else:
+                        tables.append(part)
+                    bar.update(len(part))
+        table = parts.merge_table() if parts else (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
+    finally:
         if parts:
-            parts.add(part)
-        else:
-            tables.append(part)
-        bar.update(len(part))
-    bar.close()
-    table = parts.merge_table() if parts else (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
+            parts.close()
     if table.empty:
         raise RuntimeError(f"No image could be read from {source}.")
     feats = feature_columns(table)
@@ -125,7 +130,7 @@ def embed_job(config) -> pd.DataFrame:
     """``zoobot-tf embed`` from a :class:`~zoobot_tf.config.EmbedConfig`."""
     return embed(config.model, config.input, config.output, batch_size=config.batch_size, pca_components=config.pca,
                  split=config.split, progress=config.progress, anomaly_k=config.anomaly_k,
-                 precision=None if config.precision == "float32" else config.precision)
+                 precision=None if config.precision == "float32" else config.precision, chunk=config.chunk)
 
 
 class EmbeddingIndex:

@@ -16,6 +16,7 @@ Run the same command again after an interruption and training continues where it
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,6 +36,7 @@ from zoobot_tf import distribute, evaluate
 from zoobot_tf.config import TrainConfig
 from zoobot_tf.data import tfrecords
 from zoobot_tf.data.sources import CatalogSource, DataSource, ShardSource, TFDSSource
+from zoobot_tf.locks import RunLock
 from zoobot_tf.models.zoobot import Zoobot
 from zoobot_tf.tasks import VoteTask
 
@@ -61,38 +63,60 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
     config = (config or TrainConfig()).replace(**overrides)
     start = time.time()
     task = VoteTask(config.schema)  # the schema, resolved once for the whole run
+    given = given_source(config, task)  # opened and checked before anything is written
     strategy = distribute.get_strategy(config.strategy, cpu_replicas=config.cpu_replicas)
     paths = RunPaths(Path(config.output_dir), distribute.is_chief(strategy))
-    paths.start(config)
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    with paths.lock:  # a second job into this folder is refused while this one runs
+        paths.start(config)
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
 
-    source = training_source(config, task, chief=paths.chief, run_dir=paths.out)
-    with strategy.scope():
-        model = build_model(config, task)
-    prior = task.prior(source.labels("train"))  # the no-image baseline
-    if not paths.backup.exists():  # a fresh run starts from the baseline; a resumed one from its backup
-        model.init_head_prior(prior)
+        source = given or training_source(config, task, chief=paths.chief, run_dir=paths.out)
+        with strategy.scope():
+            model = build_model(config, task)
+        with source.reading():
+            prior = task.prior(source.labels("train"))  # the no-image baseline
+        if not paths.backup.exists():  # a fresh run starts from the baseline; a resumed one from its backup
+            model.init_head_prior(prior)
 
-    global_batch = config.batch_size * strategy.num_replicas_in_sync
-    fit(model, source, config, paths, strategy)
-    metrics = evaluate_model(model, source, prior, global_batch)
-    seconds = time.time() - start
-    paths.finish(config, model, metrics, seconds, n_train=source.sizes["train"], strategy=strategy)
+        global_batch = config.batch_size * strategy.num_replicas_in_sync
+        fit(model, source, config, paths, strategy)
+        metrics = evaluate_model(model, source, prior, global_batch)
+        seconds = time.time() - start
+        paths.finish(config, model, metrics, seconds, n_train=source.sizes["train"], strategy=strategy)
     return TrainResult(paths.out, model, metrics, zcallbacks.read_history(paths.history), seconds,
                        int(source.sizes["train"]))
+
+
+def given_source(config: TrainConfig, task: VoteTask) -> DataSource | None:
+    """The data a config names (shards or a TFDS set), opened and checked against the task; None when the run
+    makes its own shards (from a catalog, which is checked here, or synthetic galaxies)."""
+    if config.catalog:
+        CatalogSource(config.catalog, task, split_col=None)  # one error naming every problem, up front
+        return None
+    if not (config.tfds or config.shards):
+        return None
+    if config.tfds:
+        source = TFDSSource(config.tfds, config.tfds_data_dir)
+    else:
+        source = ShardSource(config.shards, config.train_fraction, config.seed)
+    _check_source(source, task)
+    return source
+
+
+def _check_source(source: DataSource, task: VoteTask) -> None:
+    if source.task != task:
+        raise ValueError(f"{source} holds labels for {source.task!r}, not for {task!r}; pass the matching --schema.")
+    source.require_splits()
 
 
 def training_source(config: TrainConfig, task: VoteTask, chief: bool = True, run_dir: Path | None = None,
                     wait_seconds: float = 600) -> DataSource:
     """The run's data: given shards, a TFDS data set, or shards made once (by the chief) from the catalog
     or from synthetic galaxies in ``<run_dir>/shards``."""
-    if config.tfds:
-        source = TFDSSource(config.tfds, config.tfds_data_dir)
-    elif config.shards:
-        source = ShardSource(config.shards, config.train_fraction, config.seed)
-    else:
+    source = given_source(config, task)
+    if source is None:
         shard_dir = Path(run_dir or config.output_dir) / "shards"
         if not (shard_dir / tfrecords.MANIFEST).exists():
             if chief:
@@ -104,9 +128,7 @@ def training_source(config: TrainConfig, task: VoteTask, chief: bool = True, run
                         raise TimeoutError(f"Timed out waiting for the chief to write {shard_dir}")
                     time.sleep(1)
         source = ShardSource(shard_dir, config.train_fraction, config.seed)
-    if source.task != task:
-        raise ValueError(f"{source} holds labels for {source.task!r}, not for {task!r}; pass the matching --schema.")
-    source.require_splits()
+        _check_source(source, task)
     return source
 
 
@@ -123,7 +145,7 @@ def _make_shards(config: TrainConfig, task: VoteTask, shard_dir: Path) -> None:
                                          progress=config.progress)
         stored_size = None  # rendered at that size already: keep the JPEG bytes as they are
     tfrecords.write_shards(catalog, shard_dir, task=task, stored_size=stored_size, progress=config.progress,
-                           overwrite=True)
+                           overwrite=True, remake=f"rm -r {shard_dir} && {config.command_line()}")
 
 
 def build_model(config: TrainConfig, task: VoteTask) -> Zoobot:
@@ -163,7 +185,8 @@ def fit(model: Zoobot, source: DataSource, config: TrainConfig, paths: "RunPaths
                                   repeat=repeat and (split == "train" or workers > 1), num_workers=workers,
                                   seed=config.seed, deterministic=config.deterministic or None)
             for split in ("train", "val")}
-    model.fit(data["train"], validation_data=data["val"], **kwargs)
+    with source.reading():  # a corrupt shard is named, with the command that remakes it
+        model.fit(data["train"], validation_data=data["val"], **kwargs)
     if paths.best.exists():
         model.load_weights(str(paths.best))
     log.info("final weights fingerprint %s (identical on every worker)", weights_fingerprint(model))
@@ -172,7 +195,8 @@ def fit(model: Zoobot, source: DataSource, config: TrainConfig, paths: "RunPaths
 def evaluate_model(model: Zoobot, source: DataSource, prior: np.ndarray | None, batch_size: int,
                    split: str = "test") -> pd.DataFrame:
     """Test metrics of ``model`` on a split (the task's metrics), with the no-image baseline alongside."""
-    outputs, labels = evaluate.predict_batches(model, source.dataset(split, batch_size, model.load_size))
+    with source.reading():
+        outputs, labels = evaluate.predict_batches(model, source.dataset(split, batch_size, model.load_size))
     return model.task.evaluate(labels, outputs, prior=prior)
 
 
@@ -182,6 +206,8 @@ class RunPaths:
 
     def __init__(self, out: Path, chief: bool):
         self.out, self.chief = out, chief
+        # only the chief locks the folder: the other workers of its cluster write into it by design
+        self.lock = RunLock(out, "a training run") if chief else contextlib.nullcontext()
         self.root = out if chief else out / ".workers" / f"worker{distribute.worker_index()}"
         self.history = self.root / "history.csv"
         self.logs = self.root / "logs"
@@ -263,6 +289,8 @@ def _callbacks(config: TrainConfig, paths: RunPaths, source: DataSource, model: 
         zcallbacks.ResumableEarlyStopping(paths.history, monitor=monitor, mode="min", patience=config.patience),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if isinstance(paths.lock, RunLock):
+        cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: paths.lock.refresh()))
     if paths.chief:
         images, counts = _fixed_batch(source.dataset("val", 8, model.load_size, cache=False))
         if images is not None:

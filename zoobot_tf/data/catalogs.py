@@ -127,10 +127,12 @@ def read_catalog(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Catalog not found: {path}")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
-    else:
-        df = pd.read_csv(path, dtype={ID_COL: str})
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    try:
+        df = pd.read_parquet(path) if parquet else pd.read_csv(path, dtype={ID_COL: str})
+    except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types for a garbled file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CatalogError(f"Cannot read the catalog {path} as {'Parquet' if parquet else 'CSV'}: {first}") from None
     if ID_COL in df.columns:
         df[ID_COL] = df[ID_COL].astype(str)
     return df

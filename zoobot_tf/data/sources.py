@@ -19,6 +19,7 @@ tail of :mod:`zoobot_tf.data.pipeline` (decode, resize to ``load_size``, cache, 
 from __future__ import annotations
 
 import abc
+import contextlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -48,6 +49,10 @@ FINETUNE_FRACTIONS = (0.7, 0.15, 0.15)  # a catalog without a split column, spli
 TFDS_PREFIX = "tfds:"
 
 
+class ReadError(ValueError):
+    """Data that could not be read (a corrupt file the source could not pin down)."""
+
+
 class DataSource(abc.ABC):
     """Labelled (or unlabelled) galaxies in splits. See the module docstring."""
 
@@ -73,6 +78,20 @@ class DataSource(abc.ABC):
         """(expected galaxies with ``id_str`` and ``file_loc``, dataset of (encoded bytes, id_str)) of a split,
         or of every galaxy, leaving out the ids in ``exclude`` (those a resumed job has done already).
         Unreadable images fail only when decoded, so callers can skip and list them."""
+
+    def verify(self, deep: bool = True) -> None:
+        """Check the source's files (raise an error naming a missing or corrupt one); a no-op by default."""
+
+    @contextlib.contextmanager
+    def reading(self):
+        """Turn a low-level read failure (a truncated or corrupt file) into an error that names the file and
+        says how to remake it: the source verifies itself in depth when TensorFlow reports lost data."""
+        try:
+            yield
+        except tf.errors.DataLossError as e:
+            self.verify(deep=True)
+            raise ReadError(f"Reading {self} failed: {e.message.splitlines()[0]}. Its files may be corrupt; "
+                            f"remake them.") from None
 
     # ------------------------------------------------------------------ shared checks
     def require_task(self, job: str) -> Task:
@@ -106,6 +125,7 @@ class ShardSource(DataSource):
             raise ValueError(f"train_fraction must be in (0, 1]. Received: train_fraction={train_fraction}")
         self.shard_dir = Path(shard_dir)
         self.manifest = tfrecords.read_manifest(self.shard_dir)
+        self.verify(deep=False)  # every shard present, with the size the manifest recorded
         self.task = tfrecords.manifest_task(self.manifest)
         self.train_fraction, self.fraction_seed = float(train_fraction), int(fraction_seed)
         self._sizes = {s: e["n_galaxies"] for s, e in self.manifest["splits"].items()}
@@ -116,6 +136,9 @@ class ShardSource(DataSource):
 
     def __repr__(self) -> str:
         return f"ShardSource({str(self.shard_dir)!r})"
+
+    def verify(self, deep: bool = True) -> None:
+        tfrecords.verify_shards(self.shard_dir, deep=deep)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -257,6 +280,22 @@ class TFDSSource(DataSource):
 
     def __repr__(self) -> str:
         return f"TFDSSource({self.name!r})"
+
+    def verify(self, deep: bool = True) -> None:
+        """TFDS keeps no checksums of its prepared files: check they exist and read the records through."""
+        data_dir = Path(self.builder.data_dir)
+        hint = (f"Rebuild it: zoobot-tf tfds-build {self.name} --data_dir {data_dir.parents[1]} "
+                f"(with --manual_dir where it needs one)")
+        files = sorted(data_dir.glob("*.tfrecord*"))
+        if not files:
+            raise ReadError(f"No TFRecord files in {data_dir}. {hint}")
+        if deep:
+            for f in files:
+                try:
+                    for _ in tf.data.TFRecordDataset(str(f)):
+                        pass
+                except tf.errors.DataLossError:
+                    raise ReadError(f"{f} is corrupt (TFDS data set {self.name!r}). {hint}") from None
 
     @property
     def sizes(self) -> dict[str, int]:

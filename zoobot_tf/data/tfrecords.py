@@ -102,6 +102,7 @@ def write_shards(
     jpeg_quality: int = 95,
     overwrite: bool = False,
     progress: bool = True,
+    remake: str | None = None,
 ) -> dict:
     """Write a catalog as TFRecord shards with a manifest; return the manifest.
 
@@ -118,6 +119,8 @@ def write_shards(
             galaxies, so multi-worker training can shard by file).
         stored_size: re-encode images as JPEG at this size (square) to save disk and decode time.
         overwrite: replace an existing shard folder.
+        remake: the command that remakes these shards, stored in the manifest and named when a shard is found
+            missing or corrupt.
     """
     from tqdm.auto import tqdm
 
@@ -190,7 +193,8 @@ def write_shards(
         os.replace(tmp, final)
         entry = manifest_splits.setdefault(split, {"n_galaxies": 0, "shards": []})
         entry["n_galaxies"] += counts[(split, s)]
-        entry["shards"].append({"file": final.name, "n_galaxies": counts[(split, s)], "sha256": _sha256(final)})
+        entry["shards"].append({"file": final.name, "n_galaxies": counts[(split, s)], "sha256": _sha256(final),
+                                "bytes": final.stat().st_size})
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -200,6 +204,7 @@ def write_shards(
         "image": {"stored_size": stored_size, "encoding": "jpeg" if stored_size else "as-is"},
         "splits": manifest_splits,
         "skipped_ids": skipped,
+        "remake": remake,
     }
     tmp_manifest = output_dir / (MANIFEST + ".partial")
     tmp_manifest.write_text(json.dumps(manifest, indent=2))
@@ -218,8 +223,18 @@ def read_manifest(shard_dir: str | Path) -> dict:
     return manifest
 
 
+def remake_hint(manifest: dict, shard_dir) -> str:
+    command = manifest.get("remake")
+    if command:
+        return f"Remake the shards with: {command}"
+    return (f"Remake them with `zoobot-tf make-shards --catalog <your catalog> --output_dir {shard_dir} "
+            f"--overwrite true` (or, for shards a training run made, delete {shard_dir} and rerun it).")
+
+
 def shard_files(shard_dir: str | Path, split: str, verify: bool = False) -> list[str]:
-    """The shard files of a split, checked to exist (and, with ``verify``, against their sha256)."""
+    """The shard files of a split, checked to exist with the size the manifest records (cheap), and with
+    ``verify`` against their sha256 (reads every byte). A missing or corrupt shard raises ShardError naming
+    it and the command that remakes the shards."""
     manifest = read_manifest(shard_dir)
     if split not in manifest["splits"]:
         raise ShardError(f"Split {split!r} not in {shard_dir}; available: {sorted(manifest['splits'])}")
@@ -227,11 +242,22 @@ def shard_files(shard_dir: str | Path, split: str, verify: bool = False) -> list
     for entry in manifest["splits"][split]["shards"]:
         path = Path(shard_dir) / entry["file"]
         if not path.exists():
-            raise ShardError(f"Shard listed in the manifest is missing: {path}")
+            raise ShardError(f"Shard {path} is listed in the manifest but missing. {remake_hint(manifest, shard_dir)}")
+        size = entry.get("bytes")
+        if size is not None and path.stat().st_size != size:
+            raise ShardError(f"Shard {path} has {path.stat().st_size} bytes; the manifest recorded {size} (truncated "
+                             f"or replaced). {remake_hint(manifest, shard_dir)}")
         if verify and _sha256(path) != entry["sha256"]:
-            raise ShardError(f"Shard {path} does not match its sha256 in the manifest (corrupt or replaced).")
+            raise ShardError(f"Shard {path} does not match its sha256 in the manifest (corrupt or replaced). "
+                             f"{remake_hint(manifest, shard_dir)}")
         files.append(str(path))
     return files
+
+
+def verify_shards(shard_dir: str | Path, deep: bool = True) -> None:
+    """Check every shard of every split (see :func:`shard_files`); raises ShardError on the first bad one."""
+    for split in read_manifest(shard_dir)["splits"]:
+        shard_files(shard_dir, split, verify=deep)
 
 
 def manifest_task(manifest: dict) -> Task | None:
