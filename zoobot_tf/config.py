@@ -383,6 +383,12 @@ class FinetuneConfig(RuntimeConfig):
                                          "the pretrained model's)", above=0.0, max=1.0)
     flip: bool = option(True, "flip augmentation (false for tasks that label winding direction)")
     balance_classes: bool = option(True, "weight classes by inverse frequency (classification)")
+    label_smoothing: float = option(0.0, "label smoothing of the classification loss (as Zoobot's)", min=0.0,
+                                    below=1.0)
+    train_batchnorm: bool | None = option(None, "update BatchNorm statistics in the trained stages (default: only "
+                                          "for a randomly initialised encoder)")
+    cosine_schedule: bool | None = option(None, "cosine learning-rate decay (Zoobot's cosine_schedule)")
+    warmup_epochs: int | None = option(None, "epochs of linear learning-rate warmup", min=0, max=10_000)
     split_col: str = option("split", "catalog column with train/val/test (else a 70/15/15 split by id)")
     export: bool = option(False, "also export the finetuned model for TF Serving into <output_dir>/export")
 

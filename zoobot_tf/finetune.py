@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 # Zoobot v2's finetuning defaults (FinetuneableZoobotAbstract): used where neither the caller nor the
 # pretrained model's card says otherwise.
 ZOOBOT_DEFAULTS = dict(n_blocks=0, learning_rate=1e-4, lr_decay=0.75, weight_decay=0.05, dropout_rate=0.5,
-                       batch_size=32, epochs=30, patience=10)
+                       batch_size=32, epochs=30, patience=10, cosine_schedule=False, warmup_epochs=0,
+                       max_cosine_epochs=100, min_lr_factor=0.01)
 
 __all__ = ["Finetuner", "finetune", "finetune_job", "FinetuneResult", "ZOOBOT_DEFAULTS", "recommended_settings"]
 
@@ -86,18 +87,20 @@ class Finetuner:
                  weight_decay: float | None = None, dropout_rate: float | None = None,
                  train_batchnorm: bool | None = None, image_size: int | None = None, channels: int | None = None,
                  crop_fraction: float | None = None, augment: dict | bool = True, batch_size: int | None = None,
-                 precision: str | None = None):
+                 precision: str | None = None, cosine_schedule: bool | None = None,
+                 warmup_epochs: int | None = None, label_smoothing: float = 0.0):
         random = is_random_init(pretrained)
         source = None if random else load_model(pretrained)
         self.pretrained = source
         self.random_init = random
         self.settings = recommended_settings(source, n_blocks=n_blocks, learning_rate=learning_rate,
                                              lr_decay=lr_decay, weight_decay=weight_decay,
-                                             dropout_rate=dropout_rate, batch_size=batch_size)
+                                             dropout_rate=dropout_rate, batch_size=batch_size,
+                                             cosine_schedule=cosine_schedule, warmup_epochs=warmup_epochs)
         s = self.settings
         self.batch_size = int(s["batch_size"])
         task = make_task(task, schema=schema, class_names=class_names, n_classes=n_classes,
-                         target_names=target_names, n_targets=n_targets)
+                         target_names=target_names, n_targets=n_targets, label_smoothing=label_smoothing or None)
         backbone = pretrained if random else source.backbone
         with dtype_policy(precision):
             self.model = Zoobot(
@@ -145,15 +148,35 @@ class Finetuner:
 
     def callbacks(self, patience: int | None = None, monitor: str | None = None,
                   checkpoint: str | Path | None = None) -> list:
-        """Early stopping (restoring the best weights) on the task's validation loss, and optionally a checkpoint."""
+        """Early stopping (restoring the best weights) on the task's validation loss, the learning-rate
+        schedule when one is set (cosine decay after a linear warmup, as Zoobot's ``cosine_schedule``), and
+        optionally a checkpoint."""
         monitor = monitor or self.task.monitor
         patience = int(patience if patience is not None else recommended_settings(self.pretrained)["patience"])
         cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience,
                                              restore_best_weights=True)]
+        s = self.settings
+        if s["cosine_schedule"] or s["warmup_epochs"]:
+            cbs.append(keras.callbacks.LearningRateScheduler(lambda epoch, lr: learning_rate_at(epoch, s)))
         if checkpoint:
             cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode="min",
                                                        save_best_only=True))
         return cbs
+
+
+def learning_rate_at(epoch: int, settings: dict) -> float:
+    """The head's learning rate in ``epoch`` (0-based): a linear warmup over ``warmup_epochs``, then (with
+    ``cosine_schedule``) a cosine decay to ``learning_rate * min_lr_factor`` at ``max_cosine_epochs``.
+    Stages below the head keep their ``lr_decay`` factors on top."""
+    lr, warmup = float(settings["learning_rate"]), int(settings["warmup_epochs"])
+    if epoch < warmup:
+        return lr * (epoch + 1) / (warmup + 1)
+    if not settings["cosine_schedule"]:
+        return lr
+    span = max(int(settings["max_cosine_epochs"]) - warmup, 1)
+    progress = min((epoch - warmup) / span, 1.0)
+    floor = lr * float(settings["min_lr_factor"])
+    return float(floor + (lr - floor) * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
 @dataclasses.dataclass
@@ -181,9 +204,12 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
         balance_classes: weight classes by inverse frequency (classification).
     """
     keras.utils.set_random_seed(seed)
+    smoothing = finetuner_kwargs.pop("label_smoothing", 0.0)
     source = _source(source, task, label_cols, split_col, finetuner_kwargs)
     source.require_splits()
-    tuner = Finetuner(pretrained, task=source.task, **finetuner_kwargs)
+    # the model's task is the source's, with the loss options (label smoothing) the labels do not carry
+    head = make_task({**source.task.get_config(), "label_smoothing": smoothing}) if smoothing else source.task
+    tuner = Finetuner(pretrained, task=head, **finetuner_kwargs)
     schedule = recommended_settings(tuner.pretrained, epochs=epochs, patience=patience)
     settings = {**tuner.settings, "epochs": schedule["epochs"], "patience": schedule["patience"]}
     class_weight = source.task.balanced_class_weight(source.labels("train")) if balance_classes else None
@@ -237,7 +263,9 @@ def finetune_job(config) -> FinetuneResult:
                           lr_decay=config.lr_decay, weight_decay=config.weight_decay, batch_size=config.batch_size,
                           dropout_rate=config.dropout_rate, image_size=config.image_size,
                           crop_fraction=config.crop_fraction, augment={"flip": config.flip},
-                          precision=None if config.precision == "float32" else config.precision)
+                          precision=None if config.precision == "float32" else config.precision,
+                          train_batchnorm=config.train_batchnorm, cosine_schedule=config.cosine_schedule,
+                          warmup_epochs=config.warmup_epochs, label_smoothing=config.label_smoothing)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.model.save(out / "model.keras")

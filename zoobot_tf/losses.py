@@ -191,3 +191,25 @@ class PaddedMAE(keras.metrics.MeanAbsoluteError):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         return super().update_state(y_true, y_pred, sample_weight=real_rows(sample_weight))
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class SmoothedSparseCrossEntropy(keras.losses.Loss):
+    """Cross-entropy of class indices against probabilities, with label smoothing (as PyTorch's
+    ``cross_entropy(label_smoothing=e)``: the target puts 1 - e on the true class and e / n_classes on every
+    class). Keras' sparse cross-entropy has no smoothing. Float32; one value per galaxy."""
+
+    def __init__(self, n_classes: int, label_smoothing: float = 0.1, name: str = "cross_entropy", **kwargs):
+        kwargs.pop("dtype", None)
+        super().__init__(name=name, dtype="float32", **kwargs)
+        self.n_classes, self.label_smoothing = int(n_classes), float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        target = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), self.n_classes, dtype=tf.float32)
+        target = target * (1.0 - self.label_smoothing) + self.label_smoothing / self.n_classes
+        log_p = tf.math.log(tf.clip_by_value(tf.cast(y_pred, tf.float32), 1e-7, 1.0))
+        return -tf.reduce_sum(target * log_p, axis=-1)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction, "n_classes": self.n_classes,
+                "label_smoothing": self.label_smoothing}

@@ -14,9 +14,11 @@ from typing import Mapping
 from zoobot_tf.tasks.base import TASK_REGISTRY, Task, register_task
 from zoobot_tf.tasks.classification import ClassificationTask, infer_class_names
 from zoobot_tf.tasks.regression import RegressionTask
+from zoobot_tf.tasks.unit_interval import UnitIntervalRegressionTask
 from zoobot_tf.tasks.votes import VoteTask
 
-__all__ = ["Task", "VoteTask", "ClassificationTask", "RegressionTask", "register_task", "make_task",
+__all__ = ["Task", "VoteTask", "ClassificationTask", "RegressionTask", "UnitIntervalRegressionTask", "register_task",
+           "make_task",
            "make_task_for_catalog", "task_names", "infer_class_names"]
 
 

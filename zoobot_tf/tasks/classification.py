@@ -30,7 +30,8 @@ class ClassificationTask(Task):
     tfds_label = "label"
     label_values = "labels"
 
-    def __init__(self, class_names: Sequence[str] | None = None, n_classes: int | None = None):
+    def __init__(self, class_names: Sequence[str] | None = None, n_classes: int | None = None,
+                 label_smoothing: float = 0.0):
         if class_names is not None:
             class_names = [str(c) for c in class_names]
             if n_classes is not None and n_classes != len(class_names):
@@ -42,20 +43,27 @@ class ClassificationTask(Task):
         if not class_names or len(class_names) < 2:
             raise ValueError(f"A classification head needs at least 2 classes. Received: class_names={class_names}, "
                              f"n_classes={n_classes}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing}")
         self.class_names = list(class_names)
+        self.label_smoothing = float(label_smoothing)
 
     @classmethod
-    def for_catalog(cls, catalog, columns=None, class_names=None, **options) -> "ClassificationTask":
+    def for_catalog(cls, catalog, columns=None, class_names=None, label_smoothing: float = 0.0,
+                    **options) -> "ClassificationTask":
         """The classes of the catalog's label column (sorted), unless ``class_names`` are given."""
         if class_names is None:
             if not columns:
                 raise ValueError("A classification task needs the catalog's label column (--label_cols).")
             column = columns if isinstance(columns, str) else list(columns)[0]
             class_names = infer_class_names(catalog[column])
-        return cls(class_names=class_names)
+        return cls(class_names=class_names, label_smoothing=label_smoothing)
 
     def get_config(self) -> dict:
-        return {"name": self.name, "class_names": list(self.class_names)}
+        config = {"name": self.name, "class_names": list(self.class_names)}
+        if self.label_smoothing:
+            config["label_smoothing"] = self.label_smoothing
+        return config
 
     def __repr__(self) -> str:
         return f"ClassificationTask({self.class_names})"
@@ -77,6 +85,10 @@ class ClassificationTask(Task):
     def loss(self):
         import keras
 
+        if self.label_smoothing:
+            from zoobot_tf.losses import SmoothedSparseCrossEntropy
+
+            return SmoothedSparseCrossEntropy(self.n_classes, self.label_smoothing)
         return keras.losses.SparseCategoricalCrossentropy(name="cross_entropy")
 
     def metrics(self) -> list:

@@ -1,0 +1,99 @@
+"""The Task contract, checked for every registered task (a new task gets these checks by registering), and
+the pieces specific to each: label smoothing against the direct formula, the unit interval, schedules."""
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from zoobot_tf.tasks import (ClassificationTask, RegressionTask, UnitIntervalRegressionTask, VoteTask, make_task,
+                             task_names)
+
+EXAMPLES = {
+    "votes": lambda: VoteTask("gz_rings"),
+    "classification": lambda: ClassificationTask(["faint", "bright", "odd"]),
+    "regression": lambda: RegressionTask(["size", "flux"]),
+    "unit_interval_regression": lambda: UnitIntervalRegressionTask(["fraction"]),
+}
+
+
+def _labels(task, n, rng):
+    """(catalog, labels) of n galaxies for ``task``."""
+    cols = {"id_str": [f"g{i}" for i in range(n)], "file_loc": ["x.jpg"] * n}
+    if isinstance(task, VoteTask):
+        counts = rng.integers(0, 9, (n, task.n_outputs))
+        cols.update(dict(zip(task.output_labels, counts.T)))
+        return pd.DataFrame(cols), None
+    if isinstance(task, ClassificationTask):
+        cols["label"] = rng.choice(task.class_names, n)
+        return pd.DataFrame(cols), ["label"]
+    values = rng.uniform(0, 1, (n, task.n_outputs))
+    cols.update(dict(zip(task.target_names, values.T)))
+    return pd.DataFrame(cols), task.target_names
+
+
+def test_every_registered_task_is_exercised_here():
+    assert set(task_names()) == set(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_task_contract(name, tmp_path):
+    rng = np.random.default_rng(0)
+    task = EXAMPLES[name]()
+    assert make_task(task.get_config()) == task and task.name == name  # config round trip
+    catalog, columns = _labels(task, 12, rng)
+    task.validate_catalog(catalog, columns, require_files=False)
+    labels = task.encode(catalog, columns)
+    assert len(labels) == 12 and labels.dtype == np.dtype(task.label_dtype)
+    # labels through a TFRecord example and back
+    example = tf.train.Example(features=tf.train.Features(feature={
+        **task.example_features(labels[3])})).SerializeToString()
+    parsed = task.parse(tf.io.parse_single_example(example, task.feature_spec())).numpy()
+    np.testing.assert_allclose(parsed, labels[3], rtol=1e-6)
+    # the head: a prior, a bias that reproduces it through the output layer, a finite loss
+    prior = task.prior(labels)
+    assert prior.shape == (task.n_outputs,)
+    out = task.output_layer()(tf.constant(task.head_bias(prior)[None], tf.float32)).numpy()[0]
+    np.testing.assert_allclose(out, prior if name != "classification" else prior / prior.sum(), rtol=1e-4,
+                               atol=1e-5)
+    outputs = np.tile(out, (12, 1)).astype("float32")
+    losses = task.loss()(tf.constant(labels), tf.constant(outputs))
+    assert np.isfinite(float(losses))
+    # outputs: the table, the serving outputs, the test metrics
+    table = task.table([f"g{i}" for i in range(12)], outputs[..., None].repeat(3, axis=-1))
+    assert len(table) == 12 and table["id_str"].iloc[0] == "g0"
+    served = task.serving_outputs(tf.constant(outputs))
+    assert sorted(served) == sorted(task.serving_output_names) and task.output_name in served
+    metrics = task.evaluate(labels, outputs, prior=prior)
+    assert metrics.iloc[-1]["question"] == "total"
+    assert task.metadata()["task"] == name
+
+
+def test_label_smoothing_matches_the_direct_formula():
+    task = ClassificationTask(["a", "b", "c"], label_smoothing=0.1)
+    y, p = np.array([0, 2]), np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")
+    got = task.loss().call(y, p).numpy()
+    target = np.full((2, 3), 0.1 / 3) + 0.9 * np.eye(3)[y]  # PyTorch's cross_entropy(label_smoothing=0.1)
+    np.testing.assert_allclose(got, -(target * np.log(p)).sum(1), rtol=1e-6)
+    assert make_task(task.get_config()).label_smoothing == 0.1
+
+
+def test_unit_interval_predictions_stay_in_range_and_targets_are_checked():
+    from zoobot_tf.data.catalogs import CatalogError
+
+    task = UnitIntervalRegressionTask(["fraction"])
+    out = task.output_layer()(tf.constant([[-50.0], [0.0], [50.0]])).numpy()
+    assert (out >= 0).all() and (out <= 1).all() and abs(out[1, 0] - 0.5) < 1e-6
+    bad = pd.DataFrame({"id_str": ["a", "b"], "file_loc": ["x", "y"], "fraction": [0.5, 1.5]})
+    with pytest.raises(CatalogError, match=r"targets in \[0, 1\]"):
+        task.validate_catalog(bad, require_files=False)
+
+
+def test_cosine_schedule_with_warmup():
+    from zoobot_tf.finetune import learning_rate_at
+
+    s = dict(learning_rate=1e-3, warmup_epochs=2, cosine_schedule=True, max_cosine_epochs=12, min_lr_factor=0.01)
+    lrs = [learning_rate_at(e, s) for e in range(14)]
+    np.testing.assert_allclose(lrs[:3], [1e-3 / 3, 2e-3 / 3, 1e-3])  # warmup, then the full rate
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))  # then decaying
+    np.testing.assert_allclose(lrs[12:], 1e-5)  # to the floor, and staying there
+    assert learning_rate_at(5, {**s, "cosine_schedule": False}) == 1e-3
