@@ -59,7 +59,7 @@ def run_one(pretrained, pool, test, n_labels, crop, flip, seed=0) -> dict:
 
     from zoobot_tf.data.sources import encode_labels
     from zoobot_tf.evaluate import predict_batches
-    from zoobot_tf.finetune import Finetuner
+    from zoobot_tf.finetuning import Finetuner
 
     keras.utils.set_random_seed(seed)
     class_names = sorted(pd.unique(pd.concat([pool["label"], test["label"]])))
@@ -70,7 +70,7 @@ def run_one(pretrained, pool, test, n_labels, crop, flip, seed=0) -> dict:
     tuner = Finetuner(pretrained, task="classification", class_names=class_names, n_blocks=-1, learning_rate=1e-3,
                       crop_fraction=crop, augment={"flip": flip}, batch_size=32, **kwargs)
     start = time.time()
-    from zoobot_tf.finetune import balanced_class_weight
+    from zoobot_tf.finetuning import balanced_class_weight
 
     train_y, _ = encode_labels(train["label"], class_names)
     weights = balanced_class_weight(train_y, len(class_names))  # the sets are imbalanced (up to 70% one class)

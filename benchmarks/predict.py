@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv=None):
     from zoobot_tf.export import export_model
-    from zoobot_tf.finetune import load_model
+    from zoobot_tf.finetuning import load_model
     from zoobot_tf.models import Zoobot
-    from zoobot_tf.predict import predict
+    from zoobot_tf.predictions import predict
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "gz2_kaggle_spiral" / "images"))

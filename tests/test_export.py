@@ -14,9 +14,9 @@ from helpers import vote_catalog, write_images
 
 from zoobot_tf import export, serving
 from zoobot_tf.data.images import decode_image_bytes
-from zoobot_tf.finetune import Finetuner
+from zoobot_tf.finetuning import Finetuner
 from zoobot_tf.models import Zoobot
-from zoobot_tf.predict import predict
+from zoobot_tf.predictions import predict
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoobot_tf.finetune import Finetuner, finetune
+from zoobot_tf.finetuning import Finetuner, finetune
 from zoobot_tf.models import Zoobot
 from zoobot_tf.models.resolve import load_model
 from zoobot_tf.tasks import ClassificationTask

@@ -8,7 +8,7 @@ from scipy import stats as sps
 
 from zoobot_tf import stats
 from zoobot_tf.models import Zoobot
-from zoobot_tf.predict import predict
+from zoobot_tf.predictions import predict
 from zoobot_tf.representations import PCA, EmbeddingIndex, embed, read_embeddings
 from zoobot_tf.schemas import get_schema
 from zoobot_tf.tasks import ClassificationTask

@@ -92,7 +92,7 @@ def test_load_pretrained_from_a_local_snapshot(tmp_path):
         assert model.channels == 1  # taken from the stem's weights
         ref = np.load(FIXTURES / "convnext_conv_mlp.npz")
         np.testing.assert_allclose(model.encoder(ref["x64"]).numpy(), ref["x64_out"], rtol=1e-4, atol=1e-4)
-        from zoobot_tf.finetune import Finetuner
+        from zoobot_tf.finetuning import Finetuner
 
         tuner = Finetuner(model, task="classification", n_classes=2)
         np.testing.assert_array_equal(tuner.model.encoder.get_weights()[0], model.encoder.get_weights()[0])

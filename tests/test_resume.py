@@ -130,7 +130,7 @@ def test_a_stale_lock_from_a_dead_process_is_taken_over(tmp_path):
 def test_zoobot_prediction_layout(setup, tmp_path):
     import h5py
 
-    from zoobot_tf.predict import predict
+    from zoobot_tf.predictions import predict
     from zoobot_tf.schemas import get_schema
 
     predict(setup / "m.keras", setup / "imgs", tmp_path / "p.csv", n_samples=3, zoobot_output=tmp_path / "z.hdf5",

@@ -89,7 +89,7 @@ def test_unit_interval_predictions_stay_in_range_and_targets_are_checked():
 
 
 def test_cosine_schedule_with_warmup():
-    from zoobot_tf.finetune import learning_rate_at
+    from zoobot_tf.finetuning import learning_rate_at
 
     s = dict(learning_rate=1e-3, warmup_epochs=2, cosine_schedule=True, max_cosine_epochs=12, min_lr_factor=0.01)
     lrs = [learning_rate_at(e, s) for e in range(14)]

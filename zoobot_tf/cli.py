@@ -84,7 +84,7 @@ def cmd_train(config: zconfig.TrainConfig) -> int:
 
 
 def cmd_finetune(config: zconfig.FinetuneConfig) -> int:
-    from zoobot_tf.finetune import finetune_job
+    from zoobot_tf.finetuning import finetune_job
 
     result = finetune_job(config)
     total = result.test_table.iloc[-1].to_dict()
@@ -98,7 +98,7 @@ def cmd_finetune(config: zconfig.FinetuneConfig) -> int:
 
 
 def cmd_predict(config: zconfig.PredictConfig) -> int:
-    from zoobot_tf.predict import predict_job
+    from zoobot_tf.predictions import predict_job
 
     skipped = predict_job(config)
     print(f"wrote {config.output}" + (f" and {config.hdf5}" if config.hdf5 else "")

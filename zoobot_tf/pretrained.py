@@ -232,7 +232,7 @@ def load_timm(name_or_path: str | Path, architecture: str | None = None, image_s
 
 def load_pretrained(name_or_path, architecture: str | None = None, image_size: int = 224,
                     channels: int | None = None, schema="gz_decals_dr5", **model_kwargs):
-    """A pretrained Zoobot model, ready for :class:`~zoobot_tf.finetune.Finetuner`: Zoobot v2 timm weights
+    """A pretrained Zoobot model, ready for :class:`~zoobot_tf.finetuning.Finetuner`: Zoobot v2 timm weights
     (``hf_hub:<repo>``, a snapshot folder or weights file; see :func:`load_timm`), or anything
     :func:`zoobot_tf.models.resolve.load_model` accepts (a packaged name, a ``.keras`` file, an export)."""
     if is_timm_source(name_or_path):

@@ -64,7 +64,7 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
     parts as they are computed, so a rerun after an interruption continues where it stopped.
     """
     import tensorflow as tf
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from zoobot_tf.models.resolve import load_model
 
@@ -74,7 +74,7 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
     data = open_source(source)
     parts = None
     if output:
-        from zoobot_tf.predict import _identity
+        from zoobot_tf.predictions import _identity
 
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         parts = Parts(output, {"job": "embed", "model": _identity(model), "source": str(data), "split": split,

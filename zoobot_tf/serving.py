@@ -6,7 +6,7 @@
 
 Requests carry encoded JPEG/PNG bytes (base64 in JSON for REST); the server decodes them inside the
 exported graph. Responses become the same friendly table as local predictions
-(:func:`zoobot_tf.predict.friendly_table`), labelled with the export's metadata
+(:func:`zoobot_tf.predictions.friendly_table`), labelled with the export's metadata
 (``GET /v1/models/<name>/metadata`` does not carry it, so pass ``metadata=`` from
 ``assets.extra/zoobot_metadata.json`` or let :meth:`RestClient.predict_table` take it from an export folder).
 

@@ -328,7 +328,7 @@ def make_synthetic_catalog(
     ``schema``, ``total_volunteers`` and ``true_*`` ground-truth columns. Deterministic in ``seed``.
     """
     from PIL import Image
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     schema = get_schema(schema)
     out = Path(output_dir)

@@ -122,7 +122,7 @@ def write_shards(
         remake: the command that remakes these shards, stored in the manifest and named when a shard is found
             missing or corrupt.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if task is not None:
         task.validate_catalog(catalog, label_cols)

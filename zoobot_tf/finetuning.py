@@ -1,7 +1,7 @@
 """Finetune a pretrained Zoobot encoder on a new task with few labels.
 
     import zoobot_tf as zt
-    from zoobot_tf.finetune import Finetuner
+    from zoobot_tf.finetuning import Finetuner
 
     tuner = Finetuner("zoobot_synthetic", task="classification", class_names=["no_ring", "ring"])
     train = tuner.dataset(train_catalog, "ring", training=True)
@@ -51,9 +51,15 @@ ZOOBOT_DEFAULTS = dict(n_blocks=0, learning_rate=1e-4, lr_decay=0.75, weight_dec
 __all__ = ["Finetuner", "finetune", "finetune_job", "FinetuneResult", "ZOOBOT_DEFAULTS", "recommended_settings"]
 
 
-def recommended_settings(pretrained: Zoobot | None, **given) -> dict:
-    """Finetuning settings: ``given`` (non-None), else the model's ``finetuning`` card, else Zoobot's."""
-    card = dict(getattr(pretrained, "finetuning", None) or {})
+# A randomly initialised encoder has nothing to keep: all of it is trained, at a from-scratch learning rate,
+# with its BatchNorm statistics (the baseline a pretrained encoder is compared against).
+RANDOM_ENCODER = dict(n_blocks=-1, learning_rate=1e-3)
+
+
+def recommended_settings(pretrained: Zoobot | None, random_init: bool = False, **given) -> dict:
+    """Finetuning settings: ``given`` (non-None), else the model's ``finetuning`` card (for a random encoder:
+    :data:`RANDOM_ENCODER`), else Zoobot's."""
+    card = dict(RANDOM_ENCODER) if random_init else dict(getattr(pretrained, "finetuning", None) or {})
     out = {}
     for key, default in ZOOBOT_DEFAULTS.items():
         value = given.get(key)
@@ -93,7 +99,7 @@ class Finetuner:
         source = None if random else load_model(pretrained)
         self.pretrained = source
         self.random_init = random
-        self.settings = recommended_settings(source, n_blocks=n_blocks, learning_rate=learning_rate,
+        self.settings = recommended_settings(source, random, n_blocks=n_blocks, learning_rate=learning_rate,
                                              lr_decay=lr_decay, weight_decay=weight_decay,
                                              dropout_rate=dropout_rate, batch_size=batch_size,
                                              cosine_schedule=cosine_schedule, warmup_epochs=warmup_epochs)
@@ -152,7 +158,7 @@ class Finetuner:
         schedule when one is set (cosine decay after a linear warmup, as Zoobot's ``cosine_schedule``), and
         optionally a checkpoint."""
         monitor = monitor or self.task.monitor
-        patience = int(patience if patience is not None else recommended_settings(self.pretrained)["patience"])
+        patience = int(patience if patience is not None else self.settings["patience"])
         cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience,
                                              restore_best_weights=True)]
         s = self.settings
@@ -210,7 +216,7 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
     # the model's task is the source's, with the loss options (label smoothing) the labels do not carry
     head = make_task({**source.task.get_config(), "label_smoothing": smoothing}) if smoothing else source.task
     tuner = Finetuner(pretrained, task=head, **finetuner_kwargs)
-    schedule = recommended_settings(tuner.pretrained, epochs=epochs, patience=patience)
+    schedule = recommended_settings(tuner.pretrained, tuner.random_init, epochs=epochs, patience=patience)
     settings = {**tuner.settings, "epochs": schedule["epochs"], "patience": schedule["patience"]}
     class_weight = source.task.balanced_class_weight(source.labels("train")) if balance_classes else None
     size = tuner.model.load_size

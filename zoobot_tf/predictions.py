@@ -103,7 +103,7 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
     Returns:
         the ``skipped`` galaxies (id_str, file_loc), empty when every image was read.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1. Received: n_samples={n_samples}")
