@@ -1,6 +1,7 @@
 """Finetuning: encoder weights carried over, freezing, layer-wise learning rates, heads, class weights."""
 import keras
 import numpy as np
+import tensorflow as tf
 import pandas as pd
 import pytest
 
@@ -89,8 +90,11 @@ def test_layerwise_multiplier_scales_the_step():
 def test_finetune_learns_an_easy_task_and_regression_and_votes_heads(pretrained, tmp_path):
     cat = bright_faint_catalog(tmp_path / "img", n=120)
     res = finetune(pretrained, cat, "kind", epochs=15, n_blocks=-1, learning_rate=1e-3, verbose=0, batch_size=16,
-                   augment=False, train_batchnorm=True)
+                   augment=False, train_batchnorm=True, logdir=tmp_path / "logs")
     assert min(res.history["loss"][1:]) < res.history["loss"][0]
+    grids = tf.io.gfile.glob(str(tmp_path / "logs" / "validation" / "events*"))
+    tags = {v.tag for f in grids for e in tf.compat.v1.train.summary_iterator(f) for v in e.summary.value}
+    assert {"galaxies/validation", "galaxies/worst_predicted"} <= tags, tags
     assert res.test_metrics["accuracy"] >= 0.8
     reg = Finetuner(pretrained, task="regression", target_names=["brightness"], n_blocks=-1, learning_rate=3e-3)
     h = reg.model.fit(reg.dataset(cat, ["brightness"], training=True), epochs=4, verbose=0).history

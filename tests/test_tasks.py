@@ -66,6 +66,12 @@ def test_task_contract(name, tmp_path):
     metrics = task.evaluate(labels, outputs, prior=prior)
     assert metrics.iloc[-1]["question"] == "total"
     assert task.metadata()["task"] == name
+    # what TensorBoard shows: one chart per galaxy (predicted next to observed) and categorical descriptions
+    chart = task.chart(outputs[0], labels[0])
+    assert chart and all(rows and all(len(r) == 3 and np.isfinite(r[1]) for r in rows) for _, rows in chart)
+    assert all(np.isnan(r[2]) for _, rows in task.chart(outputs[0]) for r in rows)  # no label: nothing observed
+    described = task.categories(outputs)
+    assert len(described) == 12 and described.shape[1] >= 1
 
 
 def test_label_smoothing_matches_the_direct_formula():

@@ -41,7 +41,7 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert metrics["metrics"][-1]["question"] == "total" and np.isfinite(metrics["metrics"][-1]["loss"])
     tags = _event_tags(out / "logs")
     assert {"epoch_loss", "epoch_nll", "epoch_learning_rate", "epoch_loss_smooth-or-featured",
-            "galaxies_predicted_vs_observed"} <= tags, tags
+            "galaxies/validation", "galaxies/worst_predicted"} <= tags, tags
     again = keras.models.load_model(out / "model.keras")
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(again.predict(x, verbose=0), result.model.predict(x, verbose=0), rtol=1e-6)

@@ -1,4 +1,4 @@
-"""Training callbacks that survive interruption, and TensorBoard galaxy grids.
+"""Training callbacks that survive interruption (the galaxy grids are in :mod:`zoobot_tf.visualise`).
 
 Keras' BackupAndRestore restores weights, optimizer and epoch after a crash, but the other
 callbacks start from scratch: ModelCheckpoint would overwrite the best checkpoint with the first
@@ -9,14 +9,12 @@ like an uninterrupted one.
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 def read_history(path: str | Path) -> list[dict]:
@@ -121,66 +119,3 @@ class SharedBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         if self.chief:
             super()._save_model()
-
-
-class GalaxyGrid(keras.callbacks.Callback):
-    """Each ``every`` epochs, log to TensorBoard a grid of validation galaxies with their predicted and
-    observed vote fractions for the first questions of the schema (``<logdir>/validation``)."""
-
-    def __init__(self, logdir: str | Path, images: np.ndarray, counts: np.ndarray, schema, every: int = 1,
-                 n_questions: int = 2):
-        super().__init__()
-        self.logdir = str(Path(logdir) / "validation")
-        self.images, self.counts, self.schema = images, counts, schema
-        self.every = every
-        self.n_questions = n_questions
-        self._writer = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch % self.every:
-            return
-        from zoobot_tf import stats
-
-        # A direct call, not model.predict: only the chief runs this callback, and predict() would start
-        # collective ops under a multi-worker strategy that the other workers never join.
-        conc = self.model(self.images, training=False).numpy()
-        predicted = stats.expected_vote_fractions(conc, self.schema)
-        observed = stats.vote_fractions_from_counts(self.counts, self.schema)
-        png = render_grid(self.images, predicted, observed, self.schema, self.n_questions)
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.logdir)
-        with self._writer.as_default():
-            tf.summary.image("galaxies_predicted_vs_observed", tf.image.decode_png(png)[None], step=epoch)
-        self._writer.flush()
-
-
-def render_grid(images, predicted, observed, schema, n_questions: int = 2) -> bytes:
-    """PNG bytes: one column per galaxy, its image above bars of predicted (filled) and observed
-    (outline) vote fractions for the first ``n_questions`` questions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(images)
-    questions = schema.questions[:n_questions]
-    fig, axes = plt.subplots(1 + len(questions), n, figsize=(1.8 * n, 1.8 * (1 + len(questions))), squeeze=False)
-    for i in range(n):
-        ax = axes[0, i]
-        ax.imshow(np.clip(images[i] / 255.0, 0, 1))
-        ax.set_axis_off()
-        for qi, q in enumerate(questions):
-            ax = axes[1 + qi, i]
-            ys = np.arange(len(q.answers))
-            ax.barh(ys, predicted[i, q.start:q.end], color="tab:blue")
-            ax.barh(ys, np.nan_to_num(observed[i, q.start:q.end]), fill=False, edgecolor="black")
-            ax.set_xlim(0, 1)
-            ax.set_yticks(ys, q.answer_texts if i == 0 else [""] * len(ys), fontsize=6)
-            ax.tick_params(axis="x", labelsize=6)
-            if i == 0:
-                ax.set_title(q.name, fontsize=7, loc="left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()

@@ -465,6 +465,12 @@ class EmbedConfig(InferenceConfig):
     pca: int | None = option(None, "keep this many principal components", min=1, max=100_000)
     anomaly_k: int | None = option(None, "add an anomaly_score: mean cosine distance to the k nearest neighbours",
                                    min=1, max=10_000)
+    tensorboard: str | None = option(None, "also write TensorBoard projector files here (embeddings, predictions, "
+                                     "thumbnails): tensorboard --logdir <it>")
+    tensorboard_columns: str | None = option(None, "catalog columns to add to the projector's metadata, "
+                                             "comma-separated")
+    tensorboard_max: int = option(10_000, "galaxies in the projector (a fixed random subset beyond this)", min=1,
+                                  max=1_000_000)
 
     def check(self) -> None:
         super().check()

@@ -153,10 +153,12 @@ class Finetuner:
                               class_weight=class_weight)
 
     def callbacks(self, patience: int | None = None, monitor: str | None = None,
-                  checkpoint: str | Path | None = None) -> list:
+                  checkpoint: str | Path | None = None, logdir: str | Path | None = None,
+                  sample: tuple[np.ndarray, np.ndarray] | None = None) -> list:
         """Early stopping (restoring the best weights) on the task's validation loss, the learning-rate
         schedule when one is set (cosine decay after a linear warmup, as Zoobot's ``cosine_schedule``), and
-        optionally a checkpoint."""
+        optionally a checkpoint, and TensorBoard logs in ``logdir`` with grids of the ``sample`` of validation
+        galaxies (images, labels): their predictions, and the worst predicted of them."""
         monitor = monitor or self.task.monitor
         patience = int(patience if patience is not None else self.settings["patience"])
         cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience,
@@ -167,6 +169,12 @@ class Finetuner:
         if checkpoint:
             cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode="min",
                                                        save_best_only=True))
+        if logdir:
+            from zoobot_tf.visualise import GalaxyGrids
+
+            cbs.append(keras.callbacks.TensorBoard(str(logdir), update_freq="epoch"))
+            if sample is not None and sample[0] is not None and len(sample[0]):
+                cbs.append(GalaxyGrids(logdir, sample[0], sample[1], self.task, every=2))
         return cbs
 
 
@@ -198,7 +206,7 @@ class FinetuneResult:
 
 def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classification", epochs: int | None = None,
              patience: int | None = None, balance_classes: bool = True, seed: int = 0, verbose: int = 2,
-             split_col: str | None = "split", **finetuner_kwargs) -> FinetuneResult:
+             split_col: str | None = "split", logdir: str | Path | None = None, **finetuner_kwargs) -> FinetuneResult:
     """Finetune end to end: train on the source's train split with early stopping on its val split, and
     evaluate on its test split (which never chooses anything).
 
@@ -208,6 +216,7 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
         label_cols: the catalog's label column(s).
         task: the new head (a Task, or a name: classes are taken from the label column).
         balance_classes: weight classes by inverse frequency (classification).
+        logdir: write TensorBoard logs here (losses, metrics, grids of validation galaxies).
     """
     keras.utils.set_random_seed(seed)
     smoothing = finetuner_kwargs.pop("label_smoothing", 0.0)
@@ -222,8 +231,14 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
     size = tuner.model.load_size
     train = source.dataset("train", tuner.batch_size, size, training=True, class_weight=class_weight, seed=seed)
     val = source.dataset("val", tuner.batch_size, size, class_weight=class_weight)
+    sample = None
+    if logdir:
+        from zoobot_tf.visualise import validation_sample
+
+        sample = validation_sample(source, size)
     history = tuner.model.fit(train, validation_data=val, epochs=int(settings["epochs"]),
-                              callbacks=tuner.callbacks(settings["patience"]), verbose=verbose)
+                              callbacks=tuner.callbacks(settings["patience"], logdir=logdir, sample=sample),
+                              verbose=verbose)
     from zoobot_tf.evaluate import predict_batches
 
     prior = source.task.prior(source.labels("train"))
@@ -265,6 +280,7 @@ def finetune_job(config) -> FinetuneResult:
         result = finetune(config.pretrained, source, label_cols=config.label_list or None, task=config.task,
                           epochs=config.epochs, patience=config.patience, balance_classes=config.balance_classes,
                           seed=config.seed, verbose=2 if config.progress else 0, split_col=config.split_col,
+                          logdir=Path(config.output_dir) / "logs",
                           schema=config.schema, n_blocks=config.n_blocks, learning_rate=config.learning_rate,
                           lr_decay=config.lr_decay, weight_decay=config.weight_decay, batch_size=config.batch_size,
                           dropout_rate=config.dropout_rate, image_size=config.image_size,

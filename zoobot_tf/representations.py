@@ -12,6 +12,7 @@ Tables have ``id_str`` and ``feat_0 .. feat_{d-1}`` (Parquet, CSV or HDF5). PCA 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,13 +56,19 @@ def read_embeddings(path: str | Path) -> pd.DataFrame:
 
 def embed(model, source, output: str | Path | None = None, batch_size: int = 64, pca_components: int | None = None,
           pca_fit_max: int = 50_000, split: str | None = None, progress: bool = True, anomaly_k: int | None = None,
-          precision: str | None = None, chunk: int = 4096) -> pd.DataFrame:
+          precision: str | None = None, chunk: int = 4096, tensorboard: str | Path | None = None,
+          tensorboard_columns: Sequence[str] = (), tensorboard_max: int = 10_000) -> pd.DataFrame:
     """Embeddings for every readable galaxy of ``source`` (catalog, folder of images, shards, ``tfds:<name>``).
 
     Returns (and writes, if ``output``) a table ``id_str, feat_0..feat_{d-1}``; with ``pca_components``
     the features are the first k principal components; with ``anomaly_k`` an ``anomaly_score`` column
     (mean cosine distance to the k nearest neighbours). With an ``output``, the embeddings are written in
     parts as they are computed, so a rerun after an interruption continues where it stopped.
+
+    With ``tensorboard`` (a folder), TensorBoard projector files are written there for up to
+    ``tensorboard_max`` galaxies (a fixed random subset beyond that): the features, a metadata table (id, the
+    model's predicted answers or class, the anomaly score, and the source catalog's ``tensorboard_columns``)
+    and a sprite of thumbnails made by the model's view layer: ``tensorboard --logdir <folder>``.
     """
     import tensorflow as tf
     from tqdm import tqdm
@@ -108,7 +115,7 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
     if table.empty:
         raise RuntimeError(f"No image could be read from {source}.")
     feats = feature_columns(table)
-    x = table[feats].to_numpy(np.float32)
+    x = x_raw = table[feats].to_numpy(np.float32)
     meta = {"backbone": model.backbone, "embedding_dim": int(x.shape[1])}
     if pca_components:
         rng = np.random.default_rng(0)
@@ -120,17 +127,58 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
                           axis=1)
     if anomaly_k:
         table = table.merge(EmbeddingIndex.from_table(table).anomaly_scores(k=anomaly_k), on=ID_COL)
+    if tensorboard:
+        _projector(model, data, split, table, x_raw, tensorboard, tensorboard_columns, tensorboard_max, batch_size)
     if output:
         write_table(table, Path(output), meta)
         parts.cleanup()
     return table
 
 
+def _projector(model, data, split, table, features, logdir, columns, limit, batch_size) -> None:
+    """Projector files for (a fixed subset of) the table: predictions from the head, thumbnails from the view."""
+    import tensorflow as tf
+
+    from zoobot_tf.visualise import thumbnail_size, write_projector
+
+    rows = np.arange(len(table))
+    if len(rows) > limit:
+        rows = np.sort(np.random.default_rng(0).choice(rows, size=limit, replace=False))
+    ids = table[ID_COL].astype(str).to_numpy()[rows]
+    outputs = np.concatenate([model.apply_head(tf.constant(features[rows[i:i + 1024]]), training=False).numpy()
+                              for i in range(0, len(rows), 1024)])
+    metadata = model.task.categories(outputs)
+    if "anomaly_score" in table.columns:
+        metadata["anomaly_score"] = np.round(table["anomaly_score"].to_numpy()[rows], 4)
+    catalog = getattr(data, "catalog", None)
+    missing = [c for c in columns if catalog is None or c not in catalog.columns]
+    if missing:
+        raise ValueError(f"--tensorboard_columns {missing} are not columns of the input catalog")
+    if columns:
+        extra = catalog.set_index(catalog[ID_COL].astype(str))[list(columns)]
+        metadata = pd.concat([metadata, extra.loc[ids].reset_index(drop=True)], axis=1)
+    size = thumbnail_size(len(rows))
+    keep = set(ids)
+    _, ds = data.images(split, exclude=set(table[ID_COL].astype(str)) - keep)
+    thumbs = {}
+    for images, batch_ids in decoded_batches(ds, batch_size, model.load_size):
+        views = tf.image.resize(model.view(images, training=False), (size, size), antialias=True).numpy()
+        thumbs.update(zip((i.decode() for i in batch_ids.numpy()), views))
+    vectors = table.loc[rows, feature_columns(table)].to_numpy(np.float32)
+    write_projector(logdir, ids, vectors, metadata, np.stack([thumbs[i] for i in ids]),
+                    description=f"Embeddings of {len(ids)} galaxies by {model.summary_line()}; metadata: "
+                                f"{', '.join(metadata.columns)}")
+
+
 def embed_job(config) -> pd.DataFrame:
     """``zoobot-tf embed`` from a :class:`~zoobot_tf.config.EmbedConfig`."""
+    from zoobot_tf.config import _comma_list
+
     return embed(config.model, config.input, config.output, batch_size=config.batch_size, pca_components=config.pca,
                  split=config.split, progress=config.progress, anomaly_k=config.anomaly_k,
-                 precision=None if config.precision == "float32" else config.precision, chunk=config.chunk)
+                 precision=None if config.precision == "float32" else config.precision, chunk=config.chunk,
+                 tensorboard=config.tensorboard, tensorboard_columns=_comma_list(config.tensorboard_columns),
+                 tensorboard_max=config.tensorboard_max)
 
 
 class EmbeddingIndex:

@@ -39,6 +39,7 @@ from zoobot_tf.data.sources import CatalogSource, DataSource, ShardSource, TFDSS
 from zoobot_tf.locks import RunLock
 from zoobot_tf.models.zoobot import Zoobot
 from zoobot_tf.tasks import VoteTask
+from zoobot_tf.visualise import GalaxyGrids, validation_sample
 
 log = logging.getLogger(__name__)
 
@@ -270,13 +271,6 @@ def _log_hparams(logdir: Path, config: TrainConfig) -> None:
         hp.hparams(values)
 
 
-def _fixed_batch(dataset: tf.data.Dataset, n: int = 8):
-    for x, y, w in dataset.take(1):
-        keep = w.numpy() > 0
-        return x.numpy()[keep][:n], y.numpy()[keep][:n]
-    return None, None
-
-
 def _callbacks(config: TrainConfig, paths: RunPaths, source: DataSource, model: Zoobot) -> list:
     monitor = model.task.monitor
     prior_best, _, _ = zcallbacks.best_so_far(zcallbacks.read_history(paths.history), monitor)
@@ -292,10 +286,9 @@ def _callbacks(config: TrainConfig, paths: RunPaths, source: DataSource, model: 
     if isinstance(paths.lock, RunLock):
         cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: paths.lock.refresh()))
     if paths.chief:
-        images, counts = _fixed_batch(source.dataset("val", 8, model.load_size, cache=False))
+        images, labels = validation_sample(source, model.load_size)
         if images is not None:
-            cbs.insert(2, zcallbacks.GalaxyGrid(paths.logs, images, counts, model.task.schema,
-                                                every=max(1, config.epochs // 10)))
+            cbs.insert(2, GalaxyGrids(paths.logs, images, labels, model.task, every=max(1, config.epochs // 10)))
         _log_hparams(paths.logs, config)
     # last, so that an epoch is only marked done after everything else recorded it
     cbs.append(zcallbacks.SharedBackupAndRestore(str(paths.backup), chief=paths.chief, double_checkpoint=True))

@@ -139,6 +139,16 @@ class Task(abc.ABC):
               asked_threshold: float = 0.5) -> pd.DataFrame:
         """The per-galaxy prediction table for ``samples`` shaped (galaxies, outputs, samples)."""
 
+    @abc.abstractmethod
+    def chart(self, output: np.ndarray, label: np.ndarray | None = None) -> list[tuple[str, list[tuple[str, float, float]]]]:
+        """What to draw for one galaxy: ``[(group title, [(row name, predicted, observed or NaN), ...]), ...]``
+        (questions and their answers' fractions, classes and their probabilities...)."""
+
+    @abc.abstractmethod
+    def categories(self, outputs: np.ndarray) -> pd.DataFrame:
+        """Short, categorical descriptions of deterministic outputs (n, n_outputs), one column per aspect:
+        for labelling galaxies in the TensorBoard projector and colouring them."""
+
     def serving_outputs(self, outputs) -> dict:
         """Deterministic head outputs (batch, n_outputs) -> the exported signature's named outputs."""
         return {self.output_name: outputs}

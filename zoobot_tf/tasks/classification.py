@@ -168,6 +168,20 @@ class ClassificationTask(Task):
         cols["predicted_class"] = np.asarray(self.class_names, dtype=object)[probs.argmax(axis=1)]
         return pd.DataFrame(cols)
 
+    def chart(self, output, label=None):
+        probs = np.asarray(output, np.float64)
+        truth = None if label is None else int(np.ravel(label)[0])
+        title = f"predicted {self.class_names[int(probs.argmax())]} ({probs.max():.0%})"
+        if truth is not None:
+            title = f"true {self.class_names[truth]}, " + title
+        return [(title, [(c, float(probs[i]), float(i == truth) if truth is not None else float("nan"))
+                         for i, c in enumerate(self.class_names)])]
+
+    def categories(self, outputs) -> pd.DataFrame:
+        probs = np.asarray(outputs, np.float64)
+        return pd.DataFrame({"predicted_class": np.asarray(self.class_names, dtype=object)[probs.argmax(axis=1)],
+                             "confidence": np.round(probs.max(axis=1), 2)})
+
     def serving_outputs(self, outputs) -> dict:
         import tensorflow as tf
 

@@ -97,6 +97,15 @@ class RegressionTask(Task):
             cols[f"{t}_std"] = samples[:, i].std(axis=-1)
         return pd.DataFrame(cols)
 
+    def chart(self, output, label=None):
+        out = np.ravel(np.asarray(output, np.float64))
+        truth = np.full_like(out, np.nan) if label is None else np.ravel(np.asarray(label, np.float64))
+        return [("targets", [(t, float(out[i]), float(truth[i])) for i, t in enumerate(self.target_names)])]
+
+    def categories(self, outputs) -> pd.DataFrame:
+        out = np.asarray(outputs, np.float64).reshape(len(outputs), -1)
+        return pd.DataFrame({t: np.round(out[:, i], 3) for i, t in enumerate(self.target_names)})
+
     def evaluate(self, labels, outputs, prior=None) -> pd.DataFrame:
         """MAE and RMSE per target and over all targets (``total``), with the constant prior's alongside."""
         labels = np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)

@@ -117,6 +117,34 @@ class VoteTask(Task):
             cols[f"{q.name}_prob_asked"] = p_asked[:, qi]
         return pd.DataFrame(cols)
 
+    def chart(self, output, label=None, max_questions: int = 4):
+        """The first questions that volunteers were asked (observed votes; without labels: likely to be asked),
+        each with its answers' predicted and observed vote fractions."""
+        from zoobot_tf import stats
+
+        predicted = stats.expected_vote_fractions(np.asarray(output, np.float64)[None], self.schema)[0]
+        if label is not None:
+            observed = stats.vote_fractions_from_counts(np.asarray(label, np.float64)[None], self.schema)[0]
+            asked = [q for q in self.schema.questions if np.nansum(label[q.start:q.end]) > 0]
+        else:
+            observed = np.full_like(predicted, np.nan)
+            p_asked = stats.prob_asked(predicted[None], self.schema)[0]
+            asked = [q for i, q in enumerate(self.schema.questions) if p_asked[i] >= 0.5]
+        return [(q.name, [(a.text, float(predicted[a.index]), float(observed[a.index])) for a in q.answers])
+                for q in asked[:max_questions]]
+
+    def categories(self, outputs) -> pd.DataFrame:
+        """The most likely answer of each question, or ``-`` where volunteers would probably not be asked."""
+        from zoobot_tf import stats
+
+        frac = stats.expected_vote_fractions(np.asarray(outputs, np.float64), self.schema)
+        p_asked = stats.prob_asked(frac, self.schema)
+        cols = {}
+        for qi, q in enumerate(self.schema.questions):
+            best = np.asarray(q.answer_texts, dtype=object)[frac[:, q.start:q.end].argmax(axis=1)]
+            cols[q.name] = np.where(p_asked[:, qi] >= 0.5, best, "-")
+        return pd.DataFrame(cols)
+
     def serving_outputs(self, outputs) -> dict:
         import tensorflow as tf
 
