@@ -46,7 +46,8 @@ EXTRAS = {
     "search": ["faiss-cpu>=1.9"],
     "docs": ["mkdocs-material>=9.5", "mkdocstrings-python>=1.10", "mkdocs-jupyter>=0.25", "jupytext>=1.16",
              "nbclient>=0.10", "ipykernel>=6"],
-    "dev": ["pytest>=8", "pytest-xdist>=3", "astropy>=6", "dill>=0.3", "huggingface_hub>=0.25", "build>=1", "psutil>=5.9"],
+    "dev": ["pytest>=8", "pytest-xdist>=3", "astropy>=6", "dill>=0.3", "huggingface_hub>=0.25", "build>=1", "psutil>=5.9",
+            "playwright>=1.40"],
 }
 
 setup(
@@ -69,7 +70,6 @@ setup(
     entry_points={"console_scripts": ["zoobot-tf=zoobot_tf.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)",
         "Topic :: Scientific/Engineering :: Astronomy",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

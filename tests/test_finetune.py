@@ -1,4 +1,7 @@
 """Finetuning: encoder weights carried over, freezing, layer-wise learning rates, heads, class weights."""
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -96,6 +99,11 @@ def test_finetune_learns_an_easy_task_and_regression_and_votes_heads(pretrained,
     tags = {v.tag for f in grids for e in tf.compat.v1.train.summary_iterator(f) for v in e.summary.value}
     assert {"galaxies/validation", "galaxies/worst_predicted"} <= tags, tags
     assert res.test_metrics["accuracy"] >= 0.8
+    # a fresh process loads the compiled, finetuned model (its archive names zoobot-tf's loss and metrics)
+    res.model.save(tmp_path / "ft.keras")
+    code = f"from zoobot_tf.models.resolve import load_model; print(load_model({str(tmp_path / 'ft.keras')!r}).task.name)"
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0 and fresh.stdout.strip().endswith("classification"), fresh.stderr[-2000:]
     reg = Finetuner(pretrained, task="regression", target_names=["brightness"], n_blocks=-1, learning_rate=3e-3)
     h = reg.model.fit(reg.dataset(cat, ["brightness"], training=True), epochs=4, verbose=0).history
     assert h["loss"][-1] < h["loss"][0]

@@ -22,12 +22,15 @@ def split_cpu(n: int) -> None:
     """Split the CPU into ``n`` logical devices (to run MirroredStrategy on a machine without GPUs).
     Must be called before TensorFlow initialises its devices."""
     cpus = tf.config.list_physical_devices("CPU")
-    current = tf.config.list_logical_devices("CPU")
-    if len(current) >= n:
+    configured = tf.config.get_logical_device_configuration(cpus[0])  # (listing logical devices would initialise)
+    if configured and len(configured) >= n:
         return
     try:
         tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
     except RuntimeError as e:
+        current = tf.config.list_logical_devices("CPU")
+        if len(current) >= n:
+            return
         raise RuntimeError(f"Cannot split the CPU into {n} logical devices: TensorFlow is already initialised "
                            f"with {len(current)}. Call split_cpu() first thing in the process.") from e
 

@@ -64,6 +64,8 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
     config = (config or TrainConfig()).replace(**overrides)
     start = time.time()
     task = VoteTask(config.schema)  # the schema, resolved once for the whole run
+    if config.strategy == "mirrored" and config.cpu_replicas:
+        distribute.split_cpu(config.cpu_replicas)  # before reading any data initialises TensorFlow's devices
     given = given_source(config, task)  # opened and checked before anything is written
     strategy = distribute.get_strategy(config.strategy, cpu_replicas=config.cpu_replicas)
     paths = RunPaths(Path(config.output_dir), distribute.is_chief(strategy))

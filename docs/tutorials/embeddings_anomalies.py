@@ -6,6 +6,12 @@
 # hides a few artifacts (satellite trails, saturated stars): they should rank as the most anomalous.
 
 # %%
+import os
+import tempfile
+
+os.chdir(tempfile.mkdtemp(prefix="zoobot-tf-tutorial-"))  # a scratch folder for what we write
+
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

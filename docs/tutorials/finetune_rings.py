@@ -10,6 +10,12 @@
 
 # %%
 import os
+import tempfile
+
+os.chdir(tempfile.mkdtemp(prefix="zoobot-tf-tutorial-"))  # a scratch folder for what we write
+
+# %%
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt

@@ -7,6 +7,12 @@
 # of each answer, so we can see whether the intervals hold it.
 
 # %%
+import os
+import tempfile
+
+os.chdir(tempfile.mkdtemp(prefix="zoobot-tf-tutorial-"))  # a scratch folder for what we write
+
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -86,6 +86,10 @@ def export_version(folder: Path) -> Path | None:
 def _load_keras(path: Path):
     import keras
 
+    # a compiled model's archive names its loss, metrics and optimizer: their modules register them with Keras,
+    # and a fresh process (predict on a finetuned model) has not imported them yet
+    import zoobot_tf.losses  # noqa: F401
+    import zoobot_tf.ops.optimizer  # noqa: F401
     from zoobot_tf.models.zoobot import Zoobot
 
     if not zipfile.is_zipfile(path):
