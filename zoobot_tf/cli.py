@@ -42,6 +42,9 @@ class TFDSBuildConfig(JobConfig):
     manual_dir: str | None = option(None, "folder with the manually downloaded files", exists="dir")
     data_dir: str | None = option(None, "where TFDS writes the data set (default ~/tensorflow_datasets)")
     config: str | None = option(None, "builder config, e.g. dr5")
+    beam_options: str | None = option(None, "build on Apache Beam (gz2, gz_decals, gz1_sdss) with these pipeline "
+                                      "options, comma-separated as TFDS takes them (e.g. 'runner=DirectRunner,"
+                                      "direct_num_workers=2,direct_running_mode=multi_processing')")
 
 
 @dataclasses.dataclass
@@ -130,10 +133,15 @@ def cmd_make_shards(config: zconfig.ShardConfig) -> int:
     catalog = CatalogSource(config.catalog).catalog
     labels = zconfig._comma_list(config.label_cols) or None
     task = None if config.task == "none" else make_task_for_catalog(config.task, catalog, labels, schema=config.schema)
-    manifest = tfrecords.write_shards(catalog, config.output_dir, task=task, label_cols=labels,
-                                      galaxies_per_shard=config.galaxies_per_shard, stored_size=config.stored_size,
-                                      overwrite=config.overwrite, progress=config.progress,
-                                      remake=config.command_line(overwrite=True))
+    common = dict(task=task, label_cols=labels, galaxies_per_shard=config.galaxies_per_shard,
+                  stored_size=config.stored_size, overwrite=config.overwrite, remake=config.command_line(overwrite=True))
+    if config.runner:
+        from zoobot_tf.engines.beam import write_shards_beam
+
+        manifest = write_shards_beam(catalog, config.output_dir, runner=config.runner, workers=config.workers,
+                                     beam_options=config.beam_options, **common)
+    else:
+        manifest = tfrecords.write_shards(catalog, config.output_dir, progress=config.progress, **common)
     for split, entry in manifest["splits"].items():
         print(f"{split}: {entry['n_galaxies']} galaxies in {len(entry['shards'])} shard(s)")
     if manifest["skipped_ids"]:
@@ -174,6 +182,7 @@ def cmd_tfds_build(config: TFDSBuildConfig) -> int:
     argv += ["--data_dir", str(Path(config.data_dir).expanduser())] if config.data_dir else []
     config_name = config.config or (config.dataset.split("/", 1)[1] if "/" in config.dataset else None)
     argv += ["--config", config_name] if config_name else []
+    argv += ["--beam_pipeline_options", config.beam_options] if config.beam_options else []
     simple_parsing.parse(build.Args, args=argv).execute()
     return 0
 

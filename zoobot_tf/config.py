@@ -413,7 +413,22 @@ def _model_help(what: str) -> str:
 
 
 @dataclasses.dataclass
-class InferenceConfig(RuntimeConfig):
+class EngineConfig(JobConfig):
+    """Options of the jobs that can run on Apache Beam (make-shards, predict, embed; zoobot_tf.engines.beam)."""
+
+    runner: str | None = option(None, "run on Apache Beam with this runner (default: in this process)",
+                                choices=("direct", "dataflow", "flink", "spark"))
+    workers: int = option(2, "worker processes of the direct runner", min=1, max=1024)
+    beam_options: str | None = option(None, "more Beam pipeline options, as Beam takes them (e.g. '--project=p "
+                                      "--region=europe-west4 --temp_location=gs://bucket/tmp')")
+
+    def check_engine(self) -> None:
+        if self.runner is None and self.beam_options:
+            raise ConfigError("--beam_options needs --runner")
+
+
+@dataclasses.dataclass
+class InferenceConfig(RuntimeConfig, EngineConfig):
     """Options shared by predict and embed."""
 
     model: str = option(DEFAULT_MODEL, _model_help("model"))
@@ -426,6 +441,7 @@ class InferenceConfig(RuntimeConfig):
 
     def check(self) -> None:
         super().check()
+        self.check_engine()
         if self.strategy != "one_device":
             raise ConfigError(f"--strategy: {self.command} runs on one device; received {self.strategy}")
         for name in ("input", "output"):
@@ -433,6 +449,8 @@ class InferenceConfig(RuntimeConfig):
                 raise ConfigError(f"--{name} is required")
         if not self.input.startswith("tfds:") and not Path(self.input).expanduser().exists():
             raise ConfigError(f"--input {self.input}: no such file or folder")
+        if self.runner and self.input.startswith("tfds:"):
+            raise ConfigError("--runner reads catalogs, folders and shard folders, not tfds: sets")
 
 
 @dataclasses.dataclass
@@ -454,6 +472,9 @@ class PredictConfig(InferenceConfig):
             raise ConfigError(f"--output must end in .csv or .parquet; received {self.output!r}")
         if self.zoobot_output and Path(self.zoobot_output).suffix.lower() not in (".csv", ".hdf5", ".h5"):
             raise ConfigError(f"--zoobot_output must end in .csv or .hdf5; received {self.zoobot_output!r}")
+        if self.runner and (self.hdf5 or self.zoobot_output):
+            raise ConfigError("--hdf5 and --zoobot_output (the raw samples) are written by the single-process job "
+                              "only; drop --runner, or them")
 
 
 @dataclasses.dataclass
@@ -497,7 +518,7 @@ class ExportConfig(JobConfig):
 
 
 @dataclasses.dataclass
-class ShardConfig(JobConfig):
+class ShardConfig(EngineConfig):
     """``zoobot-tf make-shards``: a catalog as TFRecord shards of encoded images, labels and a manifest."""
 
     command: ClassVar[str] = "make-shards"
@@ -514,6 +535,7 @@ class ShardConfig(JobConfig):
     progress: bool = option(True, "progress bar")
 
     def check(self) -> None:
+        self.check_engine()
         for name in ("catalog", "output_dir"):
             if not getattr(self, name):
                 raise ConfigError(f"--{name} is required")

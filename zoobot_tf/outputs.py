@@ -111,6 +111,10 @@ class Parts:
             tmp = _atomic(meta)
             tmp.write_text(json.dumps(self.settings, indent=2))
             os.replace(tmp, meta)
+        self.rescan()
+
+    def rescan(self) -> None:
+        """The galaxies held by the parts on disk (also parts other processes wrote, e.g. Beam workers)."""
         self.done_ids: set[str] = set()
         for part in self.part_files():
             self.done_ids.update(pd.read_parquet(part, columns=[ID_COL])[ID_COL].astype(str))
@@ -150,8 +154,12 @@ class Parts:
         self._tables, self._arrays, self._buffered = [], {}, 0
 
     def tables(self) -> Iterable[pd.DataFrame]:
+        """Each part's rows, in part order (parts with no rows, from a unit whose images were all unreadable,
+        are left out)."""
         for part in self.part_files():
-            yield pd.read_parquet(part)
+            table = pd.read_parquet(part)
+            if len(table):
+                yield table
 
     def arrays(self, key: str) -> Iterable[np.ndarray]:
         for part in self.part_files():

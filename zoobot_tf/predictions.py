@@ -51,6 +51,17 @@ def sample_fn(model: Zoobot, n_samples: int, tta: bool = False):
     return run
 
 
+def predicted_batches(model: Zoobot, ds: tf.data.Dataset, batch_size: int, n_samples: int = 5, tta: bool = False,
+                      interval: float = 0.9):
+    """(encoded bytes, id) -> per batch (table, samples): what every predict path (this process, or a worker of
+    a distributed job) computes; unreadable images are dropped."""
+    run = sample_fn(model, n_samples, tta)
+    for images, ids in decoded_batches(ds, batch_size, model.load_size):
+        samples, _ = run(images)
+        samples = samples.numpy()
+        yield model.task.table([i.decode() for i in ids.numpy()], samples, interval), samples
+
+
 def friendly_table(model: Zoobot, ids, samples: np.ndarray, interval: float = 0.9,
                    asked_threshold: float = 0.5) -> pd.DataFrame:
     """The per-galaxy table for ``samples`` shaped (galaxies, outputs, samples) (see the module docstring)."""
@@ -123,18 +134,13 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
             _require_unique(expected)
             if parts.resumed:
                 log.info("Resuming: %d galaxies done in %s, %d to go", len(parts.done_ids), parts.dir, len(expected))
-            run = sample_fn(model, n_samples, tta)
             keep_samples = bool(hdf5 or zoobot_output)
             with tqdm(total=len(expected) + len(parts.done_ids), initial=len(parts.done_ids),
                       desc=f"predicting -> {output.name}",
                       unit="galaxy", disable=not progress) as bar:
-                for images, ids in decoded_batches(ds, batch_size, model.load_size):
-                    samples, _ = run(images)
-                    samples = samples.numpy()
-                    ids = [i.decode() for i in ids.numpy()]
-                    parts.add(model.task.table(ids, samples, interval),
-                              {"samples": samples} if keep_samples else None)
-                    bar.update(len(ids))
+                for table, samples in predicted_batches(model, ds, batch_size, n_samples, tta, interval):
+                    parts.add(table, {"samples": samples} if keep_samples else None)
+                    bar.update(len(table))
         parts.flush()
         n = parts.write_streamed(output)
         if hdf5:
@@ -179,7 +185,15 @@ def _skipped(expected: pd.DataFrame, done: set[str], output: Path) -> pd.DataFra
 
 
 def predict_job(config) -> pd.DataFrame:
-    """``zoobot-tf predict`` from a :class:`~zoobot_tf.config.PredictConfig`."""
+    """``zoobot-tf predict`` from a :class:`~zoobot_tf.config.PredictConfig` (on Apache Beam with ``--runner``)."""
+    precision = None if config.precision == "float32" else config.precision
+    if config.runner:
+        from zoobot_tf.engines.beam import run_inference
+
+        return run_inference("predict", config.model, config.input, config.output, config.runner, config.workers,
+                             config.beam_options, config.split, config.batch_size, config.chunk,
+                             {"n_samples": config.n_samples, "tta": config.tta, "interval": config.interval,
+                              "precision": precision, "seed": config.seed})
     return predict(config.model, config.input, config.output, n_samples=config.n_samples, tta=config.tta,
                    batch_size=config.batch_size, hdf5=config.hdf5, interval=config.interval, split=config.split,
                    progress=config.progress, precision=None if config.precision == "float32" else config.precision,

@@ -28,30 +28,41 @@ def feature_columns(table: pd.DataFrame) -> list[str]:
     return sorted(cols, key=lambda c: int(c.split("_")[1]))
 
 
-class PCA:
-    """Principal components by SVD of the centred data (numpy; no scikit-learn needed)."""
+def PCA(n_components: int, max_rows: int | None = None):
+    """scikit-learn's PCA (randomised SVD when it pays off; ``explained_variance_ratio_`` and ``components_``
+    as usual). A count above min(galaxies, features) is refused up front with the numbers."""
+    from sklearn.decomposition import PCA as SkPCA
 
-    def __init__(self, n_components: int):
-        self.n_components = int(n_components)
+    class CheckedPCA(SkPCA):
+        def fit(self, x, y=None):
+            x = np.asarray(x)
+            if self.n_components > min(x.shape):
+                raise ValueError(f"pca_components={self.n_components} exceeds min(galaxies, features)={min(x.shape)}")
+            return super().fit(x.astype(np.float64))
 
-    def fit(self, x: np.ndarray) -> "PCA":
-        x = np.asarray(x, dtype=np.float64)
-        if self.n_components > min(x.shape):
-            raise ValueError(f"pca_components={self.n_components} exceeds min(galaxies, features)={min(x.shape)}")
-        self.mean_ = x.mean(axis=0)
-        _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
-        self.components_ = vt[: self.n_components]
-        var = s ** 2 / max(len(x) - 1, 1)
-        self.explained_variance_ratio_ = var[: self.n_components] / var.sum()
-        return self
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, dtype=np.float64) - self.mean_) @ self.components_.T
+    return CheckedPCA(n_components=int(n_components), random_state=0)
 
 
 def read_embeddings(path: str | Path) -> pd.DataFrame:
     """An embeddings table written by :func:`embed` (Parquet, CSV or HDF5)."""
     return read_table(path)
+
+
+def embedded_batches(model, ds, batch_size: int):
+    """(encoded bytes, id) -> per batch a table ``id_str, feat_0..``: what every embed path (this process, or a
+    worker of a distributed job) computes; unreadable images are dropped."""
+    import tensorflow as tf
+
+    embedder = model.embedding_model()
+
+    @tf.function(reduce_retracing=True)
+    def run(images):
+        return embedder(images, training=False)
+
+    for images, batch_ids in decoded_batches(ds, batch_size, model.load_size):
+        x = run(images).numpy().astype(np.float32)
+        yield pd.concat([pd.DataFrame({ID_COL: [i.decode() for i in batch_ids.numpy()]}),
+                         pd.DataFrame(x, columns=[f"feat_{i}" for i in range(x.shape[1])])], axis=1)
 
 
 def embed(model, source, output: str | Path | None = None, batch_size: int = 64, pca_components: int | None = None,
@@ -70,7 +81,6 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
     model's predicted answers or class, the anomaly score, and the source catalog's ``tensorboard_columns``)
     and a sprite of thumbnails made by the model's view layer: ``tensorboard --logdir <folder>``.
     """
-    import tensorflow as tf
     from tqdm import tqdm
 
     from zoobot_tf.models.resolve import load_model
@@ -86,12 +96,6 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         parts = Parts(output, {"job": "embed", "model": _identity(model), "source": str(data), "split": split,
                                "precision": precision}, chunk)
-    embedder = model.embedding_model()
-
-    @tf.function(reduce_retracing=True)
-    def run(images):
-        return embedder(images, training=False)
-
     tables = []
     done = len(parts.done_ids) if parts else 0
     try:
@@ -99,10 +103,7 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
             expected, ds = data.images(split, exclude=parts.done_ids if parts else None)
             with tqdm(total=len(expected) + done, initial=done, desc="embedding", unit="galaxy",
                       disable=not progress) as bar:
-                for images, batch_ids in decoded_batches(ds, batch_size, model.load_size):
-                    x = run(images).numpy().astype(np.float32)
-                    part = pd.concat([pd.DataFrame({ID_COL: [i.decode() for i in batch_ids.numpy()]}),
-                                      pd.DataFrame(x, columns=[f"feat_{i}" for i in range(x.shape[1])])], axis=1)
+                for part in embedded_batches(model, ds, batch_size):
                     if parts:
                         parts.add(part)
                     else:
@@ -114,6 +115,16 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
             parts.close()
     if table.empty:
         raise RuntimeError(f"No image could be read from {source}.")
+    table = finish_embeddings(model, data, split, table, output, pca_components, pca_fit_max, anomaly_k,
+                              tensorboard, tensorboard_columns, tensorboard_max, batch_size)
+    if output:
+        parts.cleanup()
+    return table
+
+
+def finish_embeddings(model, data, split, table, output, pca_components=None, pca_fit_max=50_000, anomaly_k=None,
+                      tensorboard=None, tensorboard_columns=(), tensorboard_max=10_000, batch_size=64):
+    """After every galaxy is embedded: PCA, anomaly scores, projector files, and the output table written."""
     feats = feature_columns(table)
     x = x_raw = table[feats].to_numpy(np.float32)
     meta = {"backbone": model.backbone, "embedding_dim": int(x.shape[1])}
@@ -131,7 +142,6 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
         _projector(model, data, split, table, x_raw, tensorboard, tensorboard_columns, tensorboard_max, batch_size)
     if output:
         write_table(table, Path(output), meta)
-        parts.cleanup()
     return table
 
 
@@ -171,9 +181,19 @@ def _projector(model, data, split, table, features, logdir, columns, limit, batc
 
 
 def embed_job(config) -> pd.DataFrame:
-    """``zoobot-tf embed`` from a :class:`~zoobot_tf.config.EmbedConfig`."""
+    """``zoobot-tf embed`` from a :class:`~zoobot_tf.config.EmbedConfig` (on Apache Beam with ``--runner``)."""
     from zoobot_tf.config import _comma_list
 
+    if config.runner:
+        from zoobot_tf.engines.beam import run_inference
+
+        finish = {"pca_components": config.pca, "anomaly_k": config.anomaly_k, "tensorboard": config.tensorboard,
+                  "tensorboard_columns": _comma_list(config.tensorboard_columns),
+                  "tensorboard_max": config.tensorboard_max}
+        return run_inference("embed", config.model, config.input, config.output, config.runner, config.workers,
+                             config.beam_options, config.split, config.batch_size, config.chunk,
+                             {"precision": None if config.precision == "float32" else config.precision,
+                              "seed": config.seed, "finish": finish})
     return embed(config.model, config.input, config.output, batch_size=config.batch_size, pca_components=config.pca,
                  split=config.split, progress=config.progress, anomaly_k=config.anomaly_k,
                  precision=None if config.precision == "float32" else config.precision, chunk=config.chunk,
@@ -182,19 +202,62 @@ def embed_job(config) -> pd.DataFrame:
 
 
 class EmbeddingIndex:
-    """Cosine-similarity search and k-nearest-neighbour anomaly scores over an embedding table."""
+    """Cosine-similarity search and k-nearest-neighbour anomaly scores over an embedding table.
 
-    def __init__(self, ids, features: np.ndarray):
+    Up to ``exact_max`` galaxies (and whenever FAISS is absent) the search is exact (numpy: a matrix product
+    per block); above it, an approximate HNSW graph from FAISS (``pip install zoobot-tf[search]``), whose
+    recall@10 against the exact search is tested >= 0.95 and which turns the anomaly scores from O(N^2) into
+    about O(N log N) (benchmarks/similarity.py measures both at a million galaxies).
+
+    Args:
+        method: ``"auto"`` (above), ``"exact"`` or ``"faiss"``.
+        ef_search: HNSW's search breadth (higher: better recall, slower queries).
+    """
+
+    def __init__(self, ids, features: np.ndarray, method: str = "auto", exact_max: int = 50_000,
+                 ef_search: int = 128):
         self.ids = np.asarray(ids).astype(str)
         x = np.asarray(features, dtype=np.float32)
-        self.unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        self.unit = np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
         self._row = {i: n for n, i in enumerate(self.ids)}
+        if method not in ("auto", "exact", "faiss"):
+            raise ValueError(f"method must be auto, exact or faiss. Received: {method!r}")
+        if method == "auto":
+            method = "faiss" if len(self.ids) > exact_max and _faiss() is not None else "exact"
+        self.method = method
+        self._faiss = None
+        if method == "faiss":
+            faiss = _faiss()
+            if faiss is None:
+                raise ImportError("method='faiss' needs faiss-cpu: pip install 'zoobot-tf[search]'")
+            index = faiss.IndexHNSWFlat(self.unit.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+            index.hnsw.efSearch = ef_search
+            index.add(self.unit)
+            self._faiss = index
 
     @classmethod
-    def from_table(cls, table: pd.DataFrame | str | Path) -> "EmbeddingIndex":
+    def from_table(cls, table: pd.DataFrame | str | Path, **kwargs) -> "EmbeddingIndex":
         if not isinstance(table, pd.DataFrame):
             table = read_embeddings(table)
-        return cls(table[ID_COL], table[feature_columns(table)].to_numpy())
+        return cls(table[ID_COL], table[feature_columns(table)].to_numpy(), **kwargs)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most similar galaxies to each unit-norm query row: (similarities, row indices), best first."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, len(self.ids))
+        if self._faiss is not None:
+            self._faiss.hnsw.efSearch = max(self._faiss.hnsw.efSearch, k)
+            return self._faiss.search(queries, k)
+        sims, rows = [], []
+        for start in range(0, len(queries), 4096):
+            sim = queries[start:start + 4096] @ self.unit.T
+            top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+            part = np.take_along_axis(sim, top, axis=1)
+            order = np.argsort(-part, axis=1)
+            sims.append(np.take_along_axis(part, order, axis=1))
+            rows.append(np.take_along_axis(top, order, axis=1))
+        return np.concatenate(sims), np.concatenate(rows)
 
     def neighbours(self, query, k: int = 10, include_self: bool = False) -> pd.DataFrame:
         """The ``k`` most similar galaxies to ``query`` (an id, or a feature vector)."""
@@ -205,23 +268,33 @@ class EmbeddingIndex:
         else:
             q = np.asarray(query, dtype=np.float32)
             q = q / max(np.linalg.norm(q), 1e-12)
-        sim = self.unit @ q
-        if isinstance(query, str) and not include_self:
-            sim[self._row[query]] = -np.inf
-        top = np.argsort(-sim)[:k]
-        return pd.DataFrame({ID_COL: self.ids[top], "similarity": sim[top]})
+        own = self._row[query] if isinstance(query, str) and not include_self else None
+        sim, rows = self.search(q[None, :], k + (own is not None))
+        keep = rows[0] != own if own is not None else np.ones(rows.shape[1], bool)
+        keep &= rows[0] >= 0
+        sim, rows = sim[0][keep][:k], rows[0][keep][:k]
+        return pd.DataFrame({ID_COL: self.ids[rows], "similarity": sim})
 
-    def anomaly_scores(self, k: int = 10, chunk: int = 4096) -> pd.DataFrame:
-        """Mean cosine distance to each galaxy's ``k`` nearest neighbours: high = unusual."""
+    def anomaly_scores(self, k: int = 10) -> pd.DataFrame:
+        """Mean cosine distance to each galaxy's ``k`` nearest neighbours (itself excluded): high = unusual."""
         k = min(k, len(self.ids) - 1)
         if k < 1:
             raise ValueError("Anomaly scores need at least 2 galaxies.")
-        scores = np.empty(len(self.ids), dtype=np.float32)
-        for start in range(0, len(self.ids), chunk):
-            sim = self.unit[start:start + chunk] @ self.unit.T
-            rows = np.arange(sim.shape[0])
-            sim[rows, rows + start] = -np.inf  # not its own neighbour
-            nearest = -np.partition(-sim, k - 1, axis=1)[:, :k]
-            scores[start:start + chunk] = 1.0 - nearest.mean(axis=1)
+        sim, rows = self.search(self.unit, k + 1)
+        own = rows == np.arange(len(self.ids))[:, None]
+        # drop each galaxy itself (or, for exact duplicates found first, the last of the k + 1)
+        drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+        keep = np.ones_like(own)
+        keep[np.arange(len(self.ids)), drop] = False
+        nearest = sim[keep].reshape(len(self.ids), k)
+        scores = (1.0 - nearest.mean(axis=1)).astype(np.float32)
         return pd.DataFrame({ID_COL: self.ids, "anomaly_score": scores}).sort_values(
             "anomaly_score", ascending=False, ignore_index=True)
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss

@@ -13,12 +13,12 @@ Layout of a shard folder::
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -48,9 +48,14 @@ class ShardError(ValueError):
     """Shards that are missing, corrupt or do not fit the request (split, workers, schema)."""
 
 
-def _sha256(path: Path) -> str:
+def _join(folder, name: str) -> str:
+    """A path inside ``folder`` as a string TF's file systems read (local, gs://, s3://, hdfs://)."""
+    return f"{str(folder).rstrip('/')}/{name}"
+
+
+def _sha256(path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with tf.io.gfile.GFile(str(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -63,7 +68,8 @@ def _example(image: bytes, id_str: str, task: Task | None, label) -> bytes:
     }
     if task is not None:
         feats.update(task.example_features(label))
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    # deterministic: map entries in key order, so any process writes the same bytes
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
 
 
 def _encoded_images(paths: Sequence[str], stored_size: int | None, jpeg_quality: int):
@@ -89,6 +95,117 @@ def _encoded_images(paths: Sequence[str], stored_size: int | None, jpeg_quality:
         yield int(i), raw
 
 
+@dataclasses.dataclass
+class ShardWork:
+    """One shard to write: its galaxies (catalog rows, in catalog order) and everything needed to write it
+    anywhere (a worker of a distributed job gets exactly this)."""
+
+    split: str
+    index: int
+    of: int
+    ids: list
+    paths: list
+    labels: np.ndarray
+
+    @property
+    def file(self) -> str:
+        return f"{self.split}-{self.index:05d}-of-{self.of:05d}.tfrecord"
+
+
+def plan_shards(catalog: pd.DataFrame, task: Task | None = None, label_cols: Sequence[str] | None = None,
+                split_col: str | None = "split", splits: dict[str, float] | None = None,
+                galaxies_per_shard: int = 1024, min_shards: int = 2) -> tuple[list[ShardWork], list[str]]:
+    """Which galaxies go to which shard file (the same for every writer, local or distributed); returns the
+    work and the label columns written. See :func:`write_shards` for the arguments."""
+    if task is not None:
+        task.validate_catalog(catalog, label_cols)
+        label_cols = task.label_columns(label_cols)
+    else:
+        validate_catalog(catalog, label_cols=[])
+        label_cols = []
+    catalog = catalog.reset_index(drop=True)
+    if split_col and split_col in catalog.columns:
+        split_of = catalog[split_col].astype(str).to_numpy()
+    else:
+        splits = splits or dict(zip(SPLITS, DEFAULT_FRACTIONS))
+        split_of = split_by_id(catalog[ID_COL].astype(str).tolist(), list(splits.values()), list(splits))
+    labels = task.encode(catalog, label_cols) if task is not None else np.zeros((len(catalog), 0))
+    ids = catalog[ID_COL].astype(str).to_numpy(dtype=object)
+    paths = catalog[FILE_COL].astype(str).to_numpy(dtype=object)
+    work = []
+    for split in pd.unique(split_of):
+        idx = np.flatnonzero(split_of == split)
+        n_shards = max(math.ceil(len(idx) / galaxies_per_shard), min(min_shards, len(idx)), 1)
+        for s, rows in enumerate(np.array_split(idx, n_shards)):
+            work.append(ShardWork(str(split), s, n_shards, ids[rows].tolist(), paths[rows].tolist(), labels[rows]))
+    return work, list(label_cols)
+
+
+def write_shard(work: ShardWork, output_dir, task: Task | None, stored_size: int | None = None,
+                jpeg_quality: int = 95, on_image=None) -> dict:
+    """Write one shard (to a temporary name, renamed when whole: a retried write replaces it); returns its
+    manifest entry, with the ids of unreadable images under ``skipped_ids``."""
+    final = _join(output_dir, work.file)
+    tmp = final + ".partial"
+    written = np.zeros(len(work.ids), dtype=bool)
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for i, raw in _encoded_images(work.paths, stored_size, jpeg_quality):
+            writer.write(_example(raw, work.ids[i], task, work.labels[i]))
+            written[i] = True
+            if on_image:
+                on_image()
+    tf.io.gfile.rename(tmp, final, overwrite=True)
+    return {"split": work.split, "file": work.file, "n_galaxies": int(written.sum()), "sha256": _sha256(final),
+            "bytes": int(tf.io.gfile.stat(final).length),
+            "skipped_ids": [work.ids[i] for i in np.flatnonzero(~written)]}
+
+
+def write_manifest(output_dir, entries: Sequence[dict], task: Task | None, label_cols: Sequence[str],
+                   stored_size: int | None, remake: str | None, engine: dict | None = None) -> dict:
+    """Assemble the manifest from every shard's entry (in split, then file order) and write it last: a folder
+    with a manifest is complete. ``engine``: how a distributed writer ran (runner, processes)."""
+    splits: dict = {}
+    skipped: list = []
+    for e in sorted(entries, key=lambda e: (e["split"], e["file"])):
+        skipped += e["skipped_ids"]
+        entry = splits.setdefault(e["split"], {"n_galaxies": 0, "shards": []})
+        entry["n_galaxies"] += e["n_galaxies"]
+        entry["shards"].append({k: e[k] for k in ("file", "n_galaxies", "sha256", "bytes")})
+    if skipped:
+        log.warning("Skipped %d unreadable images (listed in the manifest): %s", len(skipped), skipped[:10])
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "label_kind": task.name if task is not None else "none",
+        "task": task.get_config() if task is not None else None,
+        "label_cols": list(label_cols),
+        "image": {"stored_size": stored_size, "encoding": "jpeg" if stored_size else "as-is"},
+        "splits": splits,
+        "skipped_ids": skipped,
+        "remake": remake,
+    }
+    if engine:
+        manifest["engine"] = engine
+    path = _join(output_dir, MANIFEST)
+    with tf.io.gfile.GFile(path + ".partial", "w") as f:
+        f.write(json.dumps(manifest, indent=2))
+    tf.io.gfile.rename(path + ".partial", path, overwrite=True)
+    return manifest
+
+
+def prepare_output(output_dir, overwrite: bool) -> None:
+    """Refuse a finished shard folder unless ``overwrite``; with it, remove its manifest and shards."""
+    output_dir = str(output_dir)
+    if tf.io.gfile.exists(_join(output_dir, MANIFEST)):
+        if not overwrite:
+            raise FileExistsError(f"{output_dir} already holds shards; pass overwrite=True (--overwrite true) "
+                                  f"to replace them.")
+        tf.io.gfile.remove(_join(output_dir, MANIFEST))
+        for old in tf.io.gfile.glob(_join(output_dir, "*.tfrecord")):
+            tf.io.gfile.remove(old)
+    tf.io.gfile.makedirs(output_dir)
+
+
 def write_shards(
     catalog: pd.DataFrame,
     output_dir: str | Path,
@@ -104,7 +221,8 @@ def write_shards(
     progress: bool = True,
     remake: str | None = None,
 ) -> dict:
-    """Write a catalog as TFRecord shards with a manifest; return the manifest.
+    """Write a catalog as TFRecord shards with a manifest, in this process; return the manifest.
+    (:func:`zoobot_tf.engines.beam.write_shards_beam` writes the same shards on Apache Beam.)
 
     Args:
         catalog: ``id_str``, ``file_loc`` and the label columns.
@@ -124,100 +242,21 @@ def write_shards(
     """
     from tqdm import tqdm
 
-    if task is not None:
-        task.validate_catalog(catalog, label_cols)
-        label_cols = task.label_columns(label_cols)
-    else:
-        validate_catalog(catalog, label_cols=[])
-        label_cols = []
-
-    output_dir = Path(output_dir)
-    if (output_dir / MANIFEST).exists() and not overwrite:
-        raise FileExistsError(f"{output_dir} already holds shards; pass overwrite=True to replace them.")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for old in output_dir.glob("*.tfrecord"):
-        if overwrite:
-            old.unlink()
-
-    catalog = catalog.reset_index(drop=True)
-    if split_col and split_col in catalog.columns:
-        splits = catalog[split_col].astype(str).to_numpy()
-    else:
-        splits = splits or dict(zip(SPLITS, DEFAULT_FRACTIONS))
-        splits = split_by_id(catalog[ID_COL].astype(str).tolist(), list(splits.values()), list(splits))
-    labels = task.encode(catalog, label_cols) if task is not None else np.zeros((len(catalog), 0))
-    ids = catalog[ID_COL].astype(str).tolist()
-
-    # shard sizes per split
-    plan = {}
-    for split in pd.unique(splits):
-        idx = np.flatnonzero(splits == split)
-        n_shards = max(math.ceil(len(idx) / galaxies_per_shard), min(min_shards, len(idx)), 1)
-        plan[split] = np.array_split(idx, n_shards)
-    shard_of = {}
-    for split, chunks in plan.items():
-        for s, chunk in enumerate(chunks):
-            for i in chunk:
-                shard_of[int(i)] = (split, s)
-
-    writers: dict = {}
-    counts: dict = {}
-    written = np.zeros(len(catalog), dtype=bool)
-    tmp_paths = {}
-    try:
-        for split, chunks in plan.items():
-            for s in range(len(chunks)):
-                name = f"{split}-{s:05d}-of-{len(chunks):05d}.tfrecord"
-                tmp = output_dir / (name + ".partial")
-                tmp_paths[(split, s)] = (tmp, output_dir / name)
-                writers[(split, s)] = tf.io.TFRecordWriter(str(tmp))
-                counts[(split, s)] = 0
-        paths = catalog[FILE_COL].astype(str).tolist()
-        bar = tqdm(total=len(paths), desc=f"writing shards to {output_dir}", unit="galaxy", disable=not progress)
-        for i, raw in _encoded_images(paths, stored_size, jpeg_quality):
-            key = shard_of[i]
-            writers[key].write(_example(raw, ids[i], task, labels[i]))
-            counts[key] += 1
-            written[i] = True
-            bar.update(1)
-        bar.close()
-    finally:
-        for w in writers.values():
-            w.close()
-
-    skipped = [ids[i] for i in np.flatnonzero(~written)]
-    if skipped:
-        log.warning("Skipped %d unreadable images (listed in the manifest): %s", len(skipped), skipped[:10])
-    manifest_splits: dict = {}
-    for (split, s), (tmp, final) in sorted(tmp_paths.items()):
-        os.replace(tmp, final)
-        entry = manifest_splits.setdefault(split, {"n_galaxies": 0, "shards": []})
-        entry["n_galaxies"] += counts[(split, s)]
-        entry["shards"].append({"file": final.name, "n_galaxies": counts[(split, s)], "sha256": _sha256(final),
-                                "bytes": final.stat().st_size})
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "label_kind": task.name if task is not None else "none",
-        "task": task.get_config() if task is not None else None,
-        "label_cols": list(label_cols),
-        "image": {"stored_size": stored_size, "encoding": "jpeg" if stored_size else "as-is"},
-        "splits": manifest_splits,
-        "skipped_ids": skipped,
-        "remake": remake,
-    }
-    tmp_manifest = output_dir / (MANIFEST + ".partial")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp_manifest, output_dir / MANIFEST)  # the manifest appears last: a folder with one is complete
-    return manifest
+    work, label_cols = plan_shards(catalog, task, label_cols, split_col, splits, galaxies_per_shard, min_shards)
+    prepare_output(output_dir, overwrite)
+    with tqdm(total=len(catalog), desc=f"writing shards to {output_dir}", unit="galaxy", disable=not progress) as bar:
+        entries = [write_shard(w, output_dir, task, stored_size, jpeg_quality, on_image=lambda: bar.update(1))
+                   for w in work]
+    return write_manifest(output_dir, entries, task, label_cols, stored_size, remake)
 
 
 def read_manifest(shard_dir: str | Path) -> dict:
-    path = Path(shard_dir) / MANIFEST
-    if not path.exists():
+    path = _join(shard_dir, MANIFEST)
+    if not tf.io.gfile.exists(path):
         raise ShardError(f"No {MANIFEST} in {shard_dir}: not a zoobot-tf shard folder (make one with "
                          f"`zoobot-tf make-shards`), or its writing did not finish.")
-    manifest = json.loads(path.read_text())
+    with tf.io.gfile.GFile(path) as f:
+        manifest = json.loads(f.read())
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ShardError(f"{path} has format_version {manifest.get('format_version')}; expected {FORMAT_VERSION}.")
     return manifest
@@ -240,12 +279,13 @@ def shard_files(shard_dir: str | Path, split: str, verify: bool = False) -> list
         raise ShardError(f"Split {split!r} not in {shard_dir}; available: {sorted(manifest['splits'])}")
     files = []
     for entry in manifest["splits"][split]["shards"]:
-        path = Path(shard_dir) / entry["file"]
-        if not path.exists():
+        path = _join(shard_dir, entry["file"])
+        if not tf.io.gfile.exists(path):
             raise ShardError(f"Shard {path} is listed in the manifest but missing. {remake_hint(manifest, shard_dir)}")
         size = entry.get("bytes")
-        if size is not None and path.stat().st_size != size:
-            raise ShardError(f"Shard {path} has {path.stat().st_size} bytes; the manifest recorded {size} (truncated "
+        actual = tf.io.gfile.stat(path).length
+        if size is not None and actual != size:
+            raise ShardError(f"Shard {path} has {actual} bytes; the manifest recorded {size} (truncated "
                              f"or replaced). {remake_hint(manifest, shard_dir)}")
         if verify and _sha256(path) != entry["sha256"]:
             raise ShardError(f"Shard {path} does not match its sha256 in the manifest (corrupt or replaced). "

@@ -48,3 +48,23 @@ def rgb_array(path) -> np.ndarray:
 
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
+
+
+class BeamWhenAsked:
+    """Mixin for the builders of large sources: with Beam options (``tfds build ... --beam_pipeline_options=...``,
+    ``zoobot-tf tfds-build ... --beam_options ...`` or ``download_config=tfds.download.DownloadConfig(
+    beam_options=...)``) the examples are made on Apache Beam, each worker reading its share of the images;
+    without, in this process, with no Beam needed. ``make_example(row) -> (key, example)`` must be a
+    module-level function (Beam ships it to the workers)."""
+
+    def _download_and_prepare(self, dl_manager, download_config):
+        self._on_beam = bool(download_config.beam_options or download_config.beam_runner)
+        return super()._download_and_prepare(dl_manager, download_config)
+
+    def _examples(self, rows, make_example):
+        if getattr(self, "_on_beam", False):
+            import tensorflow_datasets as tfds
+
+            beam = tfds.core.lazy_imports.apache_beam
+            return beam.Create(list(rows)) | beam.Reshuffle() | beam.Map(make_example)
+        return (make_example(r) for r in rows)

@@ -5,7 +5,7 @@ import pandas as pd
 import tensorflow_datasets as tfds
 
 from zoobot_tf.tasks import ClassificationTask
-from zoobot_tf.tfds.common import image_features, require_files, rgb_array, split_of
+from zoobot_tf.tfds.common import BeamWhenAsked, image_features, require_files, rgb_array, split_of
 
 CLASSES = ["elliptical", "clockwise_spiral", "anticlockwise_spiral", "edge_on", "dont_know", "merger"]
 _INSTRUCTIONS = """
@@ -18,7 +18,7 @@ Note: clockwise/anticlockwise are mirror images of each other: do not train with
 """
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(BeamWhenAsked, tfds.core.GeneratorBasedBuilder):
     """Galaxy Zoo 1 six-class morphology on SDSS DR7 cutouts (one class per galaxy)."""
 
     TASK = ClassificationTask(CLASSES)  # what zoobot-tf trains on (see zoobot_tf.tasks)
@@ -49,6 +49,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return {s: self._generate_examples(root, labels[split == s]) for s in ("train", "validation", "test")}
 
     def _generate_examples(self, root, labels):
-        for row in labels.itertuples():
-            yield row.dr7objid, {"image": rgb_array(root / row.file), "id_str": row.dr7objid,
-                                 "label": int(row.gz1_class)}
+        return self._examples([(row.dr7objid, str(root / row.file), int(row.gz1_class))
+                               for row in labels.itertuples()], _example)
+
+
+def _example(row):
+    dr7objid, path, label = row
+    return dr7objid, {"image": rgb_array(path), "id_str": dr7objid, "label": label}

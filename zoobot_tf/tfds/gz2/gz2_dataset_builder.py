@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from zoobot_tf.data.catalogs import gz2_willett_to_schema_columns
 from zoobot_tf.schemas import get_schema
 from zoobot_tf.tasks import VoteTask
-from zoobot_tf.tfds.common import require_files, rgb_array, split_of, vote_features
+from zoobot_tf.tfds.common import BeamWhenAsked, require_files, rgb_array, split_of, vote_features
 
 SCHEMA = get_schema("gz2_willett")
 # Kaggle's crowd fractions are weighted and debiased; counts are approximated as fraction x this many
@@ -29,7 +29,7 @@ per-question fractions, and to approximate counts: round(cumulative fraction x 4
 """
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(BeamWhenAsked, tfds.core.GeneratorBasedBuilder):
     """GZ2 images with votes for all 11 questions / 37 answers."""
 
     TASK = VoteTask(SCHEMA)  # what zoobot-tf trains on (see zoobot_tf.tasks)
@@ -76,9 +76,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 for s in ("train", "validation", "test")}
 
     def _generate_examples(self, rows):
-        for id_str, path, votes, frac in rows:
-            yield id_str, {"image": rgb_array(path), "id_str": id_str, "votes": votes.astype(np.int32),
-                           "fractions": np.nan_to_num(frac).astype(np.float32)}
+        return self._examples(rows, _example)
+
+
+def _example(row):
+    id_str, path, votes, frac = row
+    return id_str, {"image": rgb_array(path), "id_str": id_str, "votes": votes.astype(np.int32),
+                    "fractions": np.nan_to_num(frac).astype(np.float32)}
 
 
 def per_question_fractions(values: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 from zoobot_tf.schemas import get_schema
 from zoobot_tf.tasks import VoteTask
-from zoobot_tf.tfds.common import require_files, rgb_array, split_of, vote_features
+from zoobot_tf.tfds.common import BeamWhenAsked, require_files, rgb_array, split_of, vote_features
 
 SCHEMA = get_schema("gz_decals_dr5")  # DR5 and DR8 campaigns share this tree
 
@@ -21,7 +21,7 @@ Put in the manual directory, from the GZ DECaLS data release (Zenodo, doi:10.528
 """
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(BeamWhenAsked, tfds.core.GeneratorBasedBuilder):
     """GZ DECaLS images with raw volunteer votes on the DR5/DR8 decision tree (10 questions, 34 answers)."""
 
     TASK = VoteTask(SCHEMA)  # what zoobot-tf trains on (see zoobot_tf.tasks)
@@ -82,5 +82,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return None
 
     def _generate_examples(self, rows):
-        for iauname, path, votes in rows:
-            yield iauname, {"image": rgb_array(path), "id_str": iauname, "votes": votes}
+        return self._examples(rows, _example)
+
+
+def _example(row):
+    iauname, path, votes = row
+    return iauname, {"image": rgb_array(path), "id_str": iauname, "votes": votes}
