@@ -250,8 +250,9 @@ class EmbeddingIndex:
             self._faiss.hnsw.efSearch = max(self._faiss.hnsw.efSearch, k)
             return self._faiss.search(queries, k)
         sims, rows = [], []
-        for start in range(0, len(queries), 4096):
-            sim = queries[start:start + 4096] @ self.unit.T
+        block = max(1, min(4096, 2 ** 27 // len(self.ids)))  # a block's similarities in <= 512 MB
+        for start in range(0, len(queries), block):
+            sim = queries[start:start + block] @ self.unit.T
             top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
             part = np.take_along_axis(sim, top, axis=1)
             order = np.argsort(-part, axis=1)
