@@ -178,11 +178,12 @@ def test_grpc_request_round_trips(exported):
 def test_finetune_again_from_an_export(exported, tmp_path):
     model, path, _, _ = exported
     df = vote_catalog(tmp_path / "img", n=24, schema="gz_rings", size=40)
-    tuner = Finetuner(path.parent, task="votes", schema="gz_rings", n_blocks=-1, learning_rate=3e-3,
+    tuner = Finetuner(path.parent, task="votes", schema="gz_rings", n_blocks=-1, learning_rate=1e-3,
                       train_batchnorm=True)
     for a, b in zip(tuner.model.encoder.get_weights(), model.encoder.get_weights()):
         np.testing.assert_array_equal(a, b)
     before = tuner.model.encoder.get_weights()
-    hist = tuner.model.fit(tuner.dataset(df, ["ring_yes", "ring_no"], training=True), epochs=4, verbose=0).history
-    assert hist["nll"][-1] < hist["nll"][0]
+    hist = tuner.model.fit(tuner.dataset(df, ["ring_yes", "ring_no"], training=True), epochs=8, verbose=0).history
+    # the votes are random, so what there is to learn is their prior: the loss falls to it, with epoch noise
+    assert np.mean(hist["nll"][-3:]) < hist["nll"][0], hist["nll"]
     assert any(not np.allclose(a, b) for a, b in zip(tuner.model.encoder.get_weights(), before))

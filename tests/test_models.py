@@ -202,10 +202,13 @@ def test_fused_batchnorm_matches_keras_batchnorm():
     np.testing.assert_allclose(ours(x, training=False), ref(x, training=False), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ours(x, training=True), ref(x, training=True), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ours.moving_mean.numpy(), ref.moving_mean.numpy(), rtol=1e-5)
-    n = 4 * 6 * 6  # the fused kernel updates the moving variance with the unbiased batch variance
-    unbiased = weights[3] * 0.9 + x.var(axis=(0, 1, 2), ddof=1) * 0.1
-    np.testing.assert_allclose(ours.moving_variance.numpy(), unbiased, rtol=1e-4)
-    assert n > 1
+    from zoobot_tf import ops
+
+    if ops.fast():  # the fused kernel updates the moving variance with the unbiased batch variance
+        unbiased = weights[3] * 0.9 + x.var(axis=(0, 1, 2), ddof=1) * 0.1
+        np.testing.assert_allclose(ours.moving_variance.numpy(), unbiased, rtol=1e-4)
+    else:  # the stock path is Keras's own layer
+        np.testing.assert_allclose(ours.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=1e-5)
 
 
 def test_pointwise_equals_dense_then_gelu():
