@@ -11,13 +11,15 @@ throughput to Dataflow workers, with the price list stated in the output (check 
 Prints a table and writes benchmarks/results/beam_throughput.json.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import write_json  # noqa: E402
 
 # Dataflow batch list prices, us-central1 (USD; https://cloud.google.com/dataflow/pricing), per worker resource
 PRICE = {"vcpu_hour": 0.056, "gb_hour": 0.003557, "worker": "n1-standard-4 (4 vCPU, 15 GB)", "vcpus": 4, "gb": 15}
@@ -67,9 +69,7 @@ def main():
     print(f"10 million galaxies at {per_core:.1f} galaxies/s per vCPU = {core_hours:.0f} vCPU-hours = "
           f"{workers_hours:.0f} {PRICE['worker']} worker-hours x (4 x ${PRICE['vcpu_hour']} + 15 x "
           f"${PRICE['gb_hour']}) = ${cost:.0f} on Dataflow batch (list prices, us-central1)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ and scaled to N (it is O(N^2); computing it whole at a million galaxies would ta
 here). Prints a table and writes benchmarks/results/similarity.json.
 """
 import argparse
-import json
 import os
 import platform
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import write_json  # noqa: E402
 from zoobot_tf.representations import EmbeddingIndex  # noqa: E402
 
 
@@ -72,15 +73,13 @@ def main():
     result = {"n": args.n, "dim": args.dim, "queries": args.queries, "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), **rows}
     print(f"{args.n:,} embeddings x {args.dim} dims, {args.queries} queries, {os.cpu_count()} CPUs")
-    print(f"| measure | exact (numpy) | FAISS HNSW |\n|---|---|---|")
+    print("| measure | exact (numpy) | FAISS HNSW |\n|---|---|---|")
     print(f"| build | {rows['exact_build_s']:.1f} s | {rows['faiss_build_s']:.1f} s |")
     print(f"| one top-10 query | {rows['exact_query_ms']:.1f} ms | {rows['faiss_query_ms']:.2f} ms |")
     print(f"| recall@10 vs exact | 1 | {rows['recall_at_10']:.3f} |")
     print(f"| anomaly scores, every galaxy | {rows['exact_anomaly_all_s_projected'] / 60:.0f} min (projected from "
           f"{args.exact_sample} rows) | {rows['faiss_anomaly_all_s'] / 60:.1f} min |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_json(result, args.out)
 
 
 if __name__ == "__main__":

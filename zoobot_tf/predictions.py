@@ -196,5 +196,5 @@ def predict_job(config) -> pd.DataFrame:
                               "precision": precision, "seed": config.seed})
     return predict(config.model, config.input, config.output, n_samples=config.n_samples, tta=config.tta,
                    batch_size=config.batch_size, hdf5=config.hdf5, interval=config.interval, split=config.split,
-                   progress=config.progress, precision=None if config.precision == "float32" else config.precision,
+                   progress=config.progress, precision=precision,
                    seed=config.seed, zoobot_output=config.zoobot_output, chunk=config.chunk)

@@ -184,6 +184,7 @@ def embed_job(config) -> pd.DataFrame:
     """``zoobot-tf embed`` from a :class:`~zoobot_tf.config.EmbedConfig` (on Apache Beam with ``--runner``)."""
     from zoobot_tf.config import _comma_list
 
+    precision = None if config.precision == "float32" else config.precision
     if config.runner:
         from zoobot_tf.engines.beam import run_inference
 
@@ -192,11 +193,11 @@ def embed_job(config) -> pd.DataFrame:
                   "tensorboard_max": config.tensorboard_max}
         return run_inference("embed", config.model, config.input, config.output, config.runner, config.workers,
                              config.beam_options, config.split, config.batch_size, config.chunk,
-                             {"precision": None if config.precision == "float32" else config.precision,
+                             {"precision": precision,
                               "seed": config.seed, "finish": finish})
     return embed(config.model, config.input, config.output, batch_size=config.batch_size, pca_components=config.pca,
                  split=config.split, progress=config.progress, anomaly_k=config.anomaly_k,
-                 precision=None if config.precision == "float32" else config.precision, chunk=config.chunk,
+                 precision=precision, chunk=config.chunk,
                  tensorboard=config.tensorboard, tensorboard_columns=_comma_list(config.tensorboard_columns),
                  tensorboard_max=config.tensorboard_max)
 

@@ -28,7 +28,6 @@ import shlex
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
