@@ -1,13 +1,18 @@
 """Finetune on real Galaxy Zoo sets with 100 / 300 / 1000 labels: pretrained vs random encoder.
 
     python benchmarks/finetune_real.py [--data ../shared/data] [--out benchmarks/results/finetune_real.json]
+    # the scaling study's real-data view: 50 labels to all, 3 seeds, fitted by `zoobot-tf scaling analyse`
+    python benchmarks/finetune_real.py --sizes 50,100,300,1000,all --seeds 0,1,2 \\
+        --out benchmarks/scaling_mini/labels.json --csv benchmarks/scaling_mini/labels.csv
 
 For each set in ../shared/data (gz_decals_rings: ring vs not; gz1_sdss: 6 GZ1 classes; gz2_kaggle_spiral:
 binary), a fixed part is held aside as the test set; training sets of 100, 300 and 1000 labels (or all
 the rest, where fewer) are drawn from the remainder (20% of each used for early stopping). Each is
 finetuned from (a) the embedded encoder pretrained on synthetic Galaxy Zoo votes by zoobot-tf's own
 training (saved_models/zoobot_synthetic) and (b) the same architecture randomly initialised, with the
-same recipe. Prints a table of test accuracy and balanced accuracy and writes it as JSON.
+same recipe, through the public ``zoobot_tf.finetune``. Prints a table of test accuracy, balanced accuracy
+and test loss (cross-entropy) and writes it as JSON (and CSV with ``--csv``). Seeds draw different labelled
+galaxies and initialisations; the test set is the same for all.
 
 Recipe (both encoders): resnet_micro (0.3M parameters) at 64x64 greyscale, the whole encoder trained
 (AdamW lr 1e-3, dropout 0.5), classes weighted by inverse frequency, at most 30 epochs with early
@@ -16,11 +21,11 @@ stopping (patience 6) on the validation loss. About 5 minutes on 2 cores for the
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +40,7 @@ SIZES = (100, 300, 1000)
 
 
 def load_set(data: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    from zoobot_tf.data.catalogs import split_by_id
+    from zoobot_tf.data.splits import split_by_id
 
     folder, id_col, label_col, test_frac, _, _ = SETS[name]
     root = data / folder
@@ -49,41 +54,26 @@ def load_set(data: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     return df[~test.to_numpy()].reset_index(drop=True), df[test.to_numpy()].reset_index(drop=True), label_col
 
 
-def balanced_accuracy(y_true, y_pred, n_classes) -> float:
-    recalls = [np.mean(y_pred[y_true == c] == c) for c in range(n_classes) if np.any(y_true == c)]
-    return float(np.mean(recalls))
-
-
 def run_one(pretrained, pool, test, n_labels, crop, flip, seed=0) -> dict:
-    import keras
+    """Finetune on ``n_labels`` galaxies drawn from ``pool`` with ``seed`` (20% of them for early stopping),
+    through the public ``zoobot_tf.finetune``; score the fixed ``test`` set."""
+    import zoobot_tf as zt
 
-    from zoobot_tf.data.sources import encode_labels
-    from zoobot_tf.evaluate import predict_batches
-    from zoobot_tf.finetuning import Finetuner
-
-    keras.utils.set_random_seed(seed)
-    class_names = sorted(pd.unique(pd.concat([pool["label"], test["label"]])))
     chosen = pool.sample(n=min(n_labels, len(pool)), random_state=seed).reset_index(drop=True)
     n_val = max(int(0.2 * len(chosen)), 2)
-    train, val = chosen[n_val:], chosen[:n_val]
+    catalog = pd.concat([chosen.assign(split=["val"] * n_val + ["train"] * (len(chosen) - n_val)),
+                         test.assign(split="test")], ignore_index=True)
     kwargs = dict(image_size=64, channels=1) if pretrained == "resnet_micro" else {}
-    tuner = Finetuner(pretrained, task="classification", class_names=class_names, n_blocks=-1, learning_rate=1e-3,
-                      crop_fraction=crop, augment={"flip": flip}, batch_size=32, **kwargs)
     start = time.time()
-    from zoobot_tf.finetuning import balanced_class_weight
-
-    train_y, _ = encode_labels(train["label"], class_names)
-    weights = balanced_class_weight(train_y, len(class_names))  # the sets are imbalanced (up to 70% one class)
-    hist = tuner.model.fit(tuner.dataset(train, "label", training=True, seed=seed, class_weight=weights),
-                           validation_data=tuner.dataset(val, "label"), epochs=30,
-                           callbacks=tuner.callbacks(patience=6), verbose=0)
-    probs, labels = predict_batches(tuner.model, tuner.dataset(test, "label"))
-    pred = probs.argmax(1)
-    y, _ = encode_labels(test["label"], class_names)
-    return {"n_train": len(train), "n_val": len(val), "n_test": len(test),
-            "accuracy": float(np.mean(pred == y)), "balanced_accuracy": balanced_accuracy(y, pred, len(class_names)),
-            "majority_accuracy": float(np.mean(y == np.bincount(y).argmax())),
-            "epochs": len(hist.history["loss"]), "seconds": time.time() - start}
+    result = zt.finetune(pretrained, catalog, label_cols="label", task="classification", seed=seed, verbose=0,
+                         epochs=30, patience=6, balance_classes=True, n_blocks=-1, learning_rate=1e-3,
+                         dropout_rate=0.5, crop_fraction=crop, augment={"flip": flip}, batch_size=32, **kwargs)
+    total = result.test_table.set_index("question").loc["total"]
+    return {"n_train": int(result.sizes["train"]), "n_val": int(result.sizes["val"]), "n_test": int(total["n"]),
+            "loss": float(total["loss"]), "seed": seed, "accuracy": float(total["accuracy"]),
+            "balanced_accuracy": float(total["balanced_accuracy"]),
+            "majority_accuracy": float(total["baseline_accuracy"]), "collapsed": bool(total["collapsed"]),
+            "epochs": len(result.history["loss"]), "seconds": time.time() - start}
 
 
 def main(argv=None):
@@ -92,7 +82,12 @@ def main(argv=None):
     parser.add_argument("--pretrained", default=str(REPO / "saved_models" / "zoobot_synthetic"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "finetune_real.json"))
     parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="label counts, or 'all' (of the pool)")
+    parser.add_argument("--seeds", default="0", help="seeds: each draws its own labelled galaxies and initialisation")
+    parser.add_argument("--csv", default=None, help="also write the rows as CSV (e.g. benchmarks/scaling_mini/"
+                        "labels.csv, which `zoobot-tf scaling analyse` fits and plots)")
     args = parser.parse_args(argv)
+    seeds = [int(v) for v in args.seeds.split(",")]
     data = Path(args.data)
     results = []
     for name in args.sets.split(","):
@@ -100,14 +95,15 @@ def main(argv=None):
             print(f"skipping {name}: {data / SETS[name][0]} not found")
             continue
         pool, test, _ = load_set(data, name)
-        for n in sorted({min(size, len(pool)) for size in SIZES}):  # "or all, where fewer"
-            for encoder, source in (("pretrained (synthetic GZ)", args.pretrained), ("random init", "resnet_micro")):
-                r = run_one(source, pool, test, n, SETS[name][4], SETS[name][5])
-                r.update(dataset=name, labels=min(n, len(pool)), encoder=encoder)
-                results.append(r)
-                print(f"{name:18s} {r['labels']:5d} labels  {encoder:26s} acc {r['accuracy']:.3f}  "
-                      f"bal.acc {r['balanced_accuracy']:.3f}  (majority {r['majority_accuracy']:.3f}, "
-                      f"{r['epochs']} epochs, {r['seconds']:.0f} s)", flush=True)
+        sizes = {len(pool) if v == "all" else min(int(v), len(pool)) for v in args.sizes.split(",")}
+        for n, seed, (encoder, source) in itertools.product(
+                sorted(sizes), seeds, (("pretrained (synthetic GZ)", args.pretrained), ("random init", "resnet_micro"))):
+            r = run_one(source, pool, test, n, SETS[name][4], SETS[name][5], seed=seed)
+            r.update(dataset=name, labels=n, encoder=encoder)
+            results.append(r)
+            print(f"{name:18s} {r['labels']:5d} labels seed {seed} {encoder:26s} acc {r['accuracy']:.3f}  "
+                  f"bal.acc {r['balanced_accuracy']:.3f}  (majority {r['majority_accuracy']:.3f}, "
+                  f"{r['epochs']} epochs, {r['seconds']:.0f} s)", flush=True)
     table = pd.DataFrame(results)
     print()
     print(table[["dataset", "labels", "encoder", "accuracy", "balanced_accuracy", "majority_accuracy",
@@ -116,7 +112,9 @@ def main(argv=None):
     Path(args.out).write_text(json.dumps({"setup": {"backbone": "resnet_micro", "image_size": 64, "channels": 1,
                                                      "max_epochs": 30, "patience": 6, "learning_rate": 1e-3},
                                           "results": results}, indent=2))
-    print(f"\nwrote {args.out}")
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    print(f"\nwrote {args.out}" + (f" and {args.csv}" if args.csv else ""))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
 """Scaling-law fits on exact power laws, and a 2-point sweep end to end."""
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -45,7 +49,8 @@ def test_two_point_sweep_appends_resumable_rows(tmp_path):
     grid = {"shards": str(tmp_path / "shards"), "output_dir": str(tmp_path / "sweep"), "fractions": [0.5, 1.0],
             "seeds": [0], "architectures": {"micro": {"backbone": "resnet_micro",
                                                        "backbone_kwargs": {"widths": [8, 8, 16, 16], "stem_width": 8}}},
-            "train": {"image_size": 32, "epochs": 1, "batch_size": 16}}
+            "train": {"image_size": 32, "epochs": 2, "batch_size": 16, "steps_per_epoch": 2, "lr_schedule": "cosine",
+                      "warmup_steps": 1, "galaxy_cards": False}}
     assert len(scaling.grid_points(grid)) == 2
     rows = scaling.run(grid, index=1)
     assert len(rows) == 1 and rows[0]["fraction"] == 1.0
@@ -56,6 +61,13 @@ def test_two_point_sweep_appends_resumable_rows(tmp_path):
     assert table.set_index("fraction").loc[0.5, "n_train"] < table.set_index("fraction").loc[1.0, "n_train"]
     assert np.isfinite(table["test_loss"]).all() and "loss_smooth-or-featured" in table.columns
     assert scaling.run(grid) == []  # nothing left to do
+    # how each run ended, in steps, and its validation curve (the evidence that small points converged)
+    assert set(table["steps"]) == {4} and table["best_step"].isin([2, 4]).all()
+    assert not table["stopped_early"].any() and (table["test_loss_sem"] > 0).all()
+    curves = pd.read_csv(tmp_path / "sweep" / scaling.CURVES)
+    assert len(curves) == 4 and set(curves["step"]) == {2, 4}
+    best = curves.loc[curves.groupby("fraction")["val_loss"].idxmin()].set_index("fraction")["val_loss"]
+    np.testing.assert_allclose(best.sort_index(), table.set_index("fraction")["val_loss_best"].sort_index(), rtol=1e-6)
 
 
 def test_combined_exponent_is_the_inverse_variance_mean_and_skips_bounded_fits():
@@ -101,3 +113,64 @@ def test_bad_train_fractions_are_refused_before_any_work():
         TrainConfig(train_fraction=0.0)
     with pytest.raises(ConfigError, match="needs TFRecord shards"):
         TrainConfig(train_fraction=0.5, tfds="synthetic_gz")
+
+
+def test_prediction_from_the_smaller_sizes_extrapolates_an_exact_law_within_its_interval():
+    rng = np.random.default_rng(1)
+    sizes = np.array([250, 640, 1600, 4000, 10000, 25600])
+    rows = [{"architecture": "m", "fraction": n / 25600, "seed": seed, "params": 1e5, "n_train": n,
+             "test_loss": scaling.power_law(n, 40.0, 0.45, 30.0) + rng.normal(0, 0.03)}
+            for n in sizes for seed in range(3)]
+    stats = scaling._grouped(pd.DataFrame(rows), "fraction", "test_loss")
+    pred = scaling.prediction_test(stats)
+    assert pred["fit_sizes"] == [250.0, 640.0, 1600.0, 4000.0]  # the smaller two thirds
+    truth = scaling.power_law(25600, 40.0, 0.45, 30.0)
+    assert abs(pred["predicted"] - truth) < 3 * pred["predicted_err"] and pred["predicted_err"] < 0.3
+    assert abs(pred["z"]) < 3
+
+
+def test_predicted_interval_matches_monte_carlo_over_the_fit_covariance():
+    x = np.array([100, 200, 400, 800, 1600])
+    y = scaling.power_law(x, 20.0, 0.5, 5.0) + np.array([0.02, -0.03, 0.01, 0.02, -0.01])
+    fit = scaling.fit_power_law(x, y, sigma=np.full(5, 0.03))
+    value, err = scaling.predict_power_law(fit, 3200.0)
+    rng = np.random.default_rng(0)
+    a_s = fit["a"] * fit["x0"] ** -fit["b"]
+    draws = rng.multivariate_normal([a_s, fit["b"], fit["c"]], fit["cov"], 20000)
+    mc = draws[:, 0] * (3200.0 / fit["x0"]) ** -draws[:, 1] + draws[:, 2]
+    np.testing.assert_allclose(value, scaling.power_law(3200.0, fit["a"], fit["b"], fit["c"]), rtol=1e-9)
+    np.testing.assert_allclose(err, mc.std(), rtol=0.15)  # linear propagation vs sampling (mildly non-linear in b)
+
+
+STUDY = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling_mini"
+
+
+@pytest.mark.skipif(not (STUDY / scaling.RESULTS).exists(), reason="no committed scaling study results")
+def test_committed_study_figures_and_tables_are_what_its_results_produce(tmp_path):
+    """`zoobot-tf scaling analyse` over the committed results remakes the committed fits, table and figure."""
+    from matplotlib.testing.compare import compare_images
+    from PIL import Image
+
+    from zoobot_tf.cli import main
+
+    assert main(["scaling", "analyse", "--results", str(STUDY), "--out", str(tmp_path)]) == 0
+    results = scaling.read_results(STUDY)
+    digest = scaling.results_digest(results)
+    committed = json.loads((STUDY / "fits.json").read_text())
+    assert committed["results_digest"] == digest, "fits.json was made from other results: rerun the analysis"
+    assert _close(json.loads((tmp_path / "fits.json").read_text()), committed)
+    assert (tmp_path / "table.md").read_text() == (STUDY / "table.md").read_text()
+    assert Image.open(STUDY / "scaling.png").info["Source"] == f"results sha256 {digest}"
+    assert compare_images(str(STUDY / "scaling.png"), str(tmp_path / "scaling.png"), tol=2) is None
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "scaling.md").read_text()
+    assert (STUDY / "table.md").read_text().strip() in docs, "docs/guides/scaling.md does not show table.md"
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b

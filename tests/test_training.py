@@ -122,3 +122,16 @@ def test_bfloat16_efficientnet_training_on_cpu_warns_that_it_is_slower(caplog):
     with caplog.at_level("WARNING", logger="zoobot_tf.training"):
         build_model(TrainConfig(backbone="convnext_zepto", image_size=32, precision="mixed_bfloat16"), VoteTask())
     assert not any("slower" in r.getMessage() for r in caplog.records)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_one_percent_over_the_step_budget():
+    from zoobot_tf.config import TrainConfig
+    from zoobot_tf.training import learning_rate
+
+    assert learning_rate(TrainConfig(learning_rate=2e-3), 1000) == 2e-3  # constant: a float, as before
+    lr = learning_rate(TrainConfig(learning_rate=2e-3, lr_schedule="cosine", warmup_steps=100), 1000)
+    at = lambda step: float(lr(step))  # noqa: E731
+    assert at(0) == 0.0 and abs(at(50) - 1e-3) < 1e-9 and abs(at(100) - 2e-3) < 1e-9
+    # half way through the decay: the mean of the peak and the floor; at the budget: the floor, and it stays
+    np.testing.assert_allclose(at(100 + 450), (2e-3 + 2e-5) / 2, rtol=1e-5)
+    np.testing.assert_allclose([at(1000), at(5000)], [2e-5, 2e-5], rtol=1e-5)

@@ -188,6 +188,10 @@ def cmd_tfds_build(config: TFDSBuildConfig) -> int:
 
 
 def cmd_scaling(config: ScalingConfig) -> int:
+    import json
+
+    import pandas as pd
+
     from zoobot_tf import scaling
 
     if config.action == "run":
@@ -198,9 +202,17 @@ def cmd_scaling(config: ScalingConfig) -> int:
     results = scaling.read_results(results_dir)
     if results.empty:
         raise ConfigError(f"no {scaling.RESULTS} in {results_dir}")
-    fits = scaling.analyse(results, config.out or results_dir)
+    out = Path(config.out or results_dir)
+    fits = scaling.analyse(results, out)
     print(scaling.exponent_table(fits))
-    print(f"plots and fits.json in {config.out or results_dir}")
+    labels = Path(results_dir) / scaling.LABELS
+    if labels.exists():  # the real-data view next to the study: finetuning labels on real galaxies
+        view = scaling.analyse_labels(pd.read_csv(labels), out)
+        (out / "labels_fits.json").write_text(json.dumps(view, indent=2, default=float) + "\n")
+        (out / "labels.md").write_text(scaling.labels_table(view))
+        print(scaling.labels_table(view))
+    print(f"plots (scaling.png/.pdf{', labels.png/.pdf' if labels.exists() else ''}), fits.json and table.md "
+          f"in {out}")
     return 0
 
 

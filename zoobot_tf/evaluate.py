@@ -44,7 +44,10 @@ def root_totals(counts: np.ndarray, schema: Schema) -> np.ndarray:
 
 
 def fit_baseline(train_counts: np.ndarray, schema: Schema) -> np.ndarray:
-    """(n_answers,) constant concentrations: mean training fractions x a per-question ML concentration."""
+    """(n_answers,) constant concentrations: mean training fractions x a per-question ML concentration
+    (the scale chosen on a log grid by the Dirichlet-multinomial likelihood of the training votes)."""
+    from scipy.special import gammaln
+
     counts = np.asarray(train_counts, dtype=np.float64)
     alpha = np.ones(schema.n_answers)
     grid = np.logspace(-1, 3, 161)
@@ -55,8 +58,10 @@ def fit_baseline(train_counts: np.ndarray, schema: Schema) -> np.ndarray:
             continue
         mean = (k.sum(0) + 1e-3) / (k.sum() + 1e-3 * (e - s))
         candidates = grid[:, None] * mean[None, :]  # (G, A_q)
-        nll = [float(tf.reduce_mean(losses.dirichlet_multinomial_nll(
-            k, np.tile(c, (len(k), 1)), [(0, e - s)]))) for c in candidates]
+        n = k.sum(1)
+        # the terms of -log p that depend on alpha, summed over galaxies (the multinomial coefficient does not)
+        nll = [-(gammaln(c.sum()) * len(k) - gammaln(n + c.sum()).sum() + (gammaln(k + c) - gammaln(c)).sum())
+               for c in candidates]
         alpha[s:e] = candidates[int(np.argmin(nll))]
     return alpha
 
@@ -92,6 +97,8 @@ def vote_metrics(counts: np.ndarray, concentrations: np.ndarray, schema: Schema,
         rows.append(row)
     df = pd.DataFrame(rows)
     total = {"question": "total", "n_asked": int(len(counts)), "n_confident": int(df["n_confident"].sum())}
+    galaxy_loss = per_q_loss["model"].sum(axis=1)  # the test set's own noise: the standard error of its mean
+    total["loss_sem"] = float(galaxy_loss.std(ddof=1) / np.sqrt(len(galaxy_loss))) if len(galaxy_loss) > 1 else np.nan
     for col in df.columns:
         if col.endswith("loss"):
             total[col] = float(df[col].sum())

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 RESULTS = "results.csv"
+CURVES = "curves.csv"  # validation loss per epoch of every point (convergence)
 
 
 def load_grid(path_or_dict) -> dict:
@@ -71,13 +72,13 @@ def read_results(output_dir) -> pd.DataFrame:
     return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
-def _append(output_dir: Path, row: dict) -> None:
-    path = output_dir / RESULTS
+def _append(output_dir: Path, rows: pd.DataFrame, name: str) -> None:
+    path = output_dir / name
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / (RESULTS + ".lock"), "w") as lock:
+    with open(output_dir / (name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several jobs may finish at once
         existing = pd.read_csv(path) if path.exists() else pd.DataFrame()
-        table = pd.concat([existing, pd.DataFrame([row])], ignore_index=True)
+        table = pd.concat([existing, rows], ignore_index=True)
         tmp = path.with_suffix(".tmp")
         table.to_csv(tmp, index=False)
         os.replace(tmp, path)
@@ -109,12 +110,33 @@ def run_point(grid: dict, point: dict, progress: bool = False) -> dict | None:
     m = result.metrics.set_index("question")
     row = {**point, "backbone": config.backbone, "params": int(result.model.count_params()),
            "n_train": result.n_train, "epochs": len(result.history), "seconds": result.seconds,
-           "test_loss": float(m.loc["total", "loss"]), "baseline_loss": float(m.loc["total", "baseline_loss"])}
+           "test_loss": float(m.loc["total", "loss"]), "baseline_loss": float(m.loc["total", "baseline_loss"]),
+           **convergence(result.history, config)}
+    if "loss_sem" in m.columns:
+        row["test_loss_sem"] = float(m.loc["total", "loss_sem"])
+    steps = config.steps_per_epoch or 0
+    curve = [{**point, "step": (i + 1) * steps if steps else i + 1, "val_loss": h.get("val_loss", math.nan),
+              "train_loss": h.get("loss", math.nan)} for i, h in enumerate(result.history)]
+    _append(out, pd.DataFrame(curve), CURVES)  # before the result row: a point with a row has its curve
     for q in m.index:
         if q != "total":
             row[f"loss_{q}"] = float(m.loc[q, "loss"])
-    _append(out, row)
+    _append(out, pd.DataFrame([row]), RESULTS)
     return row
+
+
+def convergence(history: list[dict], config) -> dict:
+    """How a run ended, in optimizer steps: the step of its best validation loss, the steps run, and whether
+    early stopping ended it (``stopped_early``: the validation loss had not improved for ``patience`` epochs,
+    so the point is converged for this recipe) or the step budget did."""
+    val = [h.get("val_loss", math.nan) for h in history]
+    steps = config.steps_per_epoch or 0
+    if not val or not steps:
+        return {}
+    best = int(np.nanargmin(val)) if np.isfinite(val).any() else len(val) - 1
+    return {"steps": len(val) * steps, "best_step": (best + 1) * steps,
+            "stopped_early": bool(len(val) < config.epochs), "val_loss_best": float(val[best]),
+            "val_loss_last": float(val[-1])}
 
 
 def run(grid_path, index: int | None = None, progress: bool = False) -> list[dict]:
@@ -183,6 +205,7 @@ def fit_power_law(x, y, sigma=None, p0=None) -> dict:
     if best is None:
         raise RuntimeError("The power-law fit did not converge from any starting point.")
     chi2, (a, b, c), cov = best
+    cov = np.where(np.isfinite(cov), cov, np.inf)
     err = np.sqrt(np.clip(np.diag(cov), 0, None))
     # back to the original units of x: a (x/x0)^-b = (a x0^b) x^-b
     a_orig = a * x0 ** b
@@ -191,7 +214,22 @@ def fit_power_law(x, y, sigma=None, p0=None) -> dict:
     at_bound = [n for n, v, lo, hi in zip("abc", (a, b, c), lower, upper)
                 if v - lo <= tol * max(1.0, abs(lo)) or (np.isfinite(hi) and hi - v <= tol * max(1.0, abs(hi)))]
     return {"a": float(a_orig), "b": float(b), "c": float(c), "a_err": float(a_err), "b_err": float(err[1]),
-            "c_err": float(err[2]), "chi2": chi2, "dof": int(len(x) - 3), "at_bound": at_bound}
+            "c_err": float(err[2]), "chi2": chi2, "dof": int(len(x) - 3), "at_bound": at_bound,
+            "x0": x0, "cov": cov.tolist()}
+
+
+def predict_power_law(fit: dict, x) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted curve at ``x`` and its 1-sigma uncertainty from the fit's parameter covariance
+    (linear error propagation; parameters on a bound carry no meaningful covariance)."""
+    x = np.asarray(x, dtype=np.float64)
+    xs = x / fit["x0"]
+    a_s = fit["a"] * fit["x0"] ** -fit["b"]  # the amplitude in the fit's scaled units
+    value = a_s * xs ** -fit["b"] + fit["c"]
+    jac = np.stack([xs ** -fit["b"], -a_s * np.log(xs) * xs ** -fit["b"], np.ones_like(xs)], axis=-1)
+    cov = np.asarray(fit["cov"], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        var = np.einsum("...i,ij,...j->...", jac, cov, jac)
+    return value, np.sqrt(np.clip(var, 0, None))
 
 
 def _grouped(results: pd.DataFrame, by: str, value: str) -> pd.DataFrame:
@@ -204,34 +242,41 @@ def _grouped(results: pd.DataFrame, by: str, value: str) -> pd.DataFrame:
     """
     g = results.groupby(by)
     stats = pd.DataFrame({"n_train": g["n_train"].mean(), "params": g["params"].mean(), "mean": g[value].mean(),
-                          "std": g[value].std(ddof=1).fillna(0.0), "n": g[value].count()}).reset_index(drop=True)
+                          "std": g[value].std(ddof=1).fillna(0.0), "n": g[value].count()}).reset_index()
     dof = (stats["n"] - 1).clip(lower=0)
     pooled = float(np.sqrt((stats["std"] ** 2 * dof).sum() / dof.sum())) if dof.sum() > 0 else 0.0
     stats["sigma"] = max(pooled, 1e-3) / np.sqrt(stats["n"].clip(lower=1))
     return stats
 
 
+PREDICT_FROM = 2 / 3  # the prediction test fits the smaller two thirds of the data sizes
+
+
 def analyse(results: pd.DataFrame, output_dir: str | Path | None = None) -> dict:
-    """Fit data-scaling laws per architecture (total and per question) and the parameter law; plot."""
+    """Everything a study reports, from its results table: data-scaling fits per architecture (total and per
+    question, with chi2/dof), the combined exponent, the parameter law at every data size, the prediction
+    test, how the runs ended, and the test set's own noise. With ``output_dir``: fits.json, table.md and
+    scaling.png/.pdf there."""
     if results.empty:
         raise ValueError("No results to analyse.")
-    fits: dict = {"data": {}, "params": None, "per_question": {}}
+    fits: dict = {"data": {}, "params": None, "per_question": {}, "per_question_err": {}, "prediction": {}}
     questions = [c[len("loss_"):] for c in results.columns if c.startswith("loss_")]
     for arch, part in results.groupby("architecture"):
         stats = _grouped(part, "fraction", "test_loss")
-        sigma = stats["sigma"]
         try:
-            fits["data"][arch] = {**fit_power_law(stats["n_train"], stats["mean"], sigma),
+            fits["data"][arch] = {**fit_power_law(stats["n_train"], stats["mean"], stats["sigma"]),
                                   "params": int(part["params"].iloc[0])}
         except (ValueError, RuntimeError) as e:
             fits["data"][arch] = {"error": str(e)}
-        fits["per_question"][arch] = {}
+        fits["prediction"][arch] = prediction_test(stats)
+        fits["per_question"][arch], fits["per_question_err"][arch] = {}, {}
         for q in questions:
             qs = _grouped(part, "fraction", f"loss_{q}")
             try:
-                fits["per_question"][arch][q] = fit_power_law(qs["n_train"], qs["mean"])["b"]
+                f = fit_power_law(qs["n_train"], qs["mean"], qs["sigma"] if len(part) > len(qs) else None)
+                fits["per_question"][arch][q], fits["per_question_err"][arch][q] = f["b"], f["b_err"]
             except (ValueError, RuntimeError):
-                fits["per_question"][arch][q] = math.nan
+                fits["per_question"][arch][q] = fits["per_question_err"][arch][q] = math.nan
     fits["data_exponent_combined"] = combined_exponent(fits["data"])
     largest = results[results["fraction"] == results["fraction"].max()]
     by_params = _grouped(largest, "architecture", "test_loss")
@@ -240,12 +285,154 @@ def analyse(results: pd.DataFrame, output_dir: str | Path | None = None) -> dict
             fits["params"] = fit_power_law(by_params["params"], by_params["mean"], by_params["sigma"])
         except (ValueError, RuntimeError) as e:
             fits["params"] = {"error": str(e)}
+    fits["params_by_data"] = params_by_data(results)
+    fits["per_question_params"] = {q: params_gain(largest, f"loss_{q}") for q in questions}
+    fits["convergence"] = convergence_table(results)
+    fits["noise"] = {"seed_sd": float(_grouped(results, ["architecture", "fraction"], "test_loss")["std"].pow(2)
+                                      .mean() ** 0.5),
+                     "test_loss_sem": float(results["test_loss_sem"].mean()) if "test_loss_sem" in results else None}
+    fits["results_digest"] = results_digest(results)
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         plot(results, fits, out)
-        (out / "fits.json").write_text(json.dumps(fits, indent=2, default=float))
+        (out / "fits.json").write_text(json.dumps(fits, indent=2, default=float) + "\n")
+        (out / "table.md").write_text(results_table(fits))
     return fits
+
+
+LABELS = "labels.csv"  # the real-data view: finetuning runs (benchmarks/finetune_real.py --csv)
+
+
+def analyse_labels(runs: pd.DataFrame, output_dir: str | Path | None = None) -> dict:
+    """The real-data view: test loss and balanced accuracy against the number of finetuning labels, per data
+    set and encoder (mean and seed-to-seed spread), with L(n) = a n^-b + c fitted to the loss where it fits.
+    With ``output_dir``: labels.png/.pdf there. ``runs``: one row per finetuning run with ``dataset``,
+    ``encoder``, ``labels``, ``seed``, ``loss`` and ``balanced_accuracy``."""
+    out: dict = {}
+    for (dataset, encoder), part in runs.groupby(["dataset", "encoder"]):
+        part = part.assign(n_train=part["labels"], params=0)
+        loss, acc = _grouped(part, "labels", "loss"), _grouped(part, "labels", "balanced_accuracy")
+        entry = {"labels": [float(v) for v in loss["labels"]], "loss": [float(v) for v in loss["mean"]],
+                 "loss_sd": [float(v) for v in loss["std"]], "balanced_accuracy": [float(v) for v in acc["mean"]],
+                 "balanced_accuracy_sd": [float(v) for v in acc["std"]], "seeds": int(part["seed"].nunique())}
+        try:
+            entry["fit"] = fit_power_law(loss["labels"], loss["mean"], loss["sigma"])
+        except (ValueError, RuntimeError) as e:
+            entry["fit"] = {"error": str(e)}
+        out.setdefault(dataset, {})[encoder] = entry
+    if output_dir is not None:
+        plot_labels(out, Path(output_dir), results_digest(runs))
+    return out
+
+
+def labels_table(view: dict) -> str:
+    lines = ["| set | encoder | " + "labels: balanced accuracy (sd) |" + " loss fit: b | chi2 / dof |", "|---|---|---|---|---|"]
+    for dataset, encoders in view.items():
+        for encoder, e in encoders.items():
+            cells = ", ".join(f"{n:.0f}: {a:.3f} ({sd:.3f})" for n, a, sd in
+                              zip(e["labels"], e["balanced_accuracy"], e["balanced_accuracy_sd"]))
+            f = e["fit"]
+            fit = (f"{_pm(f['b'], f['b_err'])}" + (f" (at bound: {', '.join(f['at_bound'])})" if f["at_bound"] else ""),
+                   f"{f['chi2']:.1f} / {f['dof']}") if "b" in f else ("no fit", "")
+            lines.append(f"| {dataset} | {encoder} | {cells} | {fit[0]} | {fit[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_labels(view: dict, out: Path, digest: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(view), figsize=(4.2 * len(view), 7.5), squeeze=False)
+    for col, (dataset, encoders) in enumerate(view.items()):
+        for colour, (encoder, e) in zip(("tab:blue", "tab:orange", "tab:green"), encoders.items()):
+            x = np.array(e["labels"])
+            axes[0, col].errorbar(x, e["balanced_accuracy"], yerr=e["balanced_accuracy_sd"], fmt="o-", capsize=2,
+                                  color=colour, label=encoder)
+            axes[1, col].errorbar(x, e["loss"], yerr=e["loss_sd"], fmt="o", capsize=2, color=colour, label=encoder)
+            f = e["fit"]
+            if "b" in f:
+                xs = np.geomspace(x.min(), x.max(), 100)
+                axes[1, col].plot(xs, power_law(xs, f["a"], f["b"], f["c"]), color=colour, lw=1,
+                                  label=f"fit: b = {f['b']:.2f}, chi2/dof = {f['chi2']:.1f}/{f['dof']}")
+        axes[0, col].set_title(dataset)
+        axes[0, col].set_ylabel("test balanced accuracy")
+        axes[1, col].set_ylabel("test loss (cross-entropy)")
+        for ax in axes[:, col]:
+            ax.set_xscale("log")
+            ax.set_xlabel("finetuning labels")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "labels.png", dpi=110, metadata={"Source": f"results sha256 {digest}"})
+    fig.savefig(out / "labels.pdf", metadata={"Subject": f"results sha256 {digest}", "CreationDate": None})
+    plt.close(fig)
+
+
+def results_digest(results: pd.DataFrame) -> str:
+    """sha256 of the results table as CSV: stamped into the figures and fits, so that a test can tell
+    that the committed figures were made from the committed results."""
+    import hashlib
+
+    return hashlib.sha256(results.to_csv(index=False).encode()).hexdigest()
+
+
+def prediction_test(stats: pd.DataFrame, fraction: float = PREDICT_FROM) -> dict:
+    """Fit the smaller ``fraction`` of the data sizes; predict the largest size's loss with the fit's
+    1-sigma interval; compare with the measured mean (``z``: the difference in combined sigmas)."""
+    stats = stats.sort_values("n_train")
+    k = max(3, int(math.floor(fraction * len(stats) + 1e-9)))
+    if len(stats) <= k:
+        return {"error": f"needs more than {k} data sizes; has {len(stats)}"}
+    head, last = stats.iloc[:k], stats.iloc[-1]
+    try:
+        fit = fit_power_law(head["n_train"], head["mean"], head["sigma"])
+    except (ValueError, RuntimeError) as e:
+        return {"error": str(e)}
+    value, err = predict_power_law(fit, float(last["n_train"]))
+    diff_err = float(np.hypot(err, last["sigma"]))
+    return {"fit_sizes": [float(n) for n in head["n_train"]], "n_train": float(last["n_train"]),
+            "predicted": float(value), "predicted_err": float(err), "measured": float(last["mean"]),
+            "measured_err": float(last["sigma"]), "z": float((last["mean"] - value) / diff_err) if diff_err else None,
+            "b": fit["b"], "at_bound": fit["at_bound"]}
+
+
+def params_by_data(results: pd.DataFrame) -> dict:
+    """At each data size: mean loss per architecture and the smallest model within 1 sigma of the best
+    (where a bigger model stops helping)."""
+    out = {}
+    for frac, part in results.groupby("fraction"):
+        stats = _grouped(part, "architecture", "test_loss").sort_values("params").reset_index(drop=True)
+        best = int(stats["mean"].idxmin())
+        enough = [i for i in range(len(stats))
+                  if stats["mean"][i] - stats["mean"][best] <= np.hypot(stats["sigma"][i], stats["sigma"][best])]
+        out[f"{frac:g}"] = {"n_train": float(part["n_train"].mean()),
+                            "loss": {a: float(m) for a, m in zip(stats["architecture"], stats["mean"])},
+                            "sigma": {a: float(m) for a, m in zip(stats["architecture"], stats["sigma"])},
+                            "best": stats["architecture"][best], "enough": stats["architecture"][min(enough)]}
+    return out
+
+
+def params_gain(part: pd.DataFrame, column: str) -> dict:
+    """Loss of the smallest model minus the largest's (> 0: parameters help), with its 1-sigma uncertainty."""
+    stats = _grouped(part, "architecture", column).sort_values("params")
+    small, big = stats.iloc[0], stats.iloc[-1]
+    return {"gain": float(small["mean"] - big["mean"]), "sigma": float(np.hypot(small["sigma"], big["sigma"]))}
+
+
+def convergence_table(results: pd.DataFrame) -> dict:
+    """Per data size: the share of runs that early stopping ended (rather than the step budget), and the
+    median step of the best validation loss and of the end."""
+    if "stopped_early" not in results:
+        return {}
+    out = {}
+    for frac, part in results.groupby("fraction"):
+        out[f"{frac:g}"] = {"n_train": float(part["n_train"].mean()), "runs": int(len(part)),
+                            "stopped_early": float(part["stopped_early"].astype(bool).mean()),
+                            "best_step_median": float(part["best_step"].median()),
+                            "steps_median": float(part["steps"].median())}
+    return out
 
 
 def combined_exponent(data_fits: dict) -> dict | None:
@@ -261,14 +448,15 @@ def combined_exponent(data_fits: dict) -> dict | None:
 
 
 def exponent_table(fits: dict) -> str:
-    lines = [f"{'architecture':>14s} {'params':>9s} {'b (data exponent)':>20s} {'a':>12s} {'c (floor)':>16s}  note"]
+    lines = [f"{'architecture':>14s} {'params':>9s} {'b (data exponent)':>20s} {'a':>12s} {'c (floor)':>16s} "
+             f"{'chi2/dof':>10s}  note"]
     for arch, f in sorted(fits["data"].items(), key=lambda kv: kv[1].get("params", 0)):
         if "error" in f:
             lines.append(f"{arch:>14s}  fit failed: {f['error']}")
             continue
         note = f"at bound: {', '.join(f['at_bound'])}" if f.get("at_bound") else ""
         lines.append(f"{arch:>14s} {f['params'] / 1e6:8.2f}M {f['b']:10.3f} +- {f['b_err']:.3f} "
-                     f"{f['a']:12.4g} {f['c']:8.2f} +- {f['c_err']:.2f}  {note}")
+                     f"{f['a']:12.4g} {f['c']:8.2f} +- {f['c_err']:.2f} {_chi2(f):>10s}  {note}")
     combined = fits.get("data_exponent_combined")
     if combined:
         lines.append(f"{'combined':>14s} {'':>9s} {combined['b']:10.3f} +- {combined['b_err']:.3f}  "
@@ -276,47 +464,121 @@ def exponent_table(fits: dict) -> str:
     return "\n".join(lines)
 
 
+def _chi2(f: dict) -> str:
+    return f"{f['chi2'] / f['dof']:.2f}" if f.get("dof") else f"{f.get('chi2', math.nan):.2f} / 0"
+
+
+def _pm(v: float, e: float, digits: int = 2) -> str:
+    return f"{v:.{digits}f} ± {e:.{digits}f}" if np.isfinite(e) else f"{v:.{digits}f} (unconstrained)"
+
+
+def results_table(fits: dict) -> str:
+    """The study's tables as Markdown (written to table.md; the docs show it as is)."""
+    order = sorted((a for a in fits["data"] if "b" in fits["data"][a]), key=lambda a: fits["data"][a]["params"])
+    lines = ["| model | parameters | data exponent b | floor c | chi2 / dof | predicted loss at largest size "
+             "(fit on smaller 2/3) | measured | z |", "|---|---|---|---|---|---|---|---|"]
+    for arch in order:
+        f, p = fits["data"][arch], fits["prediction"].get(arch, {})
+        bound = f" (at bound: {', '.join(f['at_bound'])})" if f["at_bound"] else ""
+        pred = (f"{_pm(p['predicted'], p['predicted_err'])} at {p['n_train']:.0f}", _pm(p["measured"], p["measured_err"]),
+                f"{p['z']:+.1f}" if p.get("z") is not None else "") if "predicted" in p else ("n/a", "", "")
+        lines.append(f"| {arch} | {f['params'] / 1e6:.3f}M | {_pm(f['b'], f['b_err'], 3)}{bound} | {_pm(f['c'], f['c_err'])} "
+                     f"| {f['chi2']:.1f} / {f['dof']} | {pred[0]} | {pred[1]} | {pred[2]} |")
+    c = fits.get("data_exponent_combined")
+    if c:
+        lines.append(f"| all (inverse-variance mean) | | **{_pm(c['b'], c['b_err'], 3)}** | | | | | |")
+    lines += ["", "| training galaxies | " + " | ".join(order) + " | smallest model within 1 sigma of the best |",
+              "|---|" + "---|" * (len(order) + 1)]
+    for entry in fits.get("params_by_data", {}).values():
+        cells = [_pm(entry["loss"][a], entry["sigma"][a]) if a in entry["loss"] else "" for a in order]
+        lines.append(f"| {entry['n_train']:.0f} | " + " | ".join(cells) + f" | {entry['enough']} |")
+    questions = sorted(next(iter(fits["per_question"].values()), {}))
+    if questions:
+        lines += ["", "| question | " + " | ".join(f"b, {a}" for a in order) +
+                  " | loss gain from the largest model at full data |", "|---|" + "---|" * (len(order) + 1)]
+        for q in questions:
+            cells = [_pm(fits["per_question"][a][q], fits["per_question_err"][a][q]) for a in order]
+            gain = fits["per_question_params"].get(q)
+            lines.append(f"| {q} | " + " | ".join(cells) + (f" | {_pm(gain['gain'], gain['sigma'], 3)} |" if gain else " | |"))
+    conv = fits.get("convergence")
+    if conv:
+        lines += ["", "| training galaxies | runs | ended by early stopping | median step of best val loss | median steps run |",
+                  "|---|---|---|---|---|"]
+        for e in conv.values():
+            lines.append(f"| {e['n_train']:.0f} | {e['runs']} | {e['stopped_early']:.0%} | {e['best_step_median']:.0f} "
+                         f"| {e['steps_median']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(results: pd.DataFrame, fits: dict, out: Path) -> None:
+    """scaling.png and scaling.pdf: loss vs data (fits, and the prediction test's extrapolation), loss vs
+    parameters at every data size, per-question data exponents, per-question gain from parameters."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax = axes[0]
-    colours = plt.cm.viridis(np.linspace(0, 0.9, results["architecture"].nunique()))
-    order = results.groupby("architecture")["params"].first().sort_values().index
-    for colour, arch in zip(colours, order):
-        part = results[results["architecture"] == arch]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    order = list(results.groupby("architecture")["params"].first().sort_values().index)
+    colours = dict(zip(order, plt.cm.viridis(np.linspace(0, 0.9, len(order)))))
+    ax = axes[0, 0]
+    for arch in order:
+        part, colour = results[results["architecture"] == arch], colours[arch]
         stats = _grouped(part, "fraction", "test_loss")
-        f = fits["data"].get(arch, {})
+        f, pred = fits["data"].get(arch, {}), fits["prediction"].get(arch, {})
         label = f"{arch} ({part['params'].iloc[0] / 1e6:.2f}M)"
+        xs = np.geomspace(stats["n_train"].min(), stats["n_train"].max(), 100)
         if "b" in f:
             label += f": b = {f['b']:.2f} $\\pm$ {f['b_err']:.2f}"
-            xs = np.geomspace(stats["n_train"].min(), stats["n_train"].max(), 100)
             ax.plot(xs, power_law(xs, f["a"], f["b"], f["c"]), color=colour)
+        if "predicted" in pred:
+            ax.errorbar([pred["n_train"]], [pred["predicted"]], yerr=[pred["predicted_err"]], fmt="s", mfc="none",
+                        color=colour, capsize=3)
         ax.errorbar(stats["n_train"], stats["mean"], yerr=stats["std"], fmt="o", color=colour, label=label, capsize=2)
     if "baseline_loss" in results:
         ax.axhline(results["baseline_loss"].mean(), color="grey", ls=":", lw=1, label="no-image baseline")
+    ax.plot([], [], "s", mfc="none", color="k", label="predicted from the smaller 2/3 of sizes")
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("training galaxies (labels)")
     ax.set_ylabel("test loss (Dirichlet-multinomial NLL per galaxy)")
     ax.legend(fontsize=7)
-    ax.set_title("loss vs data")
-    ax = axes[1]
-    for frac, part in results.groupby("fraction"):
+    ax.set_title("loss vs data (error bars: seed-to-seed sd)")
+    ax = axes[0, 1]
+    sizes = sorted(results["fraction"].unique())
+    for colour, frac in zip(plt.cm.plasma(np.linspace(0, 0.85, len(sizes))), sizes):
+        part = results[results["fraction"] == frac]
         stats = _grouped(part, "architecture", "test_loss").sort_values("params")
-        n = int(part["n_train"].mean())
-        ax.errorbar(stats["params"], stats["mean"], yerr=stats["std"], fmt="o-", capsize=2, label=f"{n} galaxies")
+        ax.errorbar(stats["params"], stats["mean"], yerr=stats["std"], fmt="o-", capsize=2, color=colour,
+                    label=f"{part['n_train'].mean():.0f} galaxies")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("parameters")
     ax.set_ylabel("test loss")
     ax.legend(fontsize=7)
-    ax.set_title("loss vs model size")
+    ax.set_title("loss vs model size, at each data size")
+    questions = sorted(next(iter(fits["per_question"].values()), {}))
+    width = 0.8 / max(len(order), 1)
+    ax = axes[1, 0]
+    for k, arch in enumerate(order):
+        b = [fits["per_question"].get(arch, {}).get(q, np.nan) for q in questions]
+        e = [fits["per_question_err"].get(arch, {}).get(q, np.nan) for q in questions]
+        ax.bar(np.arange(len(questions)) + (k - (len(order) - 1) / 2) * width, b, width, yerr=np.nan_to_num(e),
+               color=colours[arch], label=arch, capsize=1.5)
+    ax.set_xticks(np.arange(len(questions)), questions, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("data exponent b")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    ax.set_title("per question: loss ~ D^-b")
+    ax = axes[1, 1]
+    gains = [fits["per_question_params"].get(q, {"gain": np.nan, "sigma": np.nan}) for q in questions]
+    ax.bar(np.arange(len(questions)), [g["gain"] for g in gains], yerr=[2 * g["sigma"] for g in gains], capsize=2,
+           color="tab:blue")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(questions)), questions, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(f"loss({order[0]}) - loss({order[-1]})")
+    ax.set_title("per question, full data: gain from the largest model (2 sigma)")
     fig.tight_layout()
-    for suffix in ("png", "pdf"):
-        fig.savefig(out / f"scaling.{suffix}", dpi=120)
+    digest = fits.get("results_digest", "")
+    fig.savefig(out / "scaling.png", dpi=110, metadata={"Source": f"results sha256 {digest}"})
+    fig.savefig(out / "scaling.pdf", metadata={"Subject": f"results sha256 {digest}", "CreationDate": None})
     plt.close(fig)

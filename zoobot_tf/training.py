@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "TrainResult", "train", "build_model", "training_source"]
 
 # settings that may change when a run is resumed (the rest must match the saved config)
-_RESUMABLE = {"epochs", "patience", "export", "progress", "strategy", "cpu_replicas"}
+_RESUMABLE = {"epochs", "patience", "export", "progress", "strategy", "cpu_replicas", "galaxy_cards"}
 
 
 @dataclasses.dataclass
@@ -76,14 +76,15 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
             tf.config.experimental.enable_op_determinism()
 
         source = given or training_source(config, task, chief=paths.chief, run_dir=paths.out)
+        global_batch = config.batch_size * strategy.num_replicas_in_sync
+        steps_per_epoch = config.steps_per_epoch or max(1, -(-source.sizes["train"] // global_batch))
         with strategy.scope():
-            model = build_model(config, task)
+            model = build_model(config, task, total_steps=config.epochs * steps_per_epoch)
         with source.reading():
             prior = task.prior(source.labels("train"))  # the no-image baseline
         if not paths.backup.exists():  # a fresh run starts from the baseline; a resumed one from its backup
             model.init_head_prior(prior)
 
-        global_batch = config.batch_size * strategy.num_replicas_in_sync
         fit(model, source, config, paths, strategy)
         metrics = evaluate_model(model, source, prior, global_batch)
         seconds = time.time() - start
@@ -151,8 +152,21 @@ def _make_shards(config: TrainConfig, task: VoteTask, shard_dir: Path) -> None:
                            overwrite=True, remake=f"rm -r {shard_dir} && {config.command_line()}")
 
 
-def build_model(config: TrainConfig, task: VoteTask) -> Zoobot:
-    """The compiled model of a training config."""
+def learning_rate(config: TrainConfig, total_steps: int | None):
+    """The learning rate of a training config: a float, or a Keras schedule counted in optimizer steps
+    (resumes where it was: the step counter is part of the checkpoint)."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if not total_steps:
+        raise ValueError("A cosine schedule needs the run's total number of steps.")
+    warmup = min(config.warmup_steps, max(total_steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.learning_rate, decay_steps=max(1, total_steps - warmup),
+        alpha=0.01, warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+
+
+def build_model(config: TrainConfig, task: VoteTask, total_steps: int | None = None) -> Zoobot:
+    """The compiled model of a training config (``total_steps``: the step budget, for a schedule)."""
     from zoobot_tf.models.backbones import get_spec
 
     if (config.precision == "mixed_bfloat16" and get_spec(config.backbone).family.startswith("efficientnet")
@@ -163,7 +177,8 @@ def build_model(config: TrainConfig, task: VoteTask) -> Zoobot:
     model = Zoobot(task=task, backbone=config.backbone, backbone_kwargs=backbone_kwargs, image_size=config.image_size,
                    channels=config.channels, crop_fraction=config.crop_fraction, augment={"flip": config.flip},
                    dropout_rate=config.dropout_rate, precision=config.precision)
-    model.compile(learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=config.clipnorm)
+    model.compile(learning_rate=learning_rate(config, total_steps), weight_decay=config.weight_decay,
+                  clipnorm=config.clipnorm)
     return model
 
 
@@ -257,7 +272,9 @@ def _check_config(out: Path, config: TrainConfig) -> None:
     if path.exists():
         saved = json.loads(path.read_text())
         mine = config.to_dict()
-        diff = {k: (saved.get(k), v) for k, v in mine.items() if k not in _RESUMABLE and saved.get(k) != v}
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}  # options newer than a saved run
+        diff = {k: (saved.get(k, defaults.get(k)), v) for k, v in mine.items()
+                if k not in _RESUMABLE and saved.get(k, defaults.get(k)) != v}
         if diff:
             shown = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"{out} holds a run with a different configuration ({shown}). "
@@ -288,7 +305,7 @@ def _callbacks(config: TrainConfig, paths: RunPaths, source: DataSource, model: 
     if isinstance(paths.lock, RunLock):
         cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: paths.lock.refresh()))
     if paths.chief:
-        images, labels = validation_sample(source, model.load_size)
+        images, labels = validation_sample(source, model.load_size) if config.galaxy_cards else (None, None)
         if images is not None:
             cbs.insert(2, GalaxyGrids(paths.logs, images, labels, model.task, every=max(1, config.epochs // 10)))
         _log_hparams(paths.logs, config)

@@ -1,13 +1,21 @@
-"""The miniature scaling study: synthetic galaxies, 4 model sizes x 5 data sizes x 2 seeds, on a 2-core CPU.
+"""The miniature scaling study: synthetic galaxies, 4 model sizes x 6 data sizes x 3 seeds, on a 2-core CPU.
 
-    python benchmarks/scaling_mini/run.py          # ~46 min on 2 cores; resumable (finished points are skipped)
+    python benchmarks/scaling_mini/run.py [--parallel 2]   # resumable: finished points are skipped
+    zoobot-tf scaling analyse --results benchmarks/scaling_mini --out benchmarks/scaling_mini
 
-Renders 8,000 synthetic galaxies at 48 px with simulated GZ DECaLS votes, writes shards (80/10/10
-train/val/test: one fixed test set of ~800), runs every point of grid.yaml with zoobot_tf.scaling,
-then fits L(D) = a D^-b + c per model size and plots. Results go to benchmarks/scaling_mini/
-(results.csv, fits.json, scaling.png/pdf); the working data to benchmarks/scaling_mini/scratch/ (ignored).
+Renders 32,000 synthetic galaxies at 32 px with simulated GZ DECaLS votes and writes shards (80/10/10
+train/val/test by a hash of the id: ~25,600 / 3,200 / 3,200; one fixed test set), then runs every point of
+grid.yaml as its own process (``zoobot-tf scaling run --grid grid.yaml --index I``), ``--parallel`` at a time
+with one TensorFlow thread each (on 2 cores two single-threaded small models train faster in total than one
+model on two threads). Points run seed by seed, so a partial sweep already holds whole curves. Every finished
+point is appended to scratch/sweep/results.csv and copied to benchmarks/scaling_mini/results.csv; the
+analysis (fits, prediction test, plots, table) is ``zoobot-tf scaling analyse`` over the committed results.
 """
+import argparse
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,23 +27,48 @@ from zoobot_tf.tasks import VoteTask
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
+N_GALAXIES, STORED_SIZE = 32_000, 32
+
+
+def make_shards(shards: Path) -> None:
+    if (shards / tfrecords.MANIFEST).exists():
+        return
+    catalog = synthetic.make_synthetic_catalog(N_GALAXIES, shards.parent / "synthetic", stored_size=STORED_SIZE, seed=0)
+    tfrecords.write_shards(catalog, shards, task=VoteTask("gz_decals_dr5"), overwrite=True)
 
 
 def main():
-    grid = yaml.safe_load((HERE / "grid.yaml").read_text())
-    grid["shards"] = str(REPO / grid["shards"])
-    grid["output_dir"] = str(REPO / grid["output_dir"])
-    shards = Path(grid["shards"])
-    if not (shards / tfrecords.MANIFEST).exists():
-        catalog = synthetic.make_synthetic_catalog(8000, shards.parent / "synthetic", stored_size=48, seed=0)
-        tfrecords.write_shards(catalog, shards, task=VoteTask("gz_decals_dr5"), overwrite=True)
-    start = time.time()
-    scaling.run(grid)
-    print(f"sweep: {(time.time() - start) / 60:.1f} min")
-    results = scaling.read_results(grid["output_dir"])
-    shutil.copy(Path(grid["output_dir"]) / scaling.RESULTS, HERE / scaling.RESULTS)
-    fits = scaling.analyse(results, HERE)
-    print(scaling.exponent_table(fits))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parallel", type=int, default=2, help="grid points trained at once")
+    args = parser.parse_args()
+    os.chdir(REPO)  # the grid's paths are relative to the repository
+    grid = scaling.load_grid(HERE / "grid.yaml")
+    make_shards(Path(grid["shards"]))
+    points = scaling.grid_points(grid)
+    order = sorted(range(len(points)), key=lambda i: (points[i]["seed"], points[i]["architecture"], points[i]["fraction"]))
+    done = {scaling._key(r) for _, r in scaling.read_results(grid["output_dir"]).iterrows()}
+    todo = [i for i in order if scaling._key(points[i]) not in done]
+    print(f"{len(points) - len(todo)} of {len(points)} points done; {len(todo)} to run, {args.parallel} at a time", flush=True)
+    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start, running = time.time(), []
+    logs = Path(grid["output_dir"]) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    while todo or running:
+        while todo and len(running) < args.parallel:
+            i = todo.pop(0)
+            log = open(logs / f"point_{i:03d}.log", "w")
+            cmd = [sys.executable, "-m", "zoobot_tf.cli", "scaling", "run", "--grid", str(HERE / "grid.yaml"),
+                   "--index", str(i), "--progress", "false"]
+            running.append((i, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(2)
+        for job in [j for j in running if j[1].poll() is not None]:
+            running.remove(job)
+            job[2].close()
+            p = points[job[0]]
+            status = "ok" if job[1].returncode == 0 else f"FAILED ({job[1].returncode}; see {job[2].name})"
+            print(f"[{(time.time() - start) / 60:6.1f} min] point {job[0]:3d} {p['architecture']} "
+                  f"fraction {p['fraction']:.4f} seed {p['seed']}: {status}", flush=True)
+            shutil.copy(Path(grid["output_dir"]) / scaling.RESULTS, HERE / scaling.RESULTS)
 
 
 if __name__ == "__main__":
