@@ -44,3 +44,19 @@ def test_render_is_an_image():
     rng = np.random.default_rng(0)
     img = synthetic.render(synthetic.sample_truth(rng), 48, rng)
     assert img.shape == (48, 48, 3) and img.dtype == np.uint8 and img.std() > 5
+
+
+def test_true_answer_probabilities_are_what_the_votes_were_drawn_from(tmp_path):
+    from zoobot_tf.data import synthetic
+    from zoobot_tf.schemas import get_schema
+
+    schema = get_schema("gz_decals_dr5")
+    n = 40
+    cat = synthetic.make_synthetic_catalog(n, tmp_path, stored_size=32, seed=3, mean_volunteers=20000, progress=False)
+    truth = synthetic.true_answer_probabilities(n, seed=3, stored_size=32, mean_volunteers=20000)
+    q = schema.question("smooth-or-featured")  # asked of every volunteer: multinomial(total, truth)
+    counts = cat[schema.label_cols[q.start:q.end]].to_numpy(dtype=float)
+    total = counts.sum(1, keepdims=True)
+    p = truth[:, q.start:q.end]
+    z = (counts / total - p) / np.sqrt(p * (1 - p) / total + 1e-12)
+    assert np.abs(z).max() < 5 and np.allclose(truth.reshape(n, -1).sum(1), len(schema.questions))

@@ -285,8 +285,9 @@ def _base_question(name: str) -> str:
 
 
 def simulate_votes(g: GalaxyTruth, schema: Schema, rng: np.random.Generator, n_volunteers: int = 40,
-                   concentration: float = 40.0) -> np.ndarray:
-    """Vote counts (n_answers,) from volunteers walking the tree for one galaxy."""
+                   concentration: float = 40.0, probabilities: np.ndarray | None = None) -> np.ndarray:
+    """Vote counts (n_answers,) from volunteers walking the tree for one galaxy. ``probabilities``, if given
+    (n_answers,), receives the galaxy's own answer probabilities (the truth its votes are drawn from)."""
     means = answer_probabilities(g)
     counts = np.zeros(schema.n_answers, dtype=np.int64)
     base = {q.name: _base_question(q.name) for q in schema.questions}
@@ -298,6 +299,8 @@ def simulate_votes(g: GalaxyTruth, schema: Schema, rng: np.random.Generator, n_v
         key = base[q.name]
         # galaxy-level answer probabilities vary around the mean: over-dispersed, like real votes
         probs = rng.dirichlet(concentration * means[key] + 1e-3)
+        if probabilities is not None:
+            probabilities[q.start:q.end] = probs
         if q.asked_after is None:
             n = n_volunteers
         else:
@@ -309,6 +312,30 @@ def simulate_votes(g: GalaxyTruth, schema: Schema, rng: np.random.Generator, n_v
 
 def truth_columns(g: GalaxyTruth) -> dict:
     return {f"true_{k}": v for k, v in asdict(g).items()} | {"true_clarity": g.clarity}
+
+
+def synthetic_galaxy(i: int, seed: int, stored_size: int, schema: Schema, mean_volunteers: float = 40.0,
+                     probabilities: np.ndarray | None = None) -> tuple:
+    """Galaxy ``i`` of a synthetic catalog: (truth, pixels, volunteers, vote counts). Its own random stream,
+    so galaxy i is the same for any catalog size; ``probabilities`` as in :func:`simulate_votes`."""
+    rng = np.random.default_rng([seed, i])
+    g = sample_truth(rng)
+    pixels = render(g, stored_size, rng)
+    n_vol = int(np.clip(rng.poisson(mean_volunteers), 0.6 * mean_volunteers, 1.4 * mean_volunteers))
+    votes = simulate_votes(g, schema, rng, n_volunteers=n_vol, probabilities=probabilities)
+    return g, pixels, n_vol, votes
+
+
+def true_answer_probabilities(n_galaxies: int, seed: int = 0, stored_size: int = 64,
+                              schema: str | Schema = "gz_decals_dr5", mean_volunteers: float = 40.0) -> np.ndarray:
+    """(n_galaxies, n_answers): the answer probabilities each galaxy of ``make_synthetic_catalog(n_galaxies,
+    seed=seed, stored_size=stored_size, ...)`` drew its votes from: the truth a 90% vote-fraction interval
+    should contain 90% of the time (calibration)."""
+    schema = get_schema(schema)
+    out = np.zeros((n_galaxies, schema.n_answers))
+    for i in range(n_galaxies):
+        synthetic_galaxy(i, seed, stored_size, schema, mean_volunteers, probabilities=out[i])
+    return out
 
 
 def make_synthetic_catalog(
@@ -335,11 +362,7 @@ def make_synthetic_catalog(
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in tqdm(range(n_galaxies), desc="rendering synthetic galaxies", unit="galaxy", disable=not progress):
-        rng = np.random.default_rng([seed, i])  # per-galaxy stream: galaxy i is the same for any n_galaxies
-        g = sample_truth(rng)
-        pixels = render(g, stored_size, rng)
-        n_vol = int(np.clip(rng.poisson(mean_volunteers), 0.6 * mean_volunteers, 1.4 * mean_volunteers))
-        votes = simulate_votes(g, schema, rng, n_volunteers=n_vol)
+        g, pixels, n_vol, votes = synthetic_galaxy(i, seed, stored_size, schema, mean_volunteers)
         id_str = f"synth-{seed}-{i:06d}"
         path = out / "images" / f"{id_str}.jpg"
         Image.fromarray(pixels).save(path, quality=jpeg_quality)
