@@ -148,7 +148,6 @@ STUDY = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling_mini"
 @pytest.mark.skipif(not (STUDY / scaling.RESULTS).exists(), reason="no committed scaling study results")
 def test_committed_study_figures_and_tables_are_what_its_results_produce(tmp_path):
     """`zoobot-tf scaling analyse` over the committed results remakes the committed fits, table and figure."""
-    from matplotlib.testing.compare import compare_images
     from PIL import Image
 
     from zoobot_tf.cli import main
@@ -161,9 +160,40 @@ def test_committed_study_figures_and_tables_are_what_its_results_produce(tmp_pat
     assert _close(json.loads((tmp_path / "fits.json").read_text()), committed)
     assert (tmp_path / "table.md").read_text() == (STUDY / "table.md").read_text()
     assert Image.open(STUDY / "scaling.png").info["Source"] == f"results sha256 {digest}"
-    assert compare_images(str(STUDY / "scaling.png"), str(tmp_path / "scaling.png"), tol=2) is None
+    _same_figure(STUDY, tmp_path, "scaling.png", scaling.RESULTS)
     docs = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "scaling.md").read_text()
     assert (STUDY / "table.md").read_text().strip() in docs, "docs/guides/scaling.md does not show table.md"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert (STUDY / "table.md").read_text().split("\n\n")[0].strip() in readme, "README lacks the study's table"
+    _same_figure(STUDY, tmp_path, "convergence.png", scaling.CURVES)
+
+
+def _same_figure(study: Path, remade: Path, figure: str, table: str) -> None:
+    """The committed figure carries the digest of the committed table and looks like the remade one; the
+    docs show the same file."""
+    from matplotlib.testing.compare import compare_images
+    from PIL import Image
+
+    digest = scaling.results_digest(pd.read_csv(study / table))
+    assert Image.open(study / figure).info["Source"].endswith(digest), f"{figure} was not made from {table}"
+    assert compare_images(str(study / figure), str(remade / figure), tol=2) is None
+    docs_copy = Path(__file__).resolve().parents[1] / "docs" / "assets" / figure
+    assert docs_copy.read_bytes() == (study / figure).read_bytes(), f"docs/assets/{figure} is not the committed one"
+
+
+@pytest.mark.skipif(not (STUDY / scaling.LABELS).exists(), reason="no committed finetuning-labels results")
+def test_committed_real_data_view_is_what_its_runs_produce(tmp_path):
+    """The real-data view (finetuning labels on real galaxies): table and figure remade from labels.csv."""
+    import shutil
+
+    from zoobot_tf.cli import main
+
+    shutil.copy(STUDY / scaling.LABELS, tmp_path / scaling.LABELS)  # only the runs, not the sweep's results
+    assert main(["scaling", "analyse", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "labels.md").read_text() == (STUDY / "labels.md").read_text()
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "scaling.md").read_text()
+    assert (STUDY / "labels.md").read_text().strip() in docs, "docs/guides/scaling.md does not show labels.md"
+    _same_figure(STUDY, tmp_path, "labels.png", scaling.LABELS)
 
 
 def _close(a, b) -> bool:

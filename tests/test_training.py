@@ -135,3 +135,13 @@ def test_cosine_schedule_warms_up_then_decays_to_one_percent_over_the_step_budge
     # half way through the decay: the mean of the peak and the floor; at the budget: the floor, and it stays
     np.testing.assert_allclose(at(100 + 450), (2e-3 + 2e-5) / 2, rtol=1e-5)
     np.testing.assert_allclose([at(1000), at(5000)], [2e-5, 2e-5], rtol=1e-5)
+
+
+def test_plateau_schedule_lowers_the_rate_when_validation_stalls_and_records_it(tmp_path):
+    # a rate too small to improve the validation loss by Keras's min_delta: every plateau check fires
+    result = train(TrainConfig(output_dir=str(tmp_path / "run"), epochs=4, patience=2, learning_rate=1e-8,
+                               lr_schedule="plateau", export=False, galaxy_cards=False, **SMALL))
+    rates = [h["learning_rate"] for h in result.history]  # the rate each epoch trained at
+    # epoch 0 sets the best; after epoch 1 (no gain for patience // 2 = 1 epoch) x0.3; early stopping ends
+    # the run after epoch 2 (no gain for 2 epochs)
+    np.testing.assert_allclose(rates, [1e-8, 1e-8, 3e-9], rtol=1e-5)

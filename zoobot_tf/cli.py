@@ -198,21 +198,27 @@ def cmd_scaling(config: ScalingConfig) -> int:
         scaling.run(config.grid, index=config.index, progress=config.progress)
         return 0
     grid = scaling.load_grid(config.grid) if config.grid else None
-    results_dir = config.results or grid["output_dir"]
-    results = scaling.read_results(results_dir)
-    if results.empty:
-        raise ConfigError(f"no {scaling.RESULTS} in {results_dir}")
-    out = Path(config.out or results_dir)
-    fits = scaling.analyse(results, out)
-    print(scaling.exponent_table(fits))
-    labels = Path(results_dir) / scaling.LABELS
-    if labels.exists():  # the real-data view next to the study: finetuning labels on real galaxies
+    folder = Path(config.results or grid["output_dir"])
+    out = Path(config.out or folder)
+    results, curves, labels = (folder / name for name in (scaling.RESULTS, scaling.CURVES, scaling.LABELS))
+    if not results.exists() and not labels.exists():
+        raise ConfigError(f"no {scaling.RESULTS} (grid points) or {scaling.LABELS} (finetuning runs) in {folder}")
+    written = []
+    if results.exists():
+        fits = scaling.analyse(scaling.read_results(folder), out)
+        print(scaling.exponent_table(fits))
+        written += ["scaling.png/.pdf", "fits.json", "table.md"]
+    if curves.exists():  # validation curves of every point: did each converge within its budget
+        table = pd.read_csv(curves)
+        scaling.plot_curves(table, out, scaling.results_digest(table))
+        written.append("convergence.png/.pdf")
+    if labels.exists():  # the real-data view: test metrics against the number of finetuning labels
         view = scaling.analyse_labels(pd.read_csv(labels), out)
         (out / "labels_fits.json").write_text(json.dumps(view, indent=2, default=float) + "\n")
         (out / "labels.md").write_text(scaling.labels_table(view))
         print(scaling.labels_table(view))
-    print(f"plots (scaling.png/.pdf{', labels.png/.pdf' if labels.exists() else ''}), fits.json and table.md "
-          f"in {out}")
+        written += ["labels.png/.pdf", "labels_fits.json", "labels.md"]
+    print(f"wrote {', '.join(written)} in {out}")
     return 0
 
 

@@ -330,9 +330,11 @@ class TrainConfig(RuntimeConfig):
     epochs: int = option(10, "maximum epochs", min=1, max=100_000)
     patience: int = option(8, "early stopping: epochs without improvement of the validation loss", min=1)
     learning_rate: float = option(1e-3, "AdamW learning rate", above=0.0, max=10.0)
-    lr_schedule: str = option("constant", "constant, or cosine: from --learning_rate down to 1% of it over the "
+    lr_schedule: str = option("constant", "constant; cosine: from --learning_rate down to 1% of it over the "
                               "run's step budget (--epochs x steps per epoch), after --warmup_steps of linear "
-                              "warmup", choices=("constant", "cosine"))
+                              "warmup; plateau: x0.3 whenever the validation loss has not improved for half of "
+                              "--patience epochs (down to 1e-3 of --learning_rate), so that every run ends "
+                              "converged however large its data", choices=("constant", "cosine", "plateau"))
     warmup_steps: int = option(0, "cosine schedule: steps of linear warmup from 0 to --learning_rate", min=0)
     weight_decay: float = option(0.01, "AdamW decoupled weight decay", min=0.0, max=1.0)
     clipnorm: float | None = option(0.3, "global gradient-norm clipping (none: off)", above=0.0)

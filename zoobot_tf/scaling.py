@@ -370,6 +370,33 @@ def plot_labels(view: dict, out: Path, digest: str) -> None:
     plt.close(fig)
 
 
+def plot_curves(curves: pd.DataFrame, out: Path, digest: str) -> None:
+    """convergence.png/.pdf: validation loss against optimizer steps, one panel per architecture, one line per
+    data size (mean over seeds): whether each point had reached its best (and flattened) within the budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = curves.drop_duplicates(["architecture", "fraction", "seed", "step"], keep="last")
+    archs = sorted(curves["architecture"].unique())
+    fig, axes = plt.subplots(1, len(archs), figsize=(3.6 * len(archs), 3.4), sharey=True, squeeze=False)
+    sizes = sorted(curves["fraction"].unique())
+    for ax, arch in zip(axes[0], archs):
+        part = curves[curves["architecture"] == arch]
+        for colour, frac in zip(plt.cm.plasma(np.linspace(0, 0.85, len(sizes))), sizes):
+            mean = part[part["fraction"] == frac].groupby("step")["val_loss"].mean()
+            ax.plot(mean.index, mean.values, "o-", ms=3, color=colour, label=f"fraction {frac:g}")
+        ax.set_title(arch)
+        ax.set_xlabel("optimizer step")
+    axes[0, 0].set_ylabel("validation loss (mean over seeds)")
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "convergence.png", dpi=110, metadata={"Source": f"curves sha256 {digest}"})
+    fig.savefig(out / "convergence.pdf", metadata={"Subject": f"curves sha256 {digest}", "CreationDate": None})
+    plt.close(fig)
+
+
 def results_digest(results: pd.DataFrame) -> str:
     """sha256 of the results table as CSV: stamped into the figures and fits, so that a test can tell
     that the committed figures were made from the committed results."""

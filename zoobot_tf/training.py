@@ -155,7 +155,7 @@ def _make_shards(config: TrainConfig, task: VoteTask, shard_dir: Path) -> None:
 def learning_rate(config: TrainConfig, total_steps: int | None):
     """The learning rate of a training config: a float, or a Keras schedule counted in optimizer steps
     (resumes where it was: the step counter is part of the checkpoint)."""
-    if config.lr_schedule == "constant":
+    if config.lr_schedule in ("constant", "plateau"):  # plateau: a callback lowers it (see _callbacks)
         return config.learning_rate
     if not total_steps:
         raise ValueError("A cosine schedule needs the run's total number of steps.")
@@ -302,6 +302,11 @@ def _callbacks(config: TrainConfig, paths: RunPaths, source: DataSource, model: 
         zcallbacks.ResumableEarlyStopping(paths.history, monitor=monitor, mode="min", patience=config.patience),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if config.lr_schedule == "plateau":  # the learning rate is an optimizer variable: a resumed run keeps it
+        # first, so that the history records each epoch's rate
+        cbs.insert(0, keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=0.3,
+                                                        patience=max(1, config.patience // 2),
+                                                        min_lr=config.learning_rate * 1e-3, verbose=0))
     if isinstance(paths.lock, RunLock):
         cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: paths.lock.refresh()))
     if paths.chief:

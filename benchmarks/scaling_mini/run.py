@@ -8,8 +8,9 @@ train/val/test by a hash of the id: ~25,600 / 3,200 / 3,200; one fixed test set)
 grid.yaml as its own process (``zoobot-tf scaling run --grid grid.yaml --index I``), ``--parallel`` at a time
 with one TensorFlow thread each (on 2 cores two single-threaded small models train faster in total than one
 model on two threads). Points run seed by seed, so a partial sweep already holds whole curves. Every finished
-point is appended to scratch/sweep/results.csv and copied to benchmarks/scaling_mini/results.csv; the
-analysis (fits, prediction test, plots, table) is ``zoobot-tf scaling analyse`` over the committed results.
+point is appended to scratch/sweep/results.csv (its validation curve to curves.csv), both copied to
+benchmarks/scaling_mini/; the analysis (fits, prediction test, plots, tables) is ``zoobot-tf scaling analyse``
+over the committed results.
 """
 import argparse
 import os
@@ -19,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 from zoobot_tf import scaling
 from zoobot_tf.data import synthetic, tfrecords
@@ -68,7 +68,9 @@ def main():
             status = "ok" if job[1].returncode == 0 else f"FAILED ({job[1].returncode}; see {job[2].name})"
             print(f"[{(time.time() - start) / 60:6.1f} min] point {job[0]:3d} {p['architecture']} "
                   f"fraction {p['fraction']:.4f} seed {p['seed']}: {status}", flush=True)
-            shutil.copy(Path(grid["output_dir"]) / scaling.RESULTS, HERE / scaling.RESULTS)
+            for name in (scaling.RESULTS, scaling.CURVES):
+                if (Path(grid["output_dir"]) / name).exists():
+                    shutil.copy(Path(grid["output_dir"]) / name, HERE / name)
 
 
 if __name__ == "__main__":
