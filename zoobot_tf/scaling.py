@@ -365,8 +365,16 @@ def plot_labels(view: dict, out: Path, digest: str) -> None:
             ax.set_xlabel("finetuning labels")
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "labels.png", dpi=110, metadata={"Source": f"results sha256 {digest}"})
-    fig.savefig(out / "labels.pdf", metadata={"Subject": f"results sha256 {digest}", "CreationDate": None})
+    _save_figure(fig, out / "labels", f"results sha256 {digest}")
+
+
+def _save_figure(fig, stem: Path, source: str) -> None:
+    """``stem``.png and .pdf, each stamped with ``source`` (the digest of the table it was made from), then closed;
+    the PDF without a creation date, so that remaking it from the same table gives the same file."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(stem.with_suffix(".png"), dpi=110, metadata={"Source": source})
+    fig.savefig(stem.with_suffix(".pdf"), metadata={"Subject": source, "CreationDate": None})
     plt.close(fig)
 
 
@@ -392,9 +400,7 @@ def plot_curves(curves: pd.DataFrame, out: Path, digest: str) -> None:
     axes[0, 0].set_ylabel("validation loss (mean over seeds)")
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "convergence.png", dpi=110, metadata={"Source": f"curves sha256 {digest}"})
-    fig.savefig(out / "convergence.pdf", metadata={"Subject": f"curves sha256 {digest}", "CreationDate": None})
-    plt.close(fig)
+    _save_figure(fig, out / "convergence", f"curves sha256 {digest}")
 
 
 def results_digest(results: pd.DataFrame) -> str:
@@ -606,6 +612,4 @@ def plot(results: pd.DataFrame, fits: dict, out: Path) -> None:
     ax.set_title("per question, full data: gain from the largest model (2 sigma)")
     fig.tight_layout()
     digest = fits.get("results_digest", "")
-    fig.savefig(out / "scaling.png", dpi=110, metadata={"Source": f"results sha256 {digest}"})
-    fig.savefig(out / "scaling.pdf", metadata={"Subject": f"results sha256 {digest}", "CreationDate": None})
-    plt.close(fig)
+    _save_figure(fig, out / "scaling", f"results sha256 {digest}")
