@@ -57,8 +57,10 @@ def forward_flops(model, batch) -> float:
     return info.total_float_ops / batch.shape[0]
 
 
-def run_config(backbone: str, size: int, channels: int, steps: int, batch: int, precision: str) -> dict:
-    """One configuration, in this process."""
+def run_config(backbone: str, size: int, channels: int, steps: int, batch: int, precision: str,
+               phase: str = "both") -> dict:
+    """One configuration, in this process. ``phase``: "train" (first step and training rate), "infer"
+    (inference rate and FLOPs) or "both"; one phase per process makes the peak memory that phase's own."""
     import resource
 
     import numpy as np
@@ -68,28 +70,29 @@ def run_config(backbone: str, size: int, channels: int, steps: int, batch: int, 
 
     model = Zoobot(backbone=backbone, image_size=size, channels=channels,
                    precision=None if precision == "float32" else precision)
-    model.compile()
     rng = np.random.default_rng(0)
     # images with the model's own channel count, as the PyTorch peer gets them (no colour -> grey mean)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, channels)).astype("float32"))
-    y = tf.constant(rng.integers(0, 10, (batch, model.schema.n_answers)).astype("float32"))
-    t = time.perf_counter()
-    model.train_on_batch(x, y)
-    first = time.perf_counter() - t
-
-    def rate(fn):
-        return images_per_second(fn, batch, steps)
-
-    train_rate = rate(lambda: model.train_on_batch(x, y))
-    infer = tf.function(lambda images: model(images, training=False))
-    infer_rate = rate(lambda: infer(x).numpy())
-    flops = forward_flops(model, x)
-    return {"backbone": backbone, "image_size": size, "channels": channels, "batch": batch,
-            "precision": precision, "params_m": model.count_params() / 1e6, "first_step_s": first,
-            "train_img_s": train_rate, "infer_img_s": infer_rate,
-            "gflops_per_img": flops / 1e9, "gflops_train": 3 * flops * train_rate / 1e9,
-            "gflops_infer": flops * infer_rate / 1e9,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {"backbone": backbone, "image_size": size, "channels": channels, "batch": batch, "phase": phase,
+           "precision": precision, "params_m": model.count_params() / 1e6}
+    if phase in ("train", "both"):
+        model.compile()
+        y = tf.constant(rng.integers(0, 10, (batch, model.schema.n_answers)).astype("float32"))
+        t = time.perf_counter()
+        model.train_on_batch(x, y)
+        out["first_step_s"] = time.perf_counter() - t
+        out["train_img_s"] = images_per_second(lambda: model.train_on_batch(x, y), batch, steps)
+    if phase in ("infer", "both"):
+        infer = tf.function(lambda images: model(images, training=False))
+        out["infer_img_s"] = images_per_second(lambda: infer(x).numpy(), batch, steps)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    flops = forward_flops(model, x)  # after the peak was read: profiling builds a graph of its own
+    out["gflops_per_img"] = flops / 1e9
+    if "train_img_s" in out:
+        out["gflops_train"] = 3 * flops * out["train_img_s"] / 1e9
+    if "infer_img_s" in out:
+        out["gflops_infer"] = flops * out["infer_img_s"] / 1e9
+    return out
 
 
 def main(argv=None):
@@ -101,12 +104,18 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput.json"))
+    parser.add_argument("--phase", default="both", choices=["train", "infer", "both"], help=argparse.SUPPRESS)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one config, print JSON
+    parser.add_argument("--peaks", action="store_true", help=argparse.SUPPRESS)  # internal: matmul peaks as JSON
     args = parser.parse_args(argv)
+    if args.peaks:
+        print("RESULT " + json.dumps({f"matmul_peak_gflops_{d}": matmul_peak_gflops(dtype=d)
+                                      for d in ("float32", "bfloat16")}))
+        return
     if args.one:
         backbone, size, channels = args.one.split(":")
         print("RESULT " + json.dumps(run_config(backbone, int(size), int(channels), args.steps, args.batch,
-                                                args.precision)))
+                                                args.precision, args.phase)))
         return
     peak = matmul_peak_gflops()
     results = []

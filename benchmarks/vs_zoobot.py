@@ -1,16 +1,21 @@
-"""zoobot-tf against Zoobot v2's recipe in PyTorch, interleaved: ours, peer, ours, peer, ... per backbone.
+"""zoobot-tf against Zoobot v2 in PyTorch at its best precision, interleaved in one run, with the hardware's peaks.
 
-    python benchmarks/vs_zoobot.py --peer-python /path/to/torch-venv/bin/python [--repeats 3]
+    python benchmarks/vs_zoobot.py --peer-python /path/to/torch-venv/bin/python [--repeats 3] [--predict]
 
-This machine is shared and its speed drifts by +-20% over minutes, so one run of each side can land
-in different weather. Each repeat runs one fresh process of ``throughput.py`` (the full Zoobot model,
-224 px, 1 channel, batch 32) immediately followed by one of ``zoobot_peer.py`` (timm + the
-Dirichlet-multinomial loss + AdamW) for the same backbone; the ratio of each adjacent pair is
-recorded and the median over repeats reported against issue 7's targets. With ``--precisions
-float32,mixed_bfloat16`` each repeat runs zoobot-tf once per precision before the peer, and each is
-compared with that same peer run. The peer runs as Zoobot does on a CPU, in float32 (``--peer-bf16``:
-under ``torch.autocast(bfloat16)`` instead, for a like-for-like view). Prints a table, writes
-benchmarks/results/vs_zoobot.json.
+The peer venv needs ``pip install torch==2.14.1 torchvision==0.29.1 timm`` (and ``'zoobot[pytorch]==2.9.0'``
+for ``--predict``). This machine is shared and its speed drifts by +-20% over minutes, so the two sides are
+measured in rounds: per backbone and round, zoobot-tf in float32 and in mixed_bfloat16, then the peer
+(``zoobot_peer.py``: timm encoder, Zoobot's head and Dirichlet-multinomial loss, AdamW) in float32 and under
+``torch.autocast(bfloat16)``. Every measurement is a fresh process of its own phase: "train" (the first
+training step, then the training rate) or "infer" (the inference rate), so each peak RSS is that phase's.
+Each of zoobot-tf's numbers is divided by the peer's number at whichever precision was faster for that measure
+in the same round, and the median of those ratios is reported against issue 18's targets.
+
+Achieved GFLOP/s (forward FLOPs per image from TensorFlow's profiler, x3 for training, times the rate) are given
+as a share of the float32 and bfloat16 matmul peaks measured at the start of the same run.
+``--predict``: per round, also a folder of real JPEGs -> table with zoobot-tf's ``predict`` (benchmarks/predict.py)
+and Zoobot's ``predict_on_catalog`` (benchmarks/zoobot_predict_peer.py) on the same folder and EfficientNetB0.
+Prints a table, writes benchmarks/results/vs_zoobot.json.
 """
 from __future__ import annotations
 
@@ -24,76 +29,164 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# target ratios: training and inference >= target (higher is better); first step: ours / peer <= target
-TARGETS = {"efficientnet_b0": {"train_img_s": 1.5, "infer_img_s": 1.5, "first_step_s": 2.0},
-           "convnext_tiny": {"train_img_s": 1.2, "infer_img_s": 1.0, "first_step_s": 2.0}}
+MEASURES = ("train_img_s", "infer_img_s", "first_step_s")
+PHASE = {"train_img_s": "train", "first_step_s": "train", "infer_img_s": "infer"}
+PEER_PRECISIONS = {"float32": False, "bfloat16": True}  # name -> under torch.autocast(bfloat16)
+TARGET = 1.5  # training and inference rates, ours / the peer's faster precision
+CONVNEXT_INFER_VS_BF16 = 1.0  # the exception: ConvNeXt inference against the peer's bfloat16
+FIRST_STEP = 1.0  # ours / peer's: no slower
+PREDICT_TARGET = 3.0
 
 
-def ours(backbone: str, steps: int, precision: str) -> dict:
-    out = subprocess.run([sys.executable, str(HERE / "throughput.py"), "--one", f"{backbone}:224:1",
-                          "--steps", str(steps), "--precision", precision], capture_output=True, text=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+def _result(cmd: list[str], what: str, env: dict | None = None) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+                                                                     **(env or {})})
     line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
     if line is None:
-        raise RuntimeError(f"throughput.py failed for {backbone}:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{what} failed:\n{out.stdout[-1000:]}{out.stderr[-2000:]}")
     return json.loads(line[7:])
 
 
-def peer(python: str, backbone: str, steps: int, bf16: bool) -> dict:
+def ours(backbone: str, steps: int, precision: str, phase: str) -> dict:
+    return _result([sys.executable, str(HERE / "throughput.py"), "--one", f"{backbone}:224:1", "--steps",
+                    str(steps), "--precision", precision, "--phase", phase], f"zoobot-tf {backbone} {phase}")
+
+
+def peer(python: str, backbone: str, steps: int, bf16: bool, phase: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out_json = Path(tmp) / "peer.json"
         out = subprocess.run([python, str(HERE / "zoobot_peer.py"), "--backbones", backbone, "--steps", str(steps),
-                              "--out", str(out_json)] + (["--autocast-bf16"] if bf16 else []),
+                              "--phase", phase, "--out", str(out_json)] + (["--autocast-bf16"] if bf16 else []),
                              capture_output=True, text=True)
         if not out_json.exists():
             raise RuntimeError(f"zoobot_peer.py failed for {backbone}:\n{out.stdout[-1000:]}{out.stderr[-2000:]}")
         return json.loads(out_json.read_text())[0]
 
 
+def predict_round(python: str, data: str, n: int) -> dict:
+    """One round of folder -> table: zoobot-tf in float32 and mixed_bfloat16, then Zoobot."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, str(HERE / "predict.py"), "--data", data, "--n", str(n), "--samples", "1",
+                        "--models", "efficientnet_b0,efficientnet_b0_bf16", "--no-export", "--out",
+                        str(Path(tmp) / "ours.json")], check=True, capture_output=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        ours_rates = {r["model"]: r["folder_to_table_img_s"]["1"] for r in json.loads((Path(tmp) / "ours.json")
+                                                                                      .read_text())}
+        subprocess.run([python, str(HERE / "zoobot_predict_peer.py"), "--data", data, "--n", str(n), "--out",
+                        str(Path(tmp) / "peer.json")], check=True, capture_output=True)
+        return {"ours": ours_rates, "peer": json.loads((Path(tmp) / "peer.json").read_text())["folder_to_table_img_s"]}
+
+
+def best_peer(rnd: dict, measure: str) -> tuple[str, float]:
+    """The peer's faster precision for ``measure`` in one round, and its number."""
+    values = {p: rnd["peer"][p][PHASE[measure]][measure] for p in rnd["peer"]}
+    pick = min if measure == "first_step_s" else max
+    name = pick(values, key=values.get)
+    return name, values[name]
+
+
+def target_for(backbone: str, measure: str, peer_precision: str) -> float:
+    if measure == "first_step_s":
+        return FIRST_STEP
+    if measure == "infer_img_s" and backbone.startswith("convnext") and peer_precision == "bfloat16":
+        return CONVNEXT_INFER_VS_BF16
+    return TARGET
+
+
+def summarise(backbone: str, rounds: list[dict], peaks: dict) -> list[dict]:
+    """One row per measure and zoobot-tf precision: medians, the median ratio to the faster peer, the target,
+    achieved GFLOP/s as shares of the matmul peaks, and both sides' peak RSS for that phase."""
+    med = statistics.median
+    flops = med(r["ours"]["float32"]["infer"]["gflops_per_img"] for r in rounds)
+    rows = []
+    for measure in MEASURES:
+        phase = PHASE[measure]
+        picks = [best_peer(r, measure) for r in rounds]
+        peer_prec = statistics.mode(p for p, _ in picks)
+        for prec in rounds[0]["ours"]:
+            ratios = [r["ours"][prec][phase][measure] / v for r, (_, v) in zip(rounds, picks)]
+            ours_value = med(r["ours"][prec][phase][measure] for r in rounds)
+            ratio, target = med(ratios), target_for(backbone, measure, peer_prec)
+            row = {"backbone": backbone, "measure": measure, "precision": prec, "ours": ours_value,
+                   **{f"peer_{p}": med(r["peer"][p][phase][measure] for r in rounds) for p in PEER_PRECISIONS},
+                   "peer_best": peer_prec, "ratio": ratio, "ratios": ratios, "target": target,
+                   "met": ratio <= target if measure == "first_step_s" else ratio >= target,
+                   "ours_rss_mb": med(r["ours"][prec][phase]["peak_rss_mb"] for r in rounds),
+                   "peer_rss_mb": med(r["peer"][peer_prec][phase]["peak_rss_mb"] for r in rounds)}
+            if measure != "first_step_s":
+                per_img = (3 if phase == "train" else 1) * flops
+                gflops = per_img * ours_value
+                row.update(gflops=gflops, peer_gflops=per_img * row[f"peer_{peer_prec}"],
+                           **{f"share_of_{d}_peak": gflops / peaks[f"matmul_peak_gflops_{d}"] for d in PEER_PRECISIONS})
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], peaks: dict) -> str:
+    lines = [f"matmul peaks measured in this run: {peaks['matmul_peak_gflops_float32']:.0f} GFLOP/s float32, "
+             f"{peaks['matmul_peak_gflops_bfloat16']:.0f} bfloat16", "",
+             "| model | measure | zoobot-tf precision | zoobot-tf | peer float32 | peer bf16 autocast "
+             "| ratio to faster peer | target | met | GFLOP/s ours (share of fp32 / bf16 peak) / peer "
+             "| peak RSS MB ours / peer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        unit = "s" if r["measure"] == "first_step_s" else "img/s"
+        target = f"<= {r['target']}x time" if r["measure"] == "first_step_s" else f">= {r['target']}x"
+        flops = (f"{r['gflops']:.0f} ({100 * r['share_of_float32_peak']:.0f}% / "
+                 f"{100 * r['share_of_bfloat16_peak']:.0f}%) / {r['peer_gflops']:.0f}" if "gflops" in r else "")
+        lines.append(f"| {r['backbone']} | {r['measure']} | {r['precision']} | {r['ours']:.1f} {unit} | "
+                     f"{r['peer_float32']:.1f} | {r['peer_bfloat16']:.1f} | {r['ratio']:.2f}x vs {r['peer_best']} | "
+                     f"{target} | {'yes' if r['met'] else 'no'} | {flops} | {r['ours_rss_mb']:.0f} / "
+                     f"{r['peer_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--peer-python", required=True, help="python of a venv with torch and timm")
-    p.add_argument("--backbones", default="efficientnet_b0,convnext_tiny")
+    p.add_argument("--backbones", default="efficientnet_b0,convnext_nano,convnext_tiny")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--precisions", default="float32,mixed_bfloat16", help="zoobot-tf precisions, comma-separated")
-    p.add_argument("--peer-bf16", action="store_true", help="run the peer under torch.autocast(bfloat16)")
+    p.add_argument("--predict", action="store_true", help="also folder -> table against predict_on_catalog")
+    p.add_argument("--data", default=str(HERE.parents[1].parent / "shared" / "data" / "gz2_kaggle_spiral" / "images"))
+    p.add_argument("--n", type=int, default=512, help="JPEGs for --predict")
     p.add_argument("--out", default=str(HERE / "results" / "vs_zoobot.json"))
     args = p.parse_args(argv)
-    keys = ("train_img_s", "infer_img_s", "first_step_s")
     precisions = args.precisions.split(",")
-    report = {}
+    peaks = _result([sys.executable, str(HERE / "throughput.py"), "--peaks"], "matmul peaks")
+    report = {"repeats": args.repeats, "steps": args.steps, "peaks": peaks, "backbones": {}}
+    rows = []
     for backbone in args.backbones.split(","):
-        pairs = {prec: [] for prec in precisions}
+        rounds = []
         for r in range(args.repeats):
-            a = {prec: ours(backbone, args.steps, prec) for prec in precisions}
-            b = peer(args.peer_python, backbone, args.steps, args.peer_bf16)
-            for prec in precisions:
-                pairs[prec].append({"ours": {k: a[prec][k] for k in keys}, "peer": {k: b[k] for k in keys}})
-                print(f"{backbone} {prec} repeat {r + 1}: " + "  ".join(
-                    f"{k} {a[prec][k]:.2f} vs {b[k]:.2f}" for k in keys), flush=True)
-        report[backbone] = {prec: {
-            "pairs": ps, "median_ratio": {k: statistics.median(x["ours"][k] / x["peer"][k] for x in ps) for k in keys},
-            "median_ours": {k: statistics.median(x["ours"][k] for x in ps) for k in keys},
-            "median_peer": {k: statistics.median(x["peer"][k] for x in ps) for k in keys}}
-            for prec, ps in pairs.items()}
-    peer_name = "Zoobot recipe (PyTorch" + (", bf16 autocast)" if args.peer_bf16 else ", float32)")
-    print(f"\n| model | measure | zoobot-tf precision | zoobot-tf | {peer_name} | ratio (median of pairs) "
-          "| target | met |")
-    print("|---|---|---|---|---|---|---|---|")
-    for backbone, by_prec in report.items():
-        for k in keys:
-            for prec, r in by_prec.items():
-                t = TARGETS.get(backbone, {}).get(k)
-                ratio = r["median_ratio"][k]
-                met = "" if t is None else ("yes" if (ratio <= t if k == "first_step_s" else ratio >= t) else "no")
-                target = "" if t is None else (f"<= {t}x slower" if k == "first_step_s" else f">= {t}x")
-                unit = "s" if k == "first_step_s" else "img/s"
-                print(f"| {backbone} | {k} | {prec} | {r['median_ours'][k]:.1f} {unit} | {r['median_peer'][k]:.1f} "
-                      f"{unit} | {ratio:.2f}x | {target} | {met} |")
+            rnd = {"ours": {prec: {ph: ours(backbone, args.steps, prec, ph) for ph in ("train", "infer")}
+                            for prec in precisions},
+                   "peer": {name: {ph: peer(args.peer_python, backbone, args.steps, bf16, ph)
+                                   for ph in ("train", "infer")} for name, bf16 in PEER_PRECISIONS.items()}}
+            rounds.append(rnd)
+            print(f"{backbone} round {r + 1}: " + "; ".join(
+                f"{side} {prec} " + " ".join(f"{m} {rnd[side][prec][PHASE[m]][m]:.1f}" for m in MEASURES)
+                for side in ("ours", "peer") for prec in rnd[side]), flush=True)
+        report["backbones"][backbone] = {"rounds": rounds, "rows": summarise(backbone, rounds, peaks)}
+        rows += report["backbones"][backbone]["rows"]
+    text = table(rows, peaks)
+    if args.predict:
+        rounds = [predict_round(args.peer_python, args.data, args.n) for _ in range(args.repeats)]
+        lines = ["", "| folder of real JPEGs -> table (EfficientNetB0, 224 px) | zoobot-tf img/s | Zoobot "
+                 "predict_on_catalog img/s | ratio (median of rounds) | target | met |", "|---|---|---|---|---|---|"]
+        report["predict"] = {"rounds": rounds}
+        for model in rounds[0]["ours"]:
+            ratio = statistics.median(r["ours"][model] / r["peer"] for r in rounds)
+            report["predict"][model] = {"ratio": ratio, "met": ratio >= PREDICT_TARGET}
+            lines.append(f"| {model} | {statistics.median(r['ours'][model] for r in rounds):.1f} | "
+                         f"{statistics.median(r['peer'] for r in rounds):.1f} | {ratio:.2f}x | >= {PREDICT_TARGET}x | "
+                         f"{'yes' if ratio >= PREDICT_TARGET else 'no'} |")
+        text += "\n" + "\n".join(lines)
+    print("\n" + text)
+    report["table"] = text
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"repeats": args.repeats, "peer_bf16_autocast": args.peer_bf16,
-                                          "results": report}, indent=2))
+    Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
 
 

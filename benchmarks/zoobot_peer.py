@@ -35,8 +35,12 @@ def dirichlet_multinomial_nll(counts, alpha):
     return -log_prob
 
 
-def run(backbone: str, size: int, channels: int, batch: int, steps: int, bf16: bool = False) -> dict:
+def run(backbone: str, size: int, channels: int, batch: int, steps: int, bf16: bool = False,
+        phase: str = "both") -> dict:
+    """``phase``: "train" (first step, then the training rate), "infer" (the inference rate) or "both"; one
+    phase per process makes the peak memory that phase's own."""
     import contextlib
+    import resource
 
     import timm
     import torch
@@ -69,17 +73,18 @@ def run(backbone: str, size: int, channels: int, batch: int, steps: int, bf16: b
         with cast():
             return 1 + 100 * torch.sigmoid(model(x).float())
 
-    t = time.perf_counter()
-    train_step()
-    first = time.perf_counter() - t
-
-    def rate(fn):
-        return images_per_second(fn, batch, steps)
-
-    return {"backbone": backbone, "image_size": size, "channels": channels, "batch": batch,
-            "torch": torch.__version__, "timm": timm.__version__, "threads": torch.get_num_threads(),
-            "autocast_bf16": bf16,
-            "first_step_s": first, "train_img_s": rate(train_step), "infer_img_s": rate(infer)}
+    out = {"backbone": backbone, "image_size": size, "channels": channels, "batch": batch, "phase": phase,
+           "torch": torch.__version__, "timm": timm.__version__, "threads": torch.get_num_threads(),
+           "autocast_bf16": bf16}
+    if phase in ("train", "both"):
+        t = time.perf_counter()
+        train_step()
+        out["first_step_s"] = time.perf_counter() - t
+        out["train_img_s"] = images_per_second(train_step, batch, steps)
+    if phase in ("infer", "both"):
+        out["infer_img_s"] = images_per_second(infer, batch, steps)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
 
 
 def main(argv=None):
@@ -90,6 +95,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--autocast-bf16", action="store_true", help="forward passes under torch.autocast(bfloat16)")
+    p.add_argument("--phase", default="both", choices=["train", "infer", "both"])
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "zoobot_peer.json"))
     args = p.parse_args(argv)
     try:
@@ -100,10 +106,11 @@ def main(argv=None):
         return 0
     results = []
     for backbone in args.backbones.split(","):
-        r = run(backbone, args.size, args.channels, args.batch, args.steps, args.autocast_bf16)
+        r = run(backbone, args.size, args.channels, args.batch, args.steps, args.autocast_bf16, args.phase)
         results.append(r)
-        print(f"peer {backbone:18s} {args.size:4d}px {args.channels}ch  train {r['train_img_s']:7.1f} img/s  "
-              f"infer {r['infer_img_s']:7.1f} img/s  first step {r['first_step_s']:5.1f} s", flush=True)
+        print(f"peer {backbone:18s} {args.size:4d}px {args.channels}ch  " + "  ".join(
+            f"{k} {r[k]:.1f}" for k in ("train_img_s", "infer_img_s", "first_step_s", "peak_rss_mb") if k in r),
+            flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
