@@ -219,3 +219,28 @@ def test_a_half_written_shard_folder_is_refused_and_a_rerun_makes_it_whole(data,
     reference = read_manifest(data / "shards")
     for split in reference["splits"]:
         assert read_labels(out, split)[0] == read_labels(data / "shards", split)[0]
+
+
+def _all_parsers(parser, name="zoobot-tf"):
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _all_parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_command_prints_its_help(tmp_path):
+    """``--help`` of every command and subcommand formats (a "%" in an option's text once broke
+    ``zoobot-tf train --help``), and the real command line prints it and exits 0."""
+    from zoobot_tf.cli import build_parser
+
+    names = []
+    for name, parser in _all_parsers(build_parser()):
+        text = parser.format_help()
+        assert text.startswith("usage: " + name), name
+        names.append(name)
+    assert {"zoobot-tf train", "zoobot-tf finetune", "zoobot-tf scaling"} <= set(names)
+    code, out = run_cli(["train", "--help"], tmp_path)
+    assert code == 0 and "--lr_schedule" in out and "1%" in out, out[-2000:]

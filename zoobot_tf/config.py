@@ -213,9 +213,10 @@ class JobConfig:
             choices = meta.get("choices")
             shown = f" {{{', '.join(map(str, choices))}}}" if choices is not None and not callable(choices) else ""
             shown += _accepted_text(meta)
+            text = f"{meta.get('help', '')}{shown} (default: {default})"
             parser.add_argument(_flag(f.name), type=str, default=None, dest=f.name,
                                 metavar=getattr(base, "__name__", "VALUE").upper(),
-                                help=f"{meta.get('help', '')}{shown} (default: {default})")
+                                help=text.replace("%", "%%"))  # argparse %-formats help: "1%" must stay text
 
     @classmethod
     def from_namespace(cls, namespace):
