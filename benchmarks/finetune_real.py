@@ -54,20 +54,27 @@ def load_set(data: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     return df[~test.to_numpy()].reset_index(drop=True), df[test.to_numpy()].reset_index(drop=True), label_col
 
 
-def run_one(pretrained, pool, test, n_labels, crop, flip, seed=0) -> dict:
+# the recipe of the study's real-data view: the whole encoder trained at a from-scratch rate
+WHOLE_ENCODER = dict(n_blocks=-1, learning_rate=1e-3, dropout_rate=0.5, batch_size=32, epochs=30, patience=6)
+
+
+def run_one(pretrained, pool, test, n_labels, crop, flip, seed=0, recipe: dict | None = WHOLE_ENCODER,
+            random_kwargs: dict | None = None) -> dict:
     """Finetune on ``n_labels`` galaxies drawn from ``pool`` with ``seed`` (20% of them for early stopping),
-    through the public ``zoobot_tf.finetune``; score the fixed ``test`` set."""
+    through the public ``zoobot_tf.finetune``; score the fixed ``test`` set. ``recipe``: finetuning options
+    (None: zoobot-tf's defaults, with only the survey's crop and flip given); ``random_kwargs``: the
+    architecture of a randomly initialised encoder (``pretrained`` a backbone name)."""
     import zoobot_tf as zt
 
     chosen = pool.sample(n=min(n_labels, len(pool)), random_state=seed).reset_index(drop=True)
     n_val = max(int(0.2 * len(chosen)), 2)
     catalog = pd.concat([chosen.assign(split=["val"] * n_val + ["train"] * (len(chosen) - n_val)),
                          test.assign(split="test")], ignore_index=True)
-    kwargs = dict(image_size=64, channels=1) if pretrained == "resnet_micro" else {}
+    if random_kwargs is None and pretrained == "resnet_micro":
+        random_kwargs = dict(image_size=64, channels=1)
     start = time.time()
     result = zt.finetune(pretrained, catalog, label_cols="label", task="classification", seed=seed, verbose=0,
-                         epochs=30, patience=6, balance_classes=True, n_blocks=-1, learning_rate=1e-3,
-                         dropout_rate=0.5, crop_fraction=crop, augment={"flip": flip}, batch_size=32, **kwargs)
+                         crop_fraction=crop, augment={"flip": flip}, **(recipe or {}), **(random_kwargs or {}))
     total = result.test_table.set_index("question").loc["total"]
     return {"n_train": int(result.sizes["train"]), "n_val": int(result.sizes["val"]), "n_test": int(total["n"]),
             "loss": float(total["loss"]), "seed": seed, "accuracy": float(total["accuracy"]),
