@@ -8,6 +8,11 @@ every answer of every question the table gives an interval for (questions volunt
 probability >= 0.5), whether the galaxy's own answer probability - the one its simulated votes were drawn
 from - lies inside ``[<answer>_lower, <answer>_upper]``. A calibrated 90% interval contains it 90% of the
 time. Prints coverage and mean width per question; writes benchmarks/results/calibration.json.
+
+Twice: with the intervals straight from the head ("raw"), and calibrated ("calibrated") by the per-question
+concentration scale that ``zoobot-tf train`` now fits on its validation split (``zoobot_tf.evaluate.calibrate``).
+For a model trained before that (the embedded one), the scale is fitted here on the votes of ``--galaxies``
+other synthetic galaxies (``--fit_seed``), as training would on its validation split: votes only, no truth.
 """
 from __future__ import annotations
 
@@ -45,6 +50,18 @@ def coverage_table(table: pd.DataFrame, truth: np.ndarray, schema) -> pd.DataFra
     return pd.concat([out, pd.DataFrame([total])], ignore_index=True)
 
 
+def fitted_scale(model, n: int, seed: int, size: int, tmp: Path) -> list[float]:
+    """The scale ``zoobot_tf.evaluate.calibrate`` fits on the votes of ``n`` synthetic galaxies of ``seed``."""
+    from zoobot_tf.data import synthetic
+    from zoobot_tf.data.sources import CatalogSource
+    from zoobot_tf.evaluate import calibrate
+
+    catalog = synthetic.make_synthetic_catalog(n, tmp / f"fit{seed}", stored_size=size, seed=seed,
+                                               schema=model.schema)
+    source = CatalogSource(catalog.assign(split="val"), model.task)
+    return [float(v) for v in calibrate(model, source.dataset("val", 64, size))]
+
+
 def main(argv=None):
     from zoobot_tf.data import synthetic
     from zoobot_tf.models.resolve import load_model
@@ -55,24 +72,36 @@ def main(argv=None):
     parser.add_argument("--galaxies", type=int, default=2000)
     parser.add_argument("--n_samples", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1, help="synthetic catalog seed (not the model's training seed)")
+    parser.add_argument("--fit_seed", type=int, default=2, help="seed of the galaxies whose votes fit the scale "
+                        "of a model that has none")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "calibration.json"))
     args = parser.parse_args(argv)
     model = load_model(args.model)
     size = model.load_size  # rendered at the size the model reads
     start = time.time()
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         catalog = synthetic.make_synthetic_catalog(args.galaxies, Path(tmp) / "synthetic", stored_size=size,
                                                    seed=args.seed, schema=model.schema)
         truth = synthetic.true_answer_probabilities(args.galaxies, args.seed, size, model.schema)
-        skipped = predict(model, catalog[["id_str", "file_loc"]], Path(tmp) / "predictions.csv",
-                          n_samples=args.n_samples)
-        assert skipped.empty, f"unreadable rendered images: {skipped}"
-        table = pd.read_csv(Path(tmp) / "predictions.csv", dtype={"id_str": str})
-    table = table.set_index("id_str").loc[catalog["id_str"]].reset_index()
-    result = coverage_table(table, truth, model.schema)
-    print(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        own = model.task.concentration_scale
+        scale = own or fitted_scale(model, args.galaxies, args.fit_seed, size, Path(tmp))
+        for name, s in (("raw", None), ("calibrated", scale)):
+            model.task.concentration_scale = s
+            skipped = predict(model, catalog[["id_str", "file_loc"]], Path(tmp) / f"{name}.csv",
+                              n_samples=args.n_samples, progress=False)
+            assert skipped.empty, f"unreadable rendered images: {skipped}"
+            table = pd.read_csv(Path(tmp) / f"{name}.csv", dtype={"id_str": str})
+            table = table.set_index("id_str").loc[catalog["id_str"]].reset_index()
+            results[name] = coverage_table(table, truth, model.schema)
+    merged = results["raw"].merge(results["calibrated"].drop(columns="galaxies"), on="question",
+                                  suffixes=("_raw", "_calibrated"))
+    merged.insert(1, "scale", [*scale, np.nan])
+    print(merged.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     write_json({"model": str(args.model), "galaxies": args.galaxies, "n_samples": args.n_samples, "level": 0.9,
-                "seed": args.seed, "seconds": time.time() - start, "rows": result.to_dict(orient="records")}, args.out)
+                "seed": args.seed, "scale": scale,
+                "scale_from": "the model" if own else f"votes of seed {args.fit_seed}",
+                "seconds": time.time() - start, "rows": merged.to_dict(orient="records")}, args.out)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,37 @@ def test_fractions_from_counts_nan_when_unasked():
     f = stats.vote_fractions_from_counts(counts, SCHEMA)
     np.testing.assert_allclose(f[0, :3], [0.2, 0.6, 0.2])
     assert np.isnan(f[0, 3:]).all()
+
+
+def _votes_from(alpha, schema, rng, volunteers=40, asked=None):
+    """Each galaxy's answer probabilities drawn from Dirichlet(alpha) per question, then its votes."""
+    counts = np.zeros_like(alpha)
+    for qi, q in enumerate(schema.questions):
+        for i in range(len(alpha)):
+            if asked is not None and not asked[i, qi]:
+                continue
+            p = rng.dirichlet(alpha[i, q.start:q.end])
+            counts[i, q.start:q.end] = rng.multinomial(volunteers, p)
+    return counts
+
+
+def test_concentration_scale_recovers_how_overconfident_a_model_is():
+    """Votes drawn from Dirichlet(alpha) x multinomial; a 'model' that predicts 2.5 x alpha (too sure) must get
+    k ~ 0.4, one that predicts alpha k ~ 1, one that predicts alpha / 2 k ~ 2. Questions with too few votes fall
+    back to the factor fitted over all questions together."""
+    schema = get_schema("gz2")
+    rng = np.random.default_rng(0)
+    alpha = rng.uniform(0.5, 6.0, (1500, schema.n_answers))
+    asked = np.ones((len(alpha), schema.n_questions), dtype=bool)
+    asked[20:, -1] = False  # the last question: 20 galaxies only
+    counts = _votes_from(alpha, schema, rng, asked=asked)
+    for factor in (2.5, 1.0, 0.5):
+        samples = np.repeat((alpha * factor)[..., None], 3, axis=-1)
+        k = stats.fit_concentration_scale(samples, counts, schema)
+        assert k.shape == (schema.n_questions,)
+        np.testing.assert_allclose(k[:-1], 1 / factor, rtol=0.2)
+        joint = stats.fit_concentration_scale(samples, counts, schema, min_galaxies=10 ** 9)
+        assert np.allclose(joint, joint[0]) and abs(joint[0] * factor - 1) < 0.1
+        assert k[-1] == joint[-1]  # too few votes: the joint factor
+    no_votes = stats.fit_concentration_scale(samples, np.zeros_like(counts), schema)
+    assert np.all(no_votes == 1.0)

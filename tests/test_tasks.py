@@ -103,3 +103,32 @@ def test_cosine_schedule_with_warmup():
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))  # then decaying
     np.testing.assert_allclose(lrs[12:], 1e-5)  # to the floor, and staying there
     assert learning_rate_at(5, {**s, "cosine_schedule": False}) == 1e-3
+
+
+def test_vote_task_concentration_scale_widens_intervals_and_is_saved():
+    """The calibrated task's intervals are the raw ones of concentrations x its per-question factor (against
+    stats.beta_intervals directly); fractions are unchanged; the factor survives the task's config; a factor
+    of the wrong length or sign is refused."""
+    from zoobot_tf import stats
+
+    raw = VoteTask("gz2")
+    scale = np.linspace(0.3, 1.5, raw.schema.n_questions)
+    task = make_task(VoteTask("gz2", concentration_scale=scale).get_config())
+    assert task.concentration_scale == pytest.approx(list(scale))
+    rng = np.random.default_rng(0)
+    samples = rng.uniform(1.5, 60.0, (4, raw.schema.n_answers, 3))
+    ids = [str(i) for i in range(4)]
+    a, b = raw.table(ids, samples, asked_threshold=0.0), task.table(ids, samples, asked_threshold=0.0)
+    per_answer = scale[np.argmax(raw.schema.answer_to_question_matrix(), axis=1)]
+    lower, upper = stats.beta_intervals(samples * per_answer[:, None], raw.schema)
+    cols = raw.schema.label_cols
+    np.testing.assert_allclose(b[[f"{c}_fraction_lower" for c in cols]].to_numpy(), lower)
+    np.testing.assert_allclose(b[[f"{c}_fraction_upper" for c in cols]].to_numpy(), upper)
+    np.testing.assert_allclose(b[[f"{c}_fraction" for c in cols]], a[[f"{c}_fraction" for c in cols]])
+    first = [f"{c}_fraction" for c in cols[:2]]  # question 0 has the smallest factor (0.3): wider intervals
+    width = lambda t: t[[f + "_upper" for f in first]].to_numpy() - t[[f + "_lower" for f in first]].to_numpy()
+    assert np.all(width(b) > width(a))
+    with pytest.raises(ValueError, match="concentration_scale must be"):
+        VoteTask("gz2", concentration_scale=[1.0, 2.0])
+    with pytest.raises(ValueError, match="concentration_scale must be"):
+        VoteTask("gz2", concentration_scale=-scale)

@@ -45,6 +45,12 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     again = keras.models.load_model(out / "model.keras")
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(again.predict(x, verbose=0), result.model.predict(x, verbose=0), rtol=1e-6)
+    # the credible intervals' calibration, fitted on the validation split, is saved with the model and export
+    scale = metrics["concentration_scale"]
+    assert len(scale) == result.model.task.schema.n_questions and all(0.05 <= v <= 20 for v in scale)
+    assert again.task.concentration_scale == pytest.approx(scale)
+    meta = json.loads((out / "export/zoobot/1/assets.extra/zoobot_metadata.json").read_text())
+    assert meta["task_config"]["concentration_scale"] == pytest.approx(scale)
     # a finished run is never silently retrained, and a different config is refused
     with pytest.raises(FileExistsError, match="finished run"):
         train(TrainConfig(output_dir=str(out), epochs=2, **SMALL))

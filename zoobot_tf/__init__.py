@@ -5,7 +5,7 @@ predict/embed -> export -> serve)::
 
     from zoobot_tf import (get_schema, VoteTask, ClassificationTask, make_synthetic_catalog, write_shards,
                            open_source, Zoobot, define_model, train, load_model, Finetuner, finetune, predict,
-                           embed, export_model, load_pretrained)
+                           calibrate, embed, export_model, load_pretrained)
 """
 import os as _os
 
@@ -37,6 +37,7 @@ _LAZY = {
     "Finetuner": "zoobot_tf.finetuning",
     "finetune": "zoobot_tf.finetuning",
     "predict": "zoobot_tf.predictions",
+    "calibrate": "zoobot_tf.evaluate",
     "embed": "zoobot_tf.representations",
     "export_model": "zoobot_tf.export",
     "load_pretrained": "zoobot_tf.pretrained",

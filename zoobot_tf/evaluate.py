@@ -36,6 +36,29 @@ def predict_batches(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.nda
     return np.concatenate(outputs), np.concatenate(labels)
 
 
+def calibrate(model, data, split: str = "val", n_samples: int = 5, batch_size: int = 64) -> np.ndarray:
+    """Fit a vote model's credible intervals on held-out votes (a validation split, never the test one):
+    per question, the concentration scale that makes the observed votes most likely under ``n_samples``
+    MC-dropout passes, as ``predict`` draws them (:func:`stats.fit_concentration_scale`). ``data``: a
+    tf.data set of ``(images, votes, weights)`` batches, or anything ``open_source`` takes (a catalog with
+    vote columns, shards, ``tfds:...``), of which ``split`` is used. Stored on ``model.task`` (saved with the
+    model and its exports) and returned."""
+    from zoobot_tf.data.sources import open_source
+    from zoobot_tf.predictions import sample_fn
+
+    dataset = data if isinstance(data, tf.data.Dataset) else \
+        open_source(data, model.task).dataset(split, batch_size, model.load_size)
+    run = sample_fn(model, n_samples)
+    samples, labels = [], []
+    for x, y, w in dataset:
+        keep = w.numpy() > 0
+        samples.append(run(x)[0].numpy()[keep])
+        labels.append(y.numpy()[keep])
+    scale = stats.fit_concentration_scale(np.concatenate(samples), np.concatenate(labels), model.task.schema)
+    model.task.concentration_scale = [float(v) for v in scale]
+    return scale
+
+
 def root_totals(counts: np.ndarray, schema: Schema) -> np.ndarray:
     """(N,) number of volunteers who saw each galaxy: the most votes on any always-asked question."""
     totals = stats.question_totals_from_counts(counts, schema)

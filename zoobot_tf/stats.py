@@ -104,3 +104,50 @@ def mask_unlikely_questions(fractions: np.ndarray, schema: Schema, threshold: fl
     out = np.array(fractions, dtype=np.float64, copy=True)
     out[p[:, answer_q] < threshold] = np.nan
     return out
+
+
+SCALE_BOUNDS = (0.05, 20.0)  # the factors fit_concentration_scale may choose
+
+
+def fit_concentration_scale(samples: np.ndarray, counts: np.ndarray, schema: Schema, min_galaxies: int = 30,
+                            bounds: tuple[float, float] = SCALE_BOUNDS) -> np.ndarray:
+    """Per question, the factor ``k`` by which to multiply the predicted concentrations so that held-out
+    votes are most likely: temperature scaling for a Dirichlet-multinomial head, fitted on votes alone.
+
+    A model that is too sure of itself predicts concentrations that are too large, so its credible
+    intervals are too narrow (``k < 1`` widens them; vote fractions alpha_a / A_q do not change). For each
+    question, the log-likelihood of the observed ``counts`` (N, A) under the equal-weight mixture of the
+    MC-dropout ``samples`` (N, A, S) scaled by ``k`` is maximised over log k in ``bounds`` (Brent's bounded
+    search). Questions answered for fewer than ``min_galaxies`` galaxies take the factor fitted on all
+    questions together (1 with no votes at all). Returns (n_questions,) factors.
+    """
+    from scipy.optimize import minimize_scalar
+
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim == 2:
+        samples = samples[..., None]
+    counts = np.asarray(counts, dtype=np.float64)
+    parts = []  # per question: (votes, scaled-by-1 samples, totals) of the galaxies that were asked it
+    for q in schema.questions:
+        c = counts[:, q.start:q.end]
+        rows = c.sum(axis=1) > 0
+        parts.append((c[rows][:, :, None], samples[rows, q.start:q.end], c[rows].sum(axis=1)[:, None]))
+
+    def loglik(log_k: float, qs) -> float:  # terms constant in k (the multinomial coefficient) left out
+        total = 0.0
+        for c, a, n in (parts[i] for i in qs):
+            ak = a * np.exp(log_k)
+            a0 = ak.sum(axis=1)
+            log_p = special.gammaln(a0) - special.gammaln(n + a0) + (special.gammaln(c + ak)
+                                                                    - special.gammaln(ak)).sum(axis=1)
+            total += special.logsumexp(log_p, axis=-1).sum()
+        return total
+
+    def best(qs) -> float:
+        r = minimize_scalar(lambda v: -loglik(v, qs), bounds=np.log(bounds), method="bounded",
+                            options={"xatol": 1e-3})
+        return float(np.exp(r.x))
+
+    asked = np.array([len(n) for _, _, n in parts])
+    joint = best([i for i in range(len(parts)) if asked[i]]) if asked.any() else 1.0
+    return np.array([best([i]) if asked[i] >= min_galaxies else joint for i in range(len(parts))])

@@ -87,6 +87,10 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
 
         fit(model, source, config, paths, strategy)
         metrics = evaluate_model(model, source, prior, global_batch)
+        with source.reading():  # the intervals that predict gives, fitted on the validation votes
+            scale = evaluate.calibrate(model, source.dataset("val", global_batch, model.load_size))
+        log.info("credible intervals calibrated on the validation split: concentration x %s per question",
+                 ", ".join(f"{q.name} {v:.2f}" for q, v in zip(task.schema.questions, scale)))
         seconds = time.time() - start
         paths.finish(config, model, metrics, seconds, n_train=source.sizes["train"], strategy=strategy)
     return TrainResult(paths.out, model, metrics, zcallbacks.read_history(paths.history), seconds,
@@ -257,6 +261,7 @@ class RunPaths:
             return
         model.save(self.out / "model.keras")
         summary = {"seconds": seconds, "epochs_run": len(zcallbacks.read_history(self.history)),
+                   "concentration_scale": model.task.concentration_scale,
                    "n_train": int(n_train), "params": int(model.count_params()), "backbone": config.backbone,
                    "workers": distribute.num_workers(strategy), "replicas": strategy.num_replicas_in_sync,
                    "metrics": metrics.to_dict(orient="records")}

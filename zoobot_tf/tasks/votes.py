@@ -27,15 +27,35 @@ class VoteTask(Task):
     fixed_label_columns = True  # the schema's answer columns
     minimum, maximum = 1.0, 101.0  # concentration range of the head (Zoobot: sigmoid(x) * 100 + 1)
 
-    def __init__(self, schema: Schema | str | Mapping = "gz_decals_dr5"):
+    def __init__(self, schema: Schema | str | Mapping = "gz_decals_dr5",
+                 concentration_scale: Sequence[float] | None = None):
+        """``concentration_scale``: per question, the factor applied to the predicted concentrations when
+        credible intervals are computed (fitted on held-out votes by :func:`zoobot_tf.evaluate.calibrate`;
+        None: intervals straight from the head)."""
         self.schema = get_schema(schema)
+        self.concentration_scale = None
+        if concentration_scale is not None:
+            scale = np.asarray(concentration_scale, dtype=np.float64)
+            if scale.shape != (self.schema.n_questions,) or not np.all(np.isfinite(scale) & (scale > 0)):
+                raise ValueError(f"concentration_scale must be {self.schema.n_questions} positive numbers, one per "
+                                 f"question of {self.schema.name!r}. Received: {list(np.ravel(scale))}")
+            self.concentration_scale = [float(v) for v in scale]
 
     @classmethod
     def for_catalog(cls, catalog, columns=None, schema="gz_decals_dr5", **options) -> "VoteTask":
         return cls(schema)
 
     def get_config(self) -> dict:
-        return {"name": self.name, "schema": self.schema.to_dict()}
+        config = {"name": self.name, "schema": self.schema.to_dict()}
+        if self.concentration_scale is not None:
+            config["concentration_scale"] = list(self.concentration_scale)
+        return config
+
+    def answer_scale(self) -> np.ndarray:
+        """(n_answers,) the concentration scale of each answer's question (ones when not calibrated)."""
+        if self.concentration_scale is None:
+            return np.ones(self.schema.n_answers)
+        return np.asarray(self.concentration_scale)[np.argmax(self.schema.answer_to_question_matrix(), axis=1)]
 
     def __repr__(self) -> str:
         return f"VoteTask({self.schema.name!r}: {self.schema.n_questions} questions, {self.schema.n_answers} answers)"
@@ -105,7 +125,9 @@ class VoteTask(Task):
 
         schema = self.schema
         frac = stats.expected_vote_fractions(samples, schema)
-        lower, upper = stats.beta_intervals(samples, schema, level=interval)
+        scale = self.answer_scale()
+        scaled = np.asarray(samples, np.float64) * (scale[:, None] if np.ndim(samples) == 3 else scale)
+        lower, upper = stats.beta_intervals(scaled, schema, level=interval)
         p_asked = stats.prob_asked(frac, schema)
         answer_q = np.argmax(schema.answer_to_question_matrix(), axis=1)
         hidden = p_asked[:, answer_q] < asked_threshold
