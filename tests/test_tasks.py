@@ -132,3 +132,9 @@ def test_vote_task_concentration_scale_widens_intervals_and_is_saved():
         VoteTask("gz2", concentration_scale=[1.0, 2.0])
     with pytest.raises(ValueError, match="concentration_scale must be"):
         VoteTask("gz2", concentration_scale=-scale)
+    from zoobot_tf.evaluate import calibrate
+    from zoobot_tf.models import Zoobot
+
+    classifier = Zoobot(task="classification", n_classes=2, backbone="resnet_micro", image_size=32)
+    with pytest.raises(ValueError, match="vote models"):
+        calibrate(classifier, tf.data.Dataset.from_tensors((tf.zeros((1, 32, 32, 3)), tf.zeros((1,)), tf.ones((1,)))))

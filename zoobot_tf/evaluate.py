@@ -46,6 +46,9 @@ def calibrate(model, data, split: str = "val", n_samples: int = 5, batch_size: i
     from zoobot_tf.data.sources import open_source
     from zoobot_tf.predictions import sample_fn
 
+    if not hasattr(model.task, "concentration_scale"):
+        raise ValueError(f"calibrate fits the credible intervals of vote models (Dirichlet-multinomial heads); "
+                         f"this model's task is {model.task!r}.")
     dataset = data if isinstance(data, tf.data.Dataset) else \
         open_source(data, model.task).dataset(split, batch_size, model.load_size)
     run = sample_fn(model, n_samples)

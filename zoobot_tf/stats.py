@@ -127,7 +127,7 @@ def fit_concentration_scale(samples: np.ndarray, counts: np.ndarray, schema: Sch
     if samples.ndim == 2:
         samples = samples[..., None]
     counts = np.asarray(counts, dtype=np.float64)
-    parts = []  # per question: (votes, scaled-by-1 samples, totals) of the galaxies that were asked it
+    parts = []  # per question: (votes, samples, vote totals) of the galaxies that were asked it
     for q in schema.questions:
         c = counts[:, q.start:q.end]
         rows = c.sum(axis=1) > 0
