@@ -19,14 +19,16 @@ from zoobot_tf import losses, stats
 from zoobot_tf.schemas import Schema
 
 
-def predict_batches(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` (inference mode) over ``(images, labels, weights)`` batches.
+def predict_batches(model, dataset: tf.data.Dataset, fn=None) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` (inference mode; or ``fn``, images -> outputs) over ``(images, labels, weights)`` batches.
 
     Returns (outputs, labels) for the real rows only (padding rows, weight 0, are dropped).
     """
     @tf.function(reduce_retracing=True)
     def step(x):
         return model(x, training=False)
+
+    step = fn or step
 
     outputs, labels = [], []
     for x, y, w in dataset:
@@ -52,12 +54,8 @@ def calibrate(model, data, split: str = "val", n_samples: int = 5, batch_size: i
     dataset = data if isinstance(data, tf.data.Dataset) else \
         open_source(data, model.task).dataset(split, batch_size, model.load_size)
     run = sample_fn(model, n_samples)
-    samples, labels = [], []
-    for x, y, w in dataset:
-        keep = w.numpy() > 0
-        samples.append(run(x)[0].numpy()[keep])
-        labels.append(y.numpy()[keep])
-    scale = stats.fit_concentration_scale(np.concatenate(samples), np.concatenate(labels), model.task.schema)
+    samples, labels = predict_batches(model, dataset, fn=lambda x: run(x)[0])
+    scale = stats.fit_concentration_scale(samples, labels, model.task.schema)
     model.task.concentration_scale = [float(v) for v in scale]
     return scale
 
