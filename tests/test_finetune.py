@@ -1,4 +1,5 @@
 """Finetuning: encoder weights carried over, freezing, layer-wise learning rates, heads, class weights."""
+import json
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import tensorflow as tf
 import pandas as pd
 import pytest
 
+from helpers import vote_catalog
 from zoobot_tf.finetuning import Finetuner, finetune
 from zoobot_tf.models import Zoobot
 from zoobot_tf.models.resolve import load_model
@@ -129,3 +131,25 @@ def test_class_weights_balance_and_reach_the_loss(tmp_path):
     y, sw = y.numpy(), sw.numpy()
     np.testing.assert_allclose(sw[:8], 4.0 * np.where(y[:8] == 1, 5.0, 1.0))
     np.testing.assert_array_equal(sw[8:], 0.0)
+
+
+def test_finetuning_a_new_decision_tree_calibrates_its_intervals(pretrained, tmp_path):
+    """`zoobot-tf finetune --task votes` ends with the intervals fitted on the val votes (saved and reported)."""
+    from zoobot_tf.cli import main
+    from zoobot_tf.evaluate import calibrate
+
+    df = vote_catalog(tmp_path / "img", n=60, schema="gz_rings", size=32)
+    rng = np.random.default_rng(1)  # Beta(50, 50) x 30 volunteers: near what the fresh head predicts
+    df["ring_yes"] = rng.binomial(30, rng.beta(50, 50, len(df)))
+    df["ring_no"] = 30 - df["ring_yes"]
+    df.to_csv(tmp_path / "votes.csv", index=False)
+    out = tmp_path / "ft"
+    assert main(["finetune", "--pretrained", str(pretrained), "--catalog", str(tmp_path / "votes.csv"),
+                 "--task", "votes", "--schema", "gz_rings", "--label_cols", "ring_yes,ring_no", "--epochs", "2",
+                 "--batch_size", "8", "--output_dir", str(out), "--progress", "false"]) == 0
+    scale = json.loads((out / "metrics.json").read_text())["concentration_scale"]
+    model = load_model(out / "model.keras")
+    assert len(scale) == 1 and model.task.concentration_scale == pytest.approx(scale)
+    # the saved factor is what calibrate() fits for the finished model on the same val split
+    refit = calibrate(model, str(tmp_path / "votes.csv"), batch_size=8)
+    assert 0.1 < scale[0] < 10 and refit == pytest.approx(scale, rel=0.1)  # fitted, not at a bound; MC noise

@@ -208,7 +208,8 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
              patience: int | None = None, balance_classes: bool = True, seed: int = 0, verbose: int = 2,
              split_col: str | None = "split", logdir: str | Path | None = None, **finetuner_kwargs) -> FinetuneResult:
     """Finetune end to end: train on the source's train split with early stopping on its val split, and
-    evaluate on its test split (which never chooses anything).
+    evaluate on its test split (which never chooses anything). A vote head (a new decision tree) ends with its
+    credible intervals calibrated on the val split's votes (:func:`zoobot_tf.evaluate.calibrate`).
 
     Args:
         source: a catalog (DataFrame or CSV/Parquet path; its ``split_col`` column if present, else a 70/15/15
@@ -239,11 +240,13 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
     history = tuner.model.fit(train, validation_data=val, epochs=int(settings["epochs"]),
                               callbacks=tuner.callbacks(settings["patience"], logdir=logdir, sample=sample),
                               verbose=verbose)
-    from zoobot_tf.evaluate import predict_batches
+    from zoobot_tf.evaluate import calibrate, predict_batches
 
     prior = source.task.prior(source.labels("train"))
     val_table = source.task.evaluate(*reversed(predict_batches(tuner.model, source.dataset("val", tuner.batch_size,
                                                                                             size))), prior=prior)
+    if hasattr(tuner.model.task, "concentration_scale"):  # a new decision tree: its intervals fitted on val votes
+        calibrate(tuner.model, source.dataset("val", tuner.batch_size, size))
     test = source.dataset("test", tuner.batch_size, size)
     test_metrics = tuner.model.evaluate(test, return_dict=True, verbose=0)
     outputs, labels = predict_batches(tuner.model, test)
@@ -295,6 +298,8 @@ def finetune_job(config) -> FinetuneResult:
                "val_table": result.val_table.to_dict(orient="records"),
                "history": result.history, "settings": result.settings, "sizes": result.sizes,
                "config": config.to_dict()}
+    if hasattr(result.model.task, "concentration_scale"):
+        summary["concentration_scale"] = result.model.task.concentration_scale
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     if config.export:
         from zoobot_tf.export import export_model
