@@ -47,6 +47,7 @@ def test_every_builtin_is_a_valid_tree_and_round_trips():
             if parent is not None:
                 assert order.index(parent.name) < order.index(q.name)
         assert Schema.from_dict(json.loads(s.to_json())) == s
+        assert [s.questions[i].name for i in s.answer_question_index()] == [a.question for a in s.answers]
 
 
 def test_ortho_suffix_rewrites_dependencies():

@@ -193,6 +193,10 @@ class Schema:
             m[q.start:q.end, qi] = 1.0
         return m
 
+    def answer_question_index(self) -> np.ndarray:
+        """(n_answers,) the index of each answer's question."""
+        return np.repeat(np.arange(self.n_questions), [q.end - q.start for q in self.questions])
+
     # ----------------------------------------------------------------- variants
     def with_suffix(self, suffix: str, name: str | None = None) -> "Schema":
         """Campaign-specific ("ortho") copy: ``suffix='-dr5'`` turns ``bar`` into ``bar-dr5``."""

@@ -100,7 +100,7 @@ def prob_asked(fractions: np.ndarray, schema: Schema) -> np.ndarray:
 def mask_unlikely_questions(fractions: np.ndarray, schema: Schema, threshold: float = 0.5) -> np.ndarray:
     """Copy of (N, A) fractions with NaN for the answers of questions asked with probability < threshold."""
     p = prob_asked(fractions, schema)
-    answer_q = np.argmax(schema.answer_to_question_matrix(), axis=1)  # (A,)
+    answer_q = schema.answer_question_index()  # (A,)
     out = np.array(fractions, dtype=np.float64, copy=True)
     out[p[:, answer_q] < threshold] = np.nan
     return out

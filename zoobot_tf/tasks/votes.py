@@ -55,7 +55,7 @@ class VoteTask(Task):
         """(n_answers,) the concentration scale of each answer's question (ones when not calibrated)."""
         if self.concentration_scale is None:
             return np.ones(self.schema.n_answers)
-        return np.asarray(self.concentration_scale)[np.argmax(self.schema.answer_to_question_matrix(), axis=1)]
+        return np.asarray(self.concentration_scale)[self.schema.answer_question_index()]
 
     def __repr__(self) -> str:
         return f"VoteTask({self.schema.name!r}: {self.schema.n_questions} questions, {self.schema.n_answers} answers)"
@@ -129,8 +129,7 @@ class VoteTask(Task):
         scaled = np.asarray(samples, np.float64) * (scale[:, None] if np.ndim(samples) == 3 else scale)
         lower, upper = stats.beta_intervals(scaled, schema, level=interval)
         p_asked = stats.prob_asked(frac, schema)
-        answer_q = np.argmax(schema.answer_to_question_matrix(), axis=1)
-        hidden = p_asked[:, answer_q] < asked_threshold
+        hidden = p_asked[:, schema.answer_question_index()] < asked_threshold
         cols = {"id_str": list(ids)}
         for a in schema.answers:
             for suffix, values in (("fraction", frac), ("fraction_lower", lower), ("fraction_upper", upper)):
