@@ -153,3 +153,21 @@ def test_finetuning_a_new_decision_tree_calibrates_its_intervals(pretrained, tmp
     # the saved factor is what calibrate() fits for the finished model on the same val split
     refit = calibrate(model, str(tmp_path / "votes.csv"), batch_size=8)
     assert 0.1 < scale[0] < 10 and refit == pytest.approx(scale, rel=0.1)  # fitted, not at a bound; MC noise
+
+
+def test_a_saved_finetuned_model_loads_with_its_frozen_layers_and_optimizer_state(pretrained, tmp_path):
+    import warnings
+
+    tuner = Finetuner(pretrained, task="classification", class_names=["faint", "bright"], n_blocks=1)
+    cat = bright_faint_catalog(tmp_path / "img", n=16)
+    tuner.model.fit(tuner.dataset(cat, "kind", training=True), epochs=1, verbose=0)
+    tuner.model.save(tmp_path / "ft.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = load_model(tmp_path / "ft.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)], [str(w.message) for w in caught]
+    live = [v.path for v in tuner.model.trainable_variables]
+    assert 0 < len(live) < len(tuner.model.variables) and [v.path for v in again.trainable_variables] == live
+    assert int(again.optimizer.iterations) == int(tuner.model.optimizer.iterations) > 0
+    for a, b in zip(again.optimizer.variables, tuner.model.optimizer.variables):  # moments restored
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

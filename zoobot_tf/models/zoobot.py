@@ -172,15 +172,27 @@ class Zoobot(KerasFitFixes, keras.Model):
             "image_size": self.image_size, "channels": self.channels, "input_channels": self.input_channels,
             "crop_fraction": self.crop_fraction, "augment": self.augment, "dropout_rate": self.dropout_rate,
             "precision": self.precision, "finetuning": self.finetuning,
+            "frozen_encoder_layers": [i for i, layer in enumerate(self._encoder_layers()) if not layer.trainable],
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        frozen = config.pop("frozen_encoder_layers", None) or []
         for key in ("backbone_kwargs",):  # JSON turns tuples into lists; builders accept either
             if config.get(key):
                 config[key] = {k: tuple(v) if isinstance(v, list) else v for k, v in config[key].items()}
-        return cls(**config)
+        model = cls(**config)
+        # a finetuned model comes back with the layers it trained frozen as they were, so the optimizer
+        # built at compile matches the saved one and its state (moments, step) is restored with it
+        layers = model._encoder_layers()
+        for i in frozen:
+            layers[i].trainable = False
+        return model
+
+    def _encoder_layers(self) -> list[keras.layers.Layer]:
+        """Every layer inside the encoder, nested ones included, in a fixed order."""
+        return list(self.encoder._flatten_layers(include_self=False, recursive=True))
 
     # ------------------------------------------------------------------ training defaults
     def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics="auto",
