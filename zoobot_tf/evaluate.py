@@ -24,11 +24,7 @@ def predict_batches(model, dataset: tf.data.Dataset, fn=None) -> tuple[np.ndarra
 
     Returns (outputs, labels) for the real rows only (padding rows, weight 0, are dropped).
     """
-    @tf.function(reduce_retracing=True)
-    def step(x):
-        return model(x, training=False)
-
-    step = fn or step
+    step = fn or tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     outputs, labels = [], []
     for x, y, w in dataset:
