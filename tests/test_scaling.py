@@ -87,6 +87,17 @@ def test_fit_flags_an_unconstrained_floor():
     assert "c" in fit["at_bound"] and abs(fit["b"] - 0.5) < 1e-3
 
 
+def test_a_floor_reached_inside_the_data_is_not_pinned_to_its_lowest_noisy_point():
+    # the curve flattens at c = 10 within the data; the last two measured points fall below it by their
+    # noise (-1 sigma). Bounded by min(y), c would sit on 9.9 flagged; within 2 sigma it is fitted freely.
+    x = np.array([250, 640, 1600, 4000, 10000, 25000])
+    sigma = np.full(6, 0.1)
+    y = scaling.power_law(x, 4e4, 1.5, 10.0) + np.array([0.0, 0.05, 0.0, 0.05, -0.1, -0.1])
+    fit = scaling.fit_power_law(x, y, sigma)
+    assert fit["at_bound"] == [] and abs(fit["c"] - 10.0) < 2 * fit["c_err"] and fit["c"] > y.min()
+    assert fit["chi2"] / fit["dof"] < 1.5
+
+
 def test_training_subsets_are_nested_deterministic_and_counted(tmp_path):
     cat = vote_catalog(tmp_path / "imgs", n=60, size=32)
     tfrecords.write_shards(cat, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), splits={"train": 1.0},

@@ -168,9 +168,9 @@ B_MAX = 3.0  # exponents above this are not physical for learning curves; a fit 
 def fit_power_law(x, y, sigma=None, p0=None) -> dict:
     """Least-squares fit of ``y = a x^-b + c``; returns a, b, c with 1-sigma uncertainties.
 
-    Constrained to what a loss curve can be: a >= 0, 0 <= b <= B_MAX, 0 <= c <= min(y) (the floor is
-    below every observed loss). x is scaled by its geometric mean inside the fit so that a is of the
-    order of the losses (the raw problem is badly conditioned: a ~ 1e4 for b ~ 1); several starting
+    Constrained to what a loss curve can be: a >= 0, 0 <= b <= B_MAX, 0 <= c <= min(y + 2 sigma) (the floor
+    is below every observed loss, within its noise). x is scaled by its geometric mean inside the fit so
+    that a is of the order of the losses (the raw problem is badly conditioned: a ~ 1e4 for b ~ 1); several starting
     exponents are tried and the best chi-square kept. ``at_bound`` names parameters that ended on a
     bound: their uncertainty is not meaningful and the curve does not constrain them.
     """
@@ -183,7 +183,9 @@ def fit_power_law(x, y, sigma=None, p0=None) -> dict:
     sigma = None if sigma is None else np.maximum(np.asarray(sigma, dtype=np.float64), 1e-6)
     x0 = float(np.exp(np.log(x).mean()))
     xs = x / x0
-    c_max = float(y.min())
+    # within 2 sigma: a curve that flattens inside the data would otherwise pin c to its lowest point,
+    # which noise puts below the true floor about half the time
+    c_max = float(y.min() if sigma is None else (y + 2 * sigma).min())
     lower, upper = [0.0, 0.0, 0.0], [np.inf, B_MAX, c_max]
     if p0 is not None:  # a user's start is in the original units of x
         starts = [(p0[0] * x0 ** -p0[1], p0[1], p0[2])]
