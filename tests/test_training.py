@@ -73,6 +73,47 @@ def test_history_log_keeps_one_row_per_epoch_across_restarts(tmp_path):
     assert callbacks.best_so_far(rows, "val_nll") == (7.5, 2, 0)
 
 
+
+def _rates_under_plateau(callback, values, first_epoch=0, history=None):
+    """Feed validation losses to a plateau callback (on a one-weight model) as fit would; returns the rate
+    each epoch trained at, and writes HistoryLog rows to ``history`` when given."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(callback.rate_at_start), loss="mse")
+    callback.set_model(model)
+    log = callbacks.HistoryLog(history) if history else None
+    callback.on_train_begin()
+    rates = []
+    for epoch, value in enumerate(values, start=first_epoch):
+        rates.append(float(model.optimizer.learning_rate.numpy()))
+        logs = {"val_loss": value}
+        callback.on_epoch_end(epoch, logs)  # adds the epoch's rate to the logs, then maybe lowers it
+        if log:
+            log.on_epoch_begin(epoch)
+            log.on_epoch_end(epoch, logs)
+    return rates
+
+
+def test_plateau_rate_resumes_where_an_uninterrupted_run_would_be(tmp_path):
+    # validation losses with stalls long enough to lower the rate (patience 2), cut in the middle of a stall
+    values = [5.0, 4.0, 4.1, 4.05, 3.0, 3.2, 3.1, 3.3, 3.2, 2.0, 2.1, 2.2, 2.3, 2.4]
+    kw = dict(monitor="val_loss", mode="min", factor=0.3, patience=2, min_lr=1e-4, verbose=0)
+
+    def stock():
+        cb = keras.callbacks.ReduceLROnPlateau(**kw)
+        cb.rate_at_start = 1e-2
+        return cb
+
+    reference = _rates_under_plateau(stock(), values)  # Keras's own callback, never interrupted
+    assert len(set(reference)) >= 3, "the sequence should lower the rate at least twice"
+    for cut in (7, 11):  # killed after epoch cut - 1, in a stall: its patience count is 1
+        history = tmp_path / f"history_{cut}.csv"
+        before = _rates_under_plateau(stock(), values[:cut], history=history)
+        resumed = callbacks.ResumableReduceLROnPlateau(history, **kw)
+        resumed.rate_at_start = reference[cut]  # the rate comes back with the optimizer's backup
+        after = _rates_under_plateau(resumed, values[cut:], first_epoch=cut)
+        # after[0]: the replay lowered only a stand-in's rate, not the restored one
+        np.testing.assert_allclose(before + after, reference, rtol=1e-6)
+
 def _run_cli(args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "zoobot_tf.cli", "train", *args], env=env,

@@ -2,8 +2,8 @@
 
 Keras' BackupAndRestore restores weights, optimizer and epoch after a crash, but the other
 callbacks start from scratch: ModelCheckpoint would overwrite the best checkpoint with the first
-(worse) epoch after a restart, EarlyStopping would forget its patience, and a CSV log would get
-duplicate rows. The callbacks here read the run's history file so that a resumed run behaves
+(worse) epoch after a restart, EarlyStopping and ReduceLROnPlateau would forget their patience, and a
+CSV log would get duplicate rows. The callbacks here read the run's history file so that a resumed run behaves
 like an uninterrupted one.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import csv
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -101,6 +102,29 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         best, best_epoch, since = best_so_far(read_history(self.history_path), self.monitor)
         if math.isfinite(best):
             self.best, self.best_epoch, self.wait = best, best_epoch, since
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau that resumes with the best value, patience count and cooldown of an interrupted run.
+
+    The rate itself is an optimizer variable and comes back with the backup; the counters are rebuilt by
+    replaying the history's monitored values and logged rates through Keras's own rule (on a stand-in
+    optimizer, so the real rate is not touched), so a resumed run lowers its rate at the epoch an
+    uninterrupted one would."""
+
+    def __init__(self, history_path: str | Path, **kwargs):
+        super().__init__(**kwargs)
+        self.history_path = Path(history_path)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        model = self.model
+        for row in read_history(self.history_path):
+            if self.monitor in row:
+                rate = row.get("learning_rate", math.inf)  # the rate the epoch trained at
+                self.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=rate)))
+                super().on_epoch_end(row["epoch"], {self.monitor: row[self.monitor]})
+        self.set_model(model)
 
 
 class SharedBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -307,11 +307,10 @@ def _callbacks(config: TrainConfig, paths: RunPaths, source: DataSource, model: 
         zcallbacks.ResumableEarlyStopping(paths.history, monitor=monitor, mode="min", patience=config.patience),
         keras.callbacks.TerminateOnNaN(),
     ]
-    if config.lr_schedule == "plateau":  # the learning rate is an optimizer variable: a resumed run keeps it
-        # first, so that the history records each epoch's rate
-        cbs.insert(0, keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=0.3,
-                                                        patience=max(1, config.patience // 2),
-                                                        min_lr=config.learning_rate * 1e-3, verbose=0))
+    if config.lr_schedule == "plateau":  # first, so that the history records each epoch's rate
+        cbs.insert(0, zcallbacks.ResumableReduceLROnPlateau(paths.history, monitor=monitor, mode="min", factor=0.3,
+                                                            patience=max(1, config.patience // 2),
+                                                            min_lr=config.learning_rate * 1e-3, verbose=0))
     if isinstance(paths.lock, RunLock):
         cbs.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: paths.lock.refresh()))
     if paths.chief:
