@@ -184,6 +184,50 @@ def test_cosine_schedule_warms_up_then_decays_to_one_percent_over_the_step_budge
     np.testing.assert_allclose([at(1000), at(5000)], [2e-5, 2e-5], rtol=1e-5)
 
 
+def test_a_run_that_died_after_training_is_evaluated_not_retrained_and_one_that_left_no_backup_restarts(
+        tmp_path, monkeypatch):
+    from zoobot_tf import training
+
+    config = TrainConfig(output_dir=str(tmp_path / "run"), epochs=2, export=False, galaxy_cards=False, **SMALL)
+    real_evaluate = training.evaluate_model
+
+    def die(*args, **kwargs):
+        raise RuntimeError("killed after fit")
+
+    monkeypatch.setattr(training, "evaluate_model", die)
+    with pytest.raises(RuntimeError, match="killed after fit"):
+        train(config)
+    run = tmp_path / "run"
+    # Keras removed the backup at the end of fit; the history and the best weights are what training left
+    assert not (run / "backup").exists() and not (run / "metrics.json").exists()
+    best = (run / "checkpoints" / "best.weights.h5").read_bytes()
+    history = (run / "history.csv").read_text()
+
+    monkeypatch.setattr(training, "evaluate_model", real_evaluate)
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a trained run was trained again"))
+    result = train(config)
+    assert (run / "history.csv").read_text() == history and (run / "metrics.json").exists()
+    reference = training.build_model(config, VoteTask(config.schema))
+    reference.load_weights(str(run / "checkpoints" / "best.weights.h5"))
+    assert (run / "checkpoints" / "best.weights.h5").read_bytes() == best
+    for a, b in zip(result.model.weights, reference.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    # an attempt that had not ended and left no backup (killed between its history row and its backup)
+    # does not steer a new one: without the fix, its history made the new run stop at once (patience)
+    # and its best value kept the new run's weights from being checkpointed
+    again = tmp_path / "again"
+    monkeypatch.undo()
+    config = config.replace(output_dir=str(again), epochs=3, patience=2)
+    again.mkdir()
+    (again / "checkpoints").mkdir()
+    (again / "history.csv").write_text("epoch,val_nll\n0,1.0\n1,2.0\n")  # best 1.0, one epoch without gain
+    (again / "checkpoints" / "best.weights.h5").write_bytes(best)
+    train(config)
+    rows = callbacks.read_history(again / "history.csv")
+    assert rows[0]["val_nll"] > 1.0 and (again / "checkpoints" / "best.weights.h5").read_bytes() != best
+
+
 def test_plateau_schedule_lowers_the_rate_when_validation_stalls_and_records_it(tmp_path):
     # a rate too small to improve the validation loss by Keras's min_delta: every plateau check fires
     result = train(TrainConfig(output_dir=str(tmp_path / "run"), epochs=4, patience=2, learning_rate=1e-8,

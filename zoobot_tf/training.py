@@ -82,10 +82,14 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
             model = build_model(config, task, total_steps=config.epochs * steps_per_epoch)
         with source.reading():
             prior = task.prior(source.labels("train"))  # the no-image baseline
-        if not paths.backup.exists():  # a fresh run starts from the baseline; a resumed one from its backup
+        state = paths.state(config, task.monitor)
+        if state == "fresh":  # a fresh run starts from the baseline; a resumed one from its backup
             model.init_head_prior(prior)
-
-        fit(model, source, config, paths, strategy)
+        if state == "trained":
+            log.info("an earlier process finished training this run but not saving it: evaluating its best weights")
+            model.load_weights(str(paths.best))
+        else:
+            fit(model, source, config, paths, strategy)
         metrics = evaluate_model(model, source, prior, global_batch)
         with source.reading():  # the intervals that predict gives, fitted on the validation votes
             scale = evaluate.calibrate(model, source.dataset("val", global_batch, model.load_size))
@@ -248,6 +252,22 @@ class RunPaths:
             (self.out / "config.json").write_text(config.to_json())
         self.root.mkdir(parents=True, exist_ok=True)
         self.best.parent.mkdir(parents=True, exist_ok=True)
+
+    def state(self, config: TrainConfig, monitor: str) -> str:
+        """How this process starts the run: "resume" (from the backup), "trained" (an earlier process ended
+        training, which removes the backup, and died before saving the model: its best weights are final),
+        or "fresh". An earlier attempt that left no backup and had not ended steers nothing: its history
+        and best checkpoint are removed, or they would set a resumed patience and a best value to beat."""
+        if self.backup.exists():
+            return "resume"
+        history = zcallbacks.read_history(self.history)
+        if history and self.best.exists():
+            _, _, since = zcallbacks.best_so_far(history, monitor)
+            if len(history) >= config.epochs or since >= config.patience:
+                return "trained"
+        for stale in (self.history, self.best):
+            stale.unlink(missing_ok=True)
+        return "fresh"
 
     def finish(self, config: TrainConfig, model: Zoobot, metrics: pd.DataFrame, seconds: float, n_train: int,
                strategy) -> None:
