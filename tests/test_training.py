@@ -74,6 +74,16 @@ def test_history_log_keeps_one_row_per_epoch_across_restarts(tmp_path):
 
 
 
+def test_resumed_early_stopping_counts_only_the_epochs_before_the_one_it_resumes_at(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,val_nll\n0,5.0\n1,3.0\n2,4.0\n3,4.5\n")  # epoch 3 is re-run: its backup was lost
+    stopping = callbacks.ResumableEarlyStopping(path, monitor="val_nll", mode="min", patience=3)
+    stopping.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    stopping.on_train_begin()
+    stopping.on_epoch_begin(3)
+    assert (stopping.best, stopping.best_epoch, stopping.wait) == (3.0, 1, 1)
+
+
 def _rates_under_plateau(callback, values, first_epoch=0, history=None):
     """Feed validation losses to a plateau callback (on a one-weight model) as fit would; returns the rate
     each epoch trained at, and writes HistoryLog rows to ``history`` when given."""
@@ -84,6 +94,7 @@ def _rates_under_plateau(callback, values, first_epoch=0, history=None):
     callback.on_train_begin()
     rates = []
     for epoch, value in enumerate(values, start=first_epoch):
+        callback.on_epoch_begin(epoch)
         rates.append(float(model.optimizer.learning_rate.numpy()))
         logs = {"val_loss": value}
         callback.on_epoch_end(epoch, logs)  # adds the epoch's rate to the logs, then maybe lowers it
@@ -105,9 +116,10 @@ def test_plateau_rate_resumes_where_an_uninterrupted_run_would_be(tmp_path):
 
     reference = _rates_under_plateau(stock(), values)  # Keras's own callback, never interrupted
     assert len(set(reference)) >= 3, "the sequence should lower the rate at least twice"
-    for cut in (7, 11):  # killed after epoch cut - 1, in a stall: its patience count is 1
+    for cut in (7, 11):  # resumed from the backup of epoch cut - 1, in a stall (its patience count is 1);
+        # killed after epoch cut had written its history row but not its backup: that row must not count
         history = tmp_path / f"history_{cut}.csv"
-        before = _rates_under_plateau(stock(), values[:cut], history=history)
+        before = _rates_under_plateau(stock(), values[:cut + 1], history=history)[:cut]
         resumed = callbacks.ResumableReduceLROnPlateau(history, **kw)
         resumed.rate_at_start = reference[cut]  # the rate comes back with the optimizer's backup
         after = _rates_under_plateau(resumed, values[cut:], first_epoch=cut)

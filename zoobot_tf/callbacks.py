@@ -90,21 +90,38 @@ class HistoryLog(keras.callbacks.Callback):
         self._keys = keys
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping that starts from the best value and patience count of a previous, interrupted run."""
+class _ResumesFromHistory:
+    """Mixin for a Keras callback whose counters a resumed run restores from the history file, from the rows
+    of the epochs before the first one this process trains (rows of epochs about to be re-run, after a
+    resume from a backup older than the history, do not count). Restored at the first ``on_epoch_begin``,
+    when that epoch is known."""
 
     def __init__(self, history_path: str | Path, **kwargs):
         super().__init__(**kwargs)
         self.history_path = Path(history_path)
+        self._restored = False
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        best, best_epoch, since = best_so_far(read_history(self.history_path), self.monitor)
+        self._restored = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if not self._restored:
+            self._restored = True
+            self.restore([r for r in read_history(self.history_path) if r["epoch"] < epoch])
+
+
+class ResumableEarlyStopping(_ResumesFromHistory, keras.callbacks.EarlyStopping):
+    """EarlyStopping that starts from the best value and patience count of a previous, interrupted run."""
+
+    def restore(self, history: list[dict]) -> None:
+        best, best_epoch, since = best_so_far(history, self.monitor)
         if math.isfinite(best):
             self.best, self.best_epoch, self.wait = best, best_epoch, since
 
 
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+class ResumableReduceLROnPlateau(_ResumesFromHistory, keras.callbacks.ReduceLROnPlateau):
     """ReduceLROnPlateau that resumes with the best value, patience count and cooldown of an interrupted run.
 
     The rate itself is an optimizer variable and comes back with the backup; the counters are rebuilt by
@@ -112,18 +129,13 @@ class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     optimizer, so the real rate is not touched), so a resumed run lowers its rate at the epoch an
     uninterrupted one would."""
 
-    def __init__(self, history_path: str | Path, **kwargs):
-        super().__init__(**kwargs)
-        self.history_path = Path(history_path)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+    def restore(self, history: list[dict]) -> None:
         model = self.model
-        for row in read_history(self.history_path):
+        for row in history:
             if self.monitor in row:
                 rate = row.get("learning_rate", math.inf)  # the rate the epoch trained at
                 self.set_model(SimpleNamespace(optimizer=SimpleNamespace(learning_rate=rate)))
-                super().on_epoch_end(row["epoch"], {self.monitor: row[self.monitor]})
+                keras.callbacks.ReduceLROnPlateau.on_epoch_end(self, row["epoch"], {self.monitor: row[self.monitor]})
         self.set_model(model)
 
 
