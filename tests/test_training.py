@@ -238,6 +238,10 @@ def test_a_run_that_died_after_training_is_evaluated_not_retrained_and_one_that_
     train(config)
     rows = callbacks.read_history(again / "history.csv")
     assert rows[0]["val_nll"] > 1.0 and (again / "checkpoints" / "best.weights.h5").read_bytes() != best
+    # nothing lost: the earlier attempt's files are set aside, not deleted
+    (aside,) = again.glob("stale-*")
+    assert (aside / "history.csv").read_text() == "epoch,val_nll\n0,1.0\n1,2.0\n"
+    assert (aside / "best.weights.h5").read_bytes() == best
 
 
 def test_plateau_schedule_lowers_the_rate_when_validation_stalls_and_records_it(tmp_path):

@@ -257,7 +257,8 @@ class RunPaths:
         """How this process starts the run: "resume" (from the backup), "trained" (an earlier process ended
         training, which removes the backup, and died before saving the model: its best weights are final),
         or "fresh". An earlier attempt that left no backup and had not ended steers nothing: its history
-        and best checkpoint are removed, or they would set a resumed patience and a best value to beat."""
+        and best checkpoint would set a resumed patience and a best value to beat, so they are moved into
+        ``stale-<time>/`` of the run folder (kept, never deleted: e.g. a rerun with a larger --patience)."""
         if self.backup.exists():
             return "resume"
         history = zcallbacks.read_history(self.history)
@@ -265,8 +266,15 @@ class RunPaths:
             _, _, since = zcallbacks.best_so_far(history, monitor)
             if len(history) >= config.epochs or since >= config.patience:
                 return "trained"
-        for stale in (self.history, self.best):
-            stale.unlink(missing_ok=True)
+        stale = [p for p in (self.history, self.best) if p.exists()]
+        if stale:
+            aside = self.root / f"stale-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
+            aside.mkdir(parents=True)
+            for path in stale:
+                path.rename(aside / path.name)
+            log.warning("%s: an earlier attempt left %s but no backup to resume from, and had not ended; "
+                        "training starts afresh (its files are kept in %s)", self.out,
+                        " and ".join(p.name for p in stale), aside)
         return "fresh"
 
     def finish(self, config: TrainConfig, model: Zoobot, metrics: pd.DataFrame, seconds: float, n_train: int,
