@@ -1,6 +1,6 @@
 """The miniature scaling study: synthetic galaxies, 4 model sizes x 6 data sizes x 3 seeds, on a 2-core CPU.
 
-    python benchmarks/scaling_mini/run.py [--parallel 2]   # resumable: finished points are skipped
+    python benchmarks/scaling_mini/run.py [--parallel 2] [--grid G]   # resumable: finished points are skipped
     zoobot-tf scaling analyse --results benchmarks/scaling_mini --out benchmarks/scaling_mini
 
 Renders 32,000 synthetic galaxies at 32 px with simulated GZ DECaLS votes and writes shards (80/10/10
@@ -8,9 +8,11 @@ train/val/test by a hash of the id: ~25,600 / 3,200 / 3,200; one fixed test set)
 grid.yaml as its own process (``zoobot-tf scaling run --grid grid.yaml --index I``), ``--parallel`` at a time
 with one TensorFlow thread each (on 2 cores two single-threaded small models train faster in total than one
 model on two threads). Points run seed by seed, so a partial sweep already holds whole curves. Every finished
-point is appended to scratch/sweep/results.csv (its validation curve to curves.csv), both copied to
-benchmarks/scaling_mini/; the analysis (fits, prediction test, plots, tables) is ``zoobot-tf scaling analyse``
-over the committed results.
+point is appended to the grid's output_dir (results.csv, its validation curve to curves.csv), both copied
+next to the grid file; the analysis (fits, prediction test, plots, tables) is ``zoobot-tf scaling analyse``
+over the committed results. The copies next to the grid are the sweep's memory across machines: on a
+fresh machine (empty scratch) the points they hold count as done and are not run again, so a sweep longer
+than one sitting goes on where its committed results end.
 """
 import argparse
 import os
@@ -40,24 +42,40 @@ def make_shards(shards: Path) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parallel", type=int, default=2, help="grid points trained at once")
+    parser.add_argument("--grid", type=Path, default=HERE / "grid.yaml",
+                        help="the sweep's grid; its results are kept next to it (default: the committed study)")
+    parser.add_argument("--status", action="store_true", help="print how many points are done and the first ones "
+                        "not done (or running), then stop")
     args = parser.parse_args()
+    grid_file, kept = args.grid.resolve(), args.grid.resolve().parent
     os.chdir(REPO)  # the grid's paths are relative to the repository
-    grid = scaling.load_grid(HERE / "grid.yaml")
-    make_shards(Path(grid["shards"]))
+    grid = scaling.load_grid(grid_file)
+    out = Path(grid["output_dir"])
+    if not args.status:
+        make_shards(Path(grid["shards"]))
+        for name in (scaling.RESULTS, scaling.CURVES):  # a fresh machine starts from the committed points
+            if (kept / name).exists() and not (out / name).exists():
+                out.mkdir(parents=True, exist_ok=True)
+                shutil.copy(kept / name, out / name)
     points = scaling.grid_points(grid)
     order = sorted(range(len(points)), key=lambda i: (points[i]["seed"], points[i]["architecture"], points[i]["fraction"]))
-    done = {scaling._key(r) for _, r in scaling.read_results(grid["output_dir"]).iterrows()}
+    results = scaling.read_results(out if (out / scaling.RESULTS).exists() else kept)
+    done = {scaling._key(r) for _, r in results.iterrows()}
     todo = [i for i in order if scaling._key(points[i]) not in done]
     print(f"{len(points) - len(todo)} of {len(points)} points done; {len(todo)} to run, {args.parallel} at a time", flush=True)
+    if args.status:
+        for i in todo[:args.parallel]:
+            print(f"not done (or running): point {i} {points[i]['architecture']} fraction {points[i]['fraction']} seed {points[i]['seed']}")
+        return
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     start, running = time.time(), []
-    logs = Path(grid["output_dir"]) / "logs"
+    logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     while todo or running:
         while todo and len(running) < args.parallel:
             i = todo.pop(0)
             log = open(logs / f"point_{i:03d}.log", "w")
-            cmd = [sys.executable, "-m", "zoobot_tf.cli", "scaling", "run", "--grid", str(HERE / "grid.yaml"),
+            cmd = [sys.executable, "-m", "zoobot_tf.cli", "scaling", "run", "--grid", str(grid_file),
                    "--index", str(i), "--progress", "false"]
             running.append((i, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
         time.sleep(2)
@@ -69,8 +87,8 @@ def main():
             print(f"[{(time.time() - start) / 60:6.1f} min] point {job[0]:3d} {p['architecture']} "
                   f"fraction {p['fraction']:.4f} seed {p['seed']}: {status}", flush=True)
             for name in (scaling.RESULTS, scaling.CURVES):
-                if (Path(grid["output_dir"]) / name).exists():
-                    shutil.copy(Path(grid["output_dir"]) / name, HERE / name)
+                if (out / name).exists():
+                    shutil.copy(out / name, kept / name)
 
 
 if __name__ == "__main__":
