@@ -76,3 +76,29 @@ def test_killed_worker_restart_resumes_from_the_backup(shards, tmp_path):
     assert [int(r["step"]) for r in rows] == [steps * (e + 1) for e in range(epochs)]
     a, b = _fingerprints(tmp_path)
     assert a == b
+
+
+def test_a_run_whose_chief_died_before_saving_is_finished_by_both_workers(shards, tmp_path):
+    """The chief died after training, before saving (no model.keras); the other worker had finished and deleted
+    its scratch folder. Restarted, both evaluate the best weights: before, that worker found no history of its
+    own, trained again, and waited for a chief that never joined."""
+    out = tmp_path / "run"
+    procs = launch_local_workers(_args(shards, out, 1), 2, log_dir=str(tmp_path))
+    assert [p.wait(timeout=600) for p in procs] == [0, 0], (tmp_path / "worker1.log").read_text()[-3000:]
+    assert not (out / ".workers").exists()
+    history = (out / "history.csv").read_bytes()
+    (out / "model.keras").unlink()
+    (out / "metrics.json").unlink()
+
+    (tmp_path / "again").mkdir()
+    procs = launch_local_workers(_args(shards, out, 1), 2, log_dir=str(tmp_path / "again"))
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes == [0, 0], (tmp_path / "again" / "worker1.log").read_text()[-3000:]
+    assert (out / "history.csv").read_bytes() == history  # evaluated, not trained again
+    assert (out / "model.keras").exists() and (out / "metrics.json").exists()
+    for i in range(2):
+        assert "evaluating its best weights" in (tmp_path / "again" / f"worker{i}.log").read_text()

@@ -244,6 +244,39 @@ def test_a_run_that_died_after_training_is_evaluated_not_retrained_and_one_that_
     assert (aside / "best.weights.h5").read_bytes() == best
 
 
+def test_every_worker_decides_how_a_run_starts_from_the_chiefs_files(tmp_path, monkeypatch):
+    """A worker's start (resume / trained / fresh) follows the chief's history and best checkpoint, never its
+    own scratch folder, and never moves the chief's files: workers that decided differently would wait for
+    each other forever."""
+    from zoobot_tf.training import RunPaths
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "history.csv").write_text("epoch,val_nll\n0,2.0\n1,1.0\n")
+    (out / "checkpoints" / "best.weights.h5").write_bytes(b"best")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    worker = RunPaths(out, chief=False)
+    assert worker.root == out / ".workers" / "worker1" and not worker.root.exists()  # its scratch is gone
+    ended = TrainConfig(epochs=2, patience=5)  # both epochs ran: training had ended
+    assert worker.state(ended, "val_nll") == "trained" == RunPaths(out, chief=True).state(ended, "val_nll")
+
+    # an attempt that had not ended and left no backup: both start afresh; the worker clears only its scratch
+    going = TrainConfig(epochs=5, patience=5)
+    (worker.root / "checkpoints").mkdir(parents=True)
+    (worker.root / "history.csv").write_text("epoch,val_nll\n0,9.0\n")
+    (worker.root / "checkpoints" / "best.weights.h5").write_bytes(b"old")
+    assert worker.state(going, "val_nll") == "fresh"
+    assert not worker.history.exists() and not worker.best.exists()
+    assert (out / "history.csv").exists() and (out / "checkpoints" / "best.weights.h5").read_bytes() == b"best"
+    assert RunPaths(out, chief=True).state(going, "val_nll") == "fresh"
+    (aside,) = out.glob("stale-*")  # the chief sets its own files aside, as a single process does
+    assert (aside / "best.weights.h5").read_bytes() == b"best"
+
+    (out / "backup").mkdir()  # the shared backup: every process resumes
+    assert worker.state(going, "val_nll") == "resume" == RunPaths(out, chief=True).state(going, "val_nll")
+
+
 def test_plateau_schedule_lowers_the_rate_when_validation_stalls_and_records_it(tmp_path):
     # a rate too small to improve the validation loss by Keras's min_delta: every plateau check fires
     result = train(TrainConfig(output_dir=str(tmp_path / "run"), epochs=4, patience=2, learning_rate=1e-8,

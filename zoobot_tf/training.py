@@ -87,7 +87,7 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
             model.init_head_prior(prior)
         if state == "trained":
             log.info("an earlier process finished training this run but not saving it: evaluating its best weights")
-            model.load_weights(str(paths.best))
+            model.load_weights(str(paths.chief_best))
         else:
             fit(model, source, config, paths, strategy)
         metrics = evaluate_model(model, source, prior, global_batch)
@@ -97,7 +97,7 @@ def train(config: TrainConfig | None = None, **overrides) -> TrainResult:
                  ", ".join(f"{q.name} {v:.2f}" for q, v in zip(task.schema.questions, scale)))
         seconds = time.time() - start
         paths.finish(config, model, metrics, seconds, n_train=source.sizes["train"], strategy=strategy)
-    return TrainResult(paths.out, model, metrics, zcallbacks.read_history(paths.history), seconds,
+    return TrainResult(paths.out, model, metrics, zcallbacks.read_history(paths.chief_history), seconds,
                        int(source.sizes["train"]))
 
 
@@ -239,6 +239,11 @@ class RunPaths:
         self.logs = self.root / "logs"
         self.best = self.root / "checkpoints" / "best.weights.h5"
         self.backup = out / "backup"  # shared: written by the chief, read by every worker
+        # What a start decides (resume, trained, fresh; the resumed patience and best value) is read from the
+        # chief's files by every worker, so that all decide alike: a worker whose scratch folder is gone (it
+        # finished and deleted it) would otherwise train while the chief does not, and wait for it forever.
+        self.chief_history = out / "history.csv"
+        self.chief_best = out / "checkpoints" / "best.weights.h5"
 
     def start(self, config: TrainConfig) -> None:
         """Check the folder (another configuration, a finished run), then record the config."""
@@ -261,13 +266,16 @@ class RunPaths:
         ``stale-<time>/`` of the run folder (kept, never deleted: e.g. a rerun with a larger --patience)."""
         if self.backup.exists():
             return "resume"
-        history = zcallbacks.read_history(self.history)
-        if history and self.best.exists():
+        history = zcallbacks.read_history(self.chief_history)
+        if history and self.chief_best.exists():
             _, _, since = zcallbacks.best_so_far(history, monitor)
             if len(history) >= config.epochs or since >= config.patience:
                 return "trained"
         stale = [p for p in (self.history, self.best) if p.exists()]
-        if stale:
+        if stale and not self.chief:  # a worker's scratch, which only the chief's files steer
+            for path in stale:
+                path.unlink()
+        elif stale:
             aside = self.root / f"stale-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}"
             aside.mkdir(parents=True)
             for path in stale:
@@ -325,18 +333,18 @@ def _log_hparams(logdir: Path, config: TrainConfig) -> None:
 
 def _callbacks(config: TrainConfig, paths: RunPaths, source: DataSource, model: Zoobot) -> list:
     monitor = model.task.monitor
-    prior_best, _, _ = zcallbacks.best_so_far(zcallbacks.read_history(paths.history), monitor)
+    prior_best, _, _ = zcallbacks.best_so_far(zcallbacks.read_history(paths.chief_history), monitor)
     cbs = [
         zcallbacks.HistoryLog(paths.history),
         keras.callbacks.TensorBoard(str(paths.logs), update_freq="epoch", histogram_freq=0),
         keras.callbacks.ModelCheckpoint(str(paths.best), monitor=monitor, mode="min", save_best_only=True,
                                         save_weights_only=True,
                                         initial_value_threshold=prior_best if math.isfinite(prior_best) else None),
-        zcallbacks.ResumableEarlyStopping(paths.history, monitor=monitor, mode="min", patience=config.patience),
+        zcallbacks.ResumableEarlyStopping(paths.chief_history, monitor=monitor, mode="min", patience=config.patience),
         keras.callbacks.TerminateOnNaN(),
     ]
     if config.lr_schedule == "plateau":  # first, so that the history records each epoch's rate
-        cbs.insert(0, zcallbacks.ResumableReduceLROnPlateau(paths.history, monitor=monitor, mode="min", factor=0.3,
+        cbs.insert(0, zcallbacks.ResumableReduceLROnPlateau(paths.chief_history, monitor=monitor, mode="min", factor=0.3,
                                                             patience=max(1, config.patience // 2),
                                                             min_lr=config.learning_rate * 1e-3, verbose=0))
     if isinstance(paths.lock, RunLock):
