@@ -41,12 +41,19 @@ def _fingerprints(log_dir, n=2):
     return found
 
 
-def test_two_workers_train_and_agree_on_the_weights(shards, tmp_path):
-    out = tmp_path / "run"
-    procs = launch_local_workers(_args(shards, out, 2), 2, log_dir=str(tmp_path))
+@pytest.fixture(scope="module")
+def finished(shards, tmp_path_factory):
+    """A 2-epoch run of two workers, and the folder of their logs."""
+    logs = tmp_path_factory.mktemp("finished")
+    procs = launch_local_workers(_args(shards, logs / "run", 2), 2, log_dir=str(logs))
     codes = [p.wait(timeout=600) for p in procs]
-    assert codes == [0, 0], (tmp_path / "worker1.log").read_text()[-3000:]
-    a, b = _fingerprints(tmp_path)
+    assert codes == [0, 0], (logs / "worker1.log").read_text()[-3000:]
+    return logs / "run", logs
+
+
+def test_two_workers_train_and_agree_on_the_weights(finished):
+    out, logs = finished
+    a, b = _fingerprints(logs)
     assert a == b
     assert [r["epoch"] for r in callbacks.read_history(out / "history.csv")] == [0, 1]
     assert (out / "model.keras").exists() and (out / "metrics.json").exists()
@@ -78,27 +85,24 @@ def test_killed_worker_restart_resumes_from_the_backup(shards, tmp_path):
     assert a == b
 
 
-def test_a_run_whose_chief_died_before_saving_is_finished_by_both_workers(shards, tmp_path):
+def test_a_run_whose_chief_died_before_saving_is_finished_by_both_workers(shards, finished, tmp_path):
     """The chief died after training, before saving (no model.keras); the other worker had finished and deleted
     its scratch folder. Restarted, both evaluate the best weights: before, that worker found no history of its
     own, trained again, and waited for a chief that never joined."""
-    out = tmp_path / "run"
-    procs = launch_local_workers(_args(shards, out, 1), 2, log_dir=str(tmp_path))
-    assert [p.wait(timeout=600) for p in procs] == [0, 0], (tmp_path / "worker1.log").read_text()[-3000:]
+    out = finished[0]  # (a config.json pins the output folder: the run is restarted where it ran; it ends whole)
     assert not (out / ".workers").exists()
     history = (out / "history.csv").read_bytes()
     (out / "model.keras").unlink()
     (out / "metrics.json").unlink()
 
-    (tmp_path / "again").mkdir()
-    procs = launch_local_workers(_args(shards, out, 1), 2, log_dir=str(tmp_path / "again"))
+    procs = launch_local_workers(_args(shards, out, 2), 2, log_dir=str(tmp_path))
     try:
         codes = [p.wait(timeout=300) for p in procs]
     finally:
         for p in procs:
             p.kill()
-    assert codes == [0, 0], (tmp_path / "again" / "worker1.log").read_text()[-3000:]
+    assert codes == [0, 0], (tmp_path / "worker1.log").read_text()[-3000:]
     assert (out / "history.csv").read_bytes() == history  # evaluated, not trained again
     assert (out / "model.keras").exists() and (out / "metrics.json").exists()
     for i in range(2):
-        assert "evaluating its best weights" in (tmp_path / "again" / f"worker{i}.log").read_text()
+        assert "evaluating its best weights" in (tmp_path / f"worker{i}.log").read_text()
