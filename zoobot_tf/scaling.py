@@ -318,10 +318,13 @@ def analyse_labels(runs: pd.DataFrame, output_dir: str | Path | None = None) -> 
         entry = {"labels": [float(v) for v in loss["labels"]], "loss": [float(v) for v in loss["mean"]],
                  "loss_sd": [float(v) for v in loss["std"]], "balanced_accuracy": [float(v) for v in acc["mean"]],
                  "balanced_accuracy_sd": [float(v) for v in acc["std"]], "seeds": int(part["seed"].nunique())}
-        try:
-            entry["fit"] = fit_power_law(loss["labels"], loss["mean"], loss["sigma"])
-        except (ValueError, RuntimeError) as e:
-            entry["fit"] = {"error": str(e)}
+        if len(loss) <= 3:  # a, b and c through three points: nothing left to test the law with
+            entry["fit"] = {"error": "too few label sizes", "note": f"{len(loss)} label sizes for 3 parameters"}
+        else:
+            try:
+                entry["fit"] = fit_power_law(loss["labels"], loss["mean"], loss["sigma"])
+            except (ValueError, RuntimeError) as e:
+                entry["fit"] = {"error": str(e)}
         out.setdefault(dataset, {})[encoder] = entry
     if output_dir is not None:
         plot_labels(out, Path(output_dir), results_digest(runs))
@@ -336,7 +339,7 @@ def labels_table(view: dict) -> str:
                               zip(e["labels"], e["balanced_accuracy"], e["balanced_accuracy_sd"]))
             f = e["fit"]
             fit = (f"{_pm(f['b'], f['b_err'])}" + (f" (at bound: {', '.join(f['at_bound'])})" if f["at_bound"] else ""),
-                   f"{f['chi2']:.1f} / {f['dof']}") if "b" in f else ("no fit", "")
+                   f"{f['chi2']:.1f} / {f['dof']}") if "b" in f else ("no fit" + (f": {f['note']}" if "note" in f else ""), "")
             lines.append(f"| {dataset} | {encoder} | {cells} | {fit[0]} | {fit[1]} |")
     return "\n".join(lines) + "\n"
 
