@@ -112,6 +112,29 @@ def test_real_data_view_fits_the_law_only_where_points_are_left_to_test_it():
            "3 parameters |  |" in scaling.labels_table(view)
 
 
+def test_a_sweep_on_a_new_machine_goes_on_from_the_committed_points(tmp_path):
+    """benchmarks/scaling_mini/run.py: points committed beside the grid join this machine's results (rows it
+    already has are not doubled), so they are not run again and the copies written back keep them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scaling_mini_run", STUDY / "run.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    kept, out = tmp_path / "kept", tmp_path / "scratch"
+    kept.mkdir()
+    row = {"architecture": "r1", "fraction": 0.5, "seed": 0, "test_loss": 1.0}
+    pd.DataFrame([row, {**row, "seed": 1, "test_loss": 2.0}]).to_csv(kept / scaling.RESULTS, index=False)
+    pd.DataFrame([{**row, "step": 100}, {**row, "seed": 1, "step": 100}]).to_csv(kept / scaling.CURVES, index=False)
+    runner.merge_committed(kept, out)  # an empty scratch folder: everything committed
+    assert len(scaling.read_results(out)) == 2 and len(pd.read_csv(out / scaling.CURVES)) == 2
+    scaling._append(out, pd.DataFrame([{**row, "seed": 2, "test_loss": 3.0}]), scaling.RESULTS)  # ran here
+    pd.DataFrame([row, {**row, "fraction": 1.0, "test_loss": 4.0}]).to_csv(kept / scaling.RESULTS, index=False)
+    runner.merge_committed(kept, out)  # finished elsewhere and committed: r1 at fraction 1.0
+    merged = scaling.read_results(out)
+    assert sorted(scaling._key(r) for _, r in merged.iterrows()) == [
+        ("r1", 0.5, 0), ("r1", 0.5, 1), ("r1", 0.5, 2), ("r1", 1.0, 0)]
+
+
 def test_training_subsets_are_nested_deterministic_and_counted(tmp_path):
     cat = vote_catalog(tmp_path / "imgs", n=60, size=32)
     tfrecords.write_shards(cat, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), splits={"train": 1.0},

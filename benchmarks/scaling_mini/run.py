@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 
 from zoobot_tf import scaling
 from zoobot_tf.data import synthetic, tfrecords
@@ -39,6 +40,20 @@ def make_shards(shards: Path) -> None:
     tfrecords.write_shards(catalog, shards, task=VoteTask("gz_decals_dr5"), overwrite=True)
 
 
+def merge_committed(kept: Path, out: Path) -> None:
+    """Points committed beside the grid (finished on another machine) that this machine's output_dir lacks
+    are added to it, so that they are not run again and the copies written back keep them."""
+    for name in (scaling.RESULTS, scaling.CURVES):
+        if not (kept / name).exists():
+            continue
+        here = pd.read_csv(out / name) if (out / name).exists() else pd.DataFrame(columns=["architecture"])
+        have = {scaling._key(r) for _, r in here.iterrows()}
+        committed = pd.read_csv(kept / name)
+        missing = committed[[scaling._key(r) not in have for _, r in committed.iterrows()]]
+        if len(missing):
+            scaling._append(out, missing, name)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parallel", type=int, default=2, help="grid points trained at once")
@@ -53,14 +68,10 @@ def main():
     out = Path(grid["output_dir"])
     if not args.status:
         make_shards(Path(grid["shards"]))
-        for name in (scaling.RESULTS, scaling.CURVES):  # a fresh machine starts from the committed points
-            if (kept / name).exists() and not (out / name).exists():
-                out.mkdir(parents=True, exist_ok=True)
-                shutil.copy(kept / name, out / name)
+        merge_committed(kept, out)
     points = scaling.grid_points(grid)
     order = sorted(range(len(points)), key=lambda i: (points[i]["seed"], points[i]["architecture"], points[i]["fraction"]))
-    results = scaling.read_results(out if (out / scaling.RESULTS).exists() else kept)
-    done = {scaling._key(r) for _, r in results.iterrows()}
+    done = {scaling._key(r) for d in (out, kept) for _, r in scaling.read_results(d).iterrows()}
     todo = [i for i in order if scaling._key(points[i]) not in done]
     print(f"{len(points) - len(todo)} of {len(points)} points done; {len(todo)} to run, {args.parallel} at a time", flush=True)
     if args.status:
