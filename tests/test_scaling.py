@@ -163,6 +163,29 @@ def test_bad_train_fractions_are_refused_before_any_work():
         TrainConfig(train_fraction=0.5, tfds="synthetic_gz")
 
 
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "scaling.md"
+
+
+def test_the_guides_and_committed_grids_configure_every_point(tmp_path):
+    """The grid in the scaling guide and every committed study grid name only real training options, and
+    every point of each builds its training configuration (a typo in a grid fails here, not hours into a
+    sweep)."""
+    import yaml
+
+    example = re.search(r"```yaml\n(.*?)```", GUIDE.read_text(), re.S)
+    assert example, "the scaling guide shows no grid.yaml"
+    grids = [yaml.safe_load(example.group(1))] + [scaling.load_grid(p) for p in sorted(STUDY.rglob("grid.yaml"))]
+    assert len(grids) >= 2
+    for grid in grids:
+        grid = {**grid, "shards": str(tmp_path)}  # the shards are made by the study's run.py, not here
+        for point in scaling.grid_points(scaling.load_grid(grid)):
+            config = scaling.point_config(grid, point)
+            assert (config.train_fraction, config.seed) == (point["fraction"], point["seed"])
+            assert config.lr_schedule == grid["train"]["lr_schedule"]
+    with pytest.raises(ValueError, match=r"Unknown training options in the grid: \['learning_rat'\]"):
+        scaling.point_config({**grids[0], "train": {"learning_rat": 1e-3}}, scaling.grid_points(grids[0])[0])
+
+
 def test_prediction_from_the_smaller_sizes_extrapolates_an_exact_law_within_its_interval():
     rng = np.random.default_rng(1)
     sizes = np.array([250, 640, 1600, 4000, 10000, 25600])

@@ -84,27 +84,33 @@ def _append(output_dir: Path, rows: pd.DataFrame, name: str) -> None:
         os.replace(tmp, path)
 
 
+def point_config(grid: dict, point: dict, progress: bool = False):
+    """The training configuration of one grid point: the grid's ``train`` options, the architecture's, and
+    the point's data fraction and seed (unknown options are refused here, before any work)."""
+    from zoobot_tf.config import TrainConfig
+
+    arch = grid["architectures"][point["architecture"]]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = (set(grid.get("train", {})) | set(arch)) - fields
+    if unknown:
+        raise ValueError(f"Unknown training options in the grid: {sorted(unknown)}")
+    options = {k: v for k, v in {**grid.get("train", {}), **arch}.items() if k not in ("output_dir", "shards")}
+    run_dir = Path(grid["output_dir"]) / "runs" / f"{point['architecture']}_f{point['fraction']:.5f}_s{point['seed']}"
+    return TrainConfig(output_dir=str(run_dir), shards=grid.get("shards"), train_fraction=point["fraction"],
+                       seed=point["seed"], export=False, progress=progress, **options)
+
+
 def run_point(grid: dict, point: dict, progress: bool = False) -> dict | None:
     """Train and evaluate one grid point; append its row. Returns the row (None if already done)."""
     import keras
 
-    from zoobot_tf.config import TrainConfig
     from zoobot_tf.training import train
 
     out = Path(grid["output_dir"])
     done = read_results(out)
     if len(done) and _key(point) in {_key(r) for _, r in done.iterrows()}:
         return None
-    arch = grid["architectures"][point["architecture"]]
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    train_kwargs = {k: v for k, v in {**grid.get("train", {}), **arch}.items() if k in fields}
-    unknown = (set(grid.get("train", {})) | set(arch)) - fields
-    if unknown:
-        raise ValueError(f"Unknown training options in the grid: {sorted(unknown)}")
-    run_dir = out / "runs" / f"{point['architecture']}_f{point['fraction']:.5f}_s{point['seed']}"
-    config = TrainConfig(output_dir=str(run_dir), shards=grid.get("shards"), train_fraction=point["fraction"],
-                         seed=point["seed"], export=False, progress=progress,
-                         **{k: v for k, v in train_kwargs.items() if k not in ("output_dir", "shards")})
+    config = point_config(grid, point, progress)
     keras.backend.clear_session()
     result = train(config)
     m = result.metrics.set_index("question")
