@@ -79,6 +79,31 @@ def test_combined_exponent_is_the_inverse_variance_mean_and_skips_bounded_fits()
     assert combined["n_fits"] == 2
     np.testing.assert_allclose(combined["b"], (w * [0.4, 0.7]).sum() / w.sum())
     np.testing.assert_allclose(combined["b_err"], 1 / np.sqrt(w.sum()))
+    # a fit with an intrinsic scatter enters with its b and uncertainty under that scatter
+    fits["x"]["scatter"] = {"s": 0.05, "b": 0.5, "b_err": 0.2}
+    combined = scaling.combined_exponent(fits)
+    np.testing.assert_allclose([combined["b"], combined["b_err"]], [0.6, 1 / np.sqrt(50.0)])
+
+
+def test_intrinsic_scatter_recovers_the_scatter_the_noise_does_not_explain():
+    """Points drawn with a known extra scatter beyond their stated errors: the scatter that brings chi2/dof
+    to 1 matches it (over many curves: the mean of s^2 against s_true^2), the fit with it has chi2/dof = 1,
+    and points the stated errors already explain get 0."""
+    rng = np.random.default_rng(0)
+    x = np.geomspace(250, 25000, 6)
+    truth, sigma, s_true = scaling.power_law(x, 4e4, 1.0, 36.0), np.full(6, 0.03), 0.08
+    found = []
+    for _ in range(40):
+        y = truth + rng.normal(0, np.hypot(sigma, s_true))
+        r = scaling.intrinsic_scatter(x, y, sigma)
+        if r["s"] > 0:
+            np.testing.assert_allclose(r["fit"]["chi2"] / r["fit"]["dof"], 1.0, rtol=1e-3)
+        found.append(r["s"])
+    # s^2 + sigma^2 is a variance estimate with ~3 degrees of freedom: unbiased on average, noisy per curve
+    np.testing.assert_allclose(np.mean(np.square(found) + sigma[0] ** 2), s_true ** 2 + sigma[0] ** 2, rtol=0.3)
+    quiet = scaling.intrinsic_scatter(x, truth + rng.normal(0, 0.2 * sigma), sigma)
+    assert quiet["s"] == 0.0 and quiet["fit"]["chi2"] / quiet["fit"]["dof"] < 1
+    assert scaling.intrinsic_scatter(x[:3], truth[:3], sigma[:3]) is None  # no degrees of freedom
 
 
 def test_fit_flags_an_unconstrained_floor():

@@ -226,6 +226,31 @@ def fit_power_law(x, y, sigma=None, p0=None) -> dict:
             "x0": x0, "cov": cov.tolist()}
 
 
+def intrinsic_scatter(x, y, sigma) -> dict | None:
+    """The scatter ``s`` that, added in quadrature to every point's ``sigma``, brings the power law's
+    chi2/dof to 1 (0 when it is already at most 1), and the fit with it: the usual way to quote how far
+    points sit off a law beyond their measured noise. None without degrees of freedom."""
+    from scipy.optimize import brentq
+
+    x, y, sigma = (np.asarray(v, dtype=np.float64) for v in (x, y, sigma))
+    dof = len(x) - 3
+    if dof <= 0:
+        return None
+
+    def excess(s):
+        f = fit_power_law(x, y, np.hypot(sigma, s))
+        return f["chi2"] / dof - 1.0, f
+
+    value, fit = excess(0.0)
+    if value <= 0:
+        return {"s": 0.0, "fit": fit}
+    high = float(np.ptp(y)) + float(sigma.max())  # chi2/dof < 1 here: the points' spread as their error
+    while excess(high)[0] > 0:
+        high *= 2
+    s = brentq(lambda v: excess(v)[0], 0.0, high, xtol=1e-6, rtol=1e-6)
+    return {"s": float(s), "fit": excess(s)[1]}
+
+
 def predict_power_law(fit: dict, x) -> tuple[np.ndarray, np.ndarray]:
     """The fitted curve at ``x`` and its 1-sigma uncertainty from the fit's parameter covariance
     (linear error propagation; parameters on a bound carry no meaningful covariance)."""
@@ -274,6 +299,10 @@ def analyse(results: pd.DataFrame, output_dir: str | Path | None = None) -> dict
         try:
             fits["data"][arch] = {**fit_power_law(stats["n_train"], stats["mean"], stats["sigma"]),
                                   "params": int(part["params"].iloc[0])}
+            scatter = intrinsic_scatter(stats["n_train"], stats["mean"], stats["sigma"])
+            if scatter is not None:
+                fits["data"][arch]["scatter"] = {"s": scatter["s"], "b": scatter["fit"]["b"],
+                                                 "b_err": scatter["fit"]["b_err"]}
         except (ValueError, RuntimeError) as e:
             fits["data"][arch] = {"error": str(e)}
         fits["prediction"][arch] = prediction_test(stats)
@@ -409,6 +438,11 @@ def plot_curves(curves: pd.DataFrame, out: Path, digest: str) -> None:
         ax.set_title(arch)
         ax.set_xlabel("optimizer step")
     axes[0, 0].set_ylabel("validation loss (mean over seeds)")
+    # overfitting small sets climb far above where training began; clip there so the converged curves show
+    top = curves[curves["step"] == curves["step"].min()]["val_loss"].mean() + 2
+    if np.isfinite(top) and curves["val_loss"].max() > top:
+        axes[0, 0].set_ylim(curves["val_loss"].min() - 0.3, top)
+        axes[0, 0].set_ylabel(f"val loss, seed mean (up to {top:.1f})")
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     _save_figure(fig, out / "convergence", f"curves sha256 {digest}")
@@ -481,9 +515,11 @@ def convergence_table(results: pd.DataFrame) -> dict:
 
 def combined_exponent(data_fits: dict) -> dict | None:
     """Inverse-variance weighted mean of the data exponents b over architectures (fits whose b is on a
-    bound or has no finite uncertainty are left out), with its 1-sigma uncertainty."""
-    usable = [f for f in data_fits.values() if "b" in f and "b" not in f.get("at_bound", [])
-              and np.isfinite(f["b_err"]) and f["b_err"] > 0]
+    bound or has no finite uncertainty are left out), with its 1-sigma uncertainty. Where a fit carries an
+    intrinsic scatter (:func:`intrinsic_scatter`), its b and uncertainty with that scatter are used: the
+    seed scatter alone would understate how well such a curve pins b."""
+    usable = [f.get("scatter") or f for f in data_fits.values() if "b" in f and "b" not in f.get("at_bound", [])]
+    usable = [f for f in usable if np.isfinite(f["b_err"]) and f["b_err"] > 0]
     if not usable:
         return None
     w = np.array([1 / f["b_err"] ** 2 for f in usable])
@@ -499,6 +535,8 @@ def exponent_table(fits: dict) -> str:
             lines.append(f"{arch:>14s}  fit failed: {f['error']}")
             continue
         note = f"at bound: {', '.join(f['at_bound'])}" if f.get("at_bound") else ""
+        if f.get("scatter", {}).get("s"):
+            note += f"{'; ' if note else ''}chi2/dof = 1 with {f['scatter']['s']:.3f} added per point"
         lines.append(f"{arch:>14s} {f['params'] / 1e6:8.2f}M {f['b']:10.3f} +- {f['b_err']:.3f} "
                      f"{f['a']:12.4g} {f['c']:8.2f} +- {f['c_err']:.2f} {_chi2(f):>10s}  {note}")
     combined = fits.get("data_exponent_combined")
@@ -519,18 +557,20 @@ def _pm(v: float, e: float, digits: int = 2) -> str:
 def results_table(fits: dict) -> str:
     """The study's tables as Markdown (written to table.md; the docs show it as is)."""
     order = sorted((a for a in fits["data"] if "b" in fits["data"][a]), key=lambda a: fits["data"][a]["params"])
-    lines = ["| model | parameters | data exponent b | floor c | chi2 / dof | predicted loss at largest size "
-             "(fit on smaller 2/3) | measured | z |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | parameters | data exponent b | floor c | chi2 / dof | scatter for chi2/dof = 1: s, and b with it "
+             "| predicted loss at largest size (fit on smaller 2/3) | measured | z |", "|---|---|---|---|---|---|---|---|---|"]
     for arch in order:
         f, p = fits["data"][arch], fits["prediction"].get(arch, {})
         bound = f" (at bound: {', '.join(f['at_bound'])})" if f["at_bound"] else ""
         pred = (f"{_pm(p['predicted'], p['predicted_err'])} at {p['n_train']:.0f}", _pm(p["measured"], p["measured_err"]),
                 f"{p['z']:+.1f}" if p.get("z") is not None else "") if "predicted" in p else ("n/a", "", "")
+        sc = f.get("scatter")
+        scatter = f"{sc['s']:.3f}: b = {_pm(sc['b'], sc['b_err'], 3)}" if sc and sc["s"] > 0 else ("0" if sc else "")
         lines.append(f"| {arch} | {f['params'] / 1e6:.3f}M | {_pm(f['b'], f['b_err'], 3)}{bound} | {_pm(f['c'], f['c_err'])} "
-                     f"| {f['chi2']:.1f} / {f['dof']} | {pred[0]} | {pred[1]} | {pred[2]} |")
+                     f"| {f['chi2']:.1f} / {f['dof']} | {scatter} | {pred[0]} | {pred[1]} | {pred[2]} |")
     c = fits.get("data_exponent_combined")
     if c:
-        lines.append(f"| all (inverse-variance mean) | | **{_pm(c['b'], c['b_err'], 3)}** | | | | | |")
+        lines.append(f"| all (inverse-variance mean) | | **{_pm(c['b'], c['b_err'], 3)}** | | | | | | |")
     lines += ["", "| training galaxies | " + " | ".join(order) + " | smallest model within 1 sigma of the best |",
               "|---|" + "---|" * (len(order) + 1)]
     for entry in fits.get("params_by_data", {}).values():

@@ -1,7 +1,7 @@
 """Publish the miniature scaling study: analyse the committed results and put the new tables and figures
 where the docs and the README show them.
 
-    python benchmarks/scaling_mini/publish.py [--from benchmarks/scaling_mini/cosine]
+    python benchmarks/scaling_mini/publish.py [--from DIR]   # DIR: e.g. a sweep of the same grid under another rule
 
 ``--from``: first take grid.yaml, results.csv and curves.csv of a finished sweep kept in another folder
 (a re-run under another rule) as the study's own. Then ``zoobot-tf scaling analyse`` remakes fits.json,
