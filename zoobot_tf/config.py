@@ -335,7 +335,8 @@ class TrainConfig(RuntimeConfig):
                               "run's step budget (--epochs x steps per epoch), after --warmup_steps of linear "
                               "warmup; plateau: x0.3 whenever the validation loss has not improved for half of "
                               "--patience epochs (down to 1e-3 of --learning_rate), so that a run ends by its "
-                              "patience however large its data (a noisy validation loss can end it early)", choices=("constant", "cosine", "plateau"))
+                              "patience however large its data (a noisy validation loss can end it early)",
+                              choices=("constant", "cosine", "plateau"))
     warmup_steps: int = option(0, "cosine schedule: steps of linear warmup from 0 to --learning_rate", min=0)
     weight_decay: float = option(0.01, "AdamW decoupled weight decay", min=0.0, max=1.0)
     clipnorm: float | None = option(0.3, "global gradient-norm clipping (none: off)", above=0.0)

@@ -299,12 +299,16 @@ def analyse(results: pd.DataFrame, output_dir: str | Path | None = None) -> dict
         try:
             fits["data"][arch] = {**fit_power_law(stats["n_train"], stats["mean"], stats["sigma"]),
                                   "params": int(part["params"].iloc[0])}
-            scatter = intrinsic_scatter(stats["n_train"], stats["mean"], stats["sigma"])
+        except (ValueError, RuntimeError) as e:
+            fits["data"][arch] = {"error": str(e)}
+        else:
+            try:
+                scatter = intrinsic_scatter(stats["n_train"], stats["mean"], stats["sigma"])
+            except (ValueError, RuntimeError):  # a refit that fails leaves the fit without a scatter
+                scatter = None
             if scatter is not None:
                 fits["data"][arch]["scatter"] = {"s": scatter["s"], "b": scatter["fit"]["b"],
                                                  "b_err": scatter["fit"]["b_err"]}
-        except (ValueError, RuntimeError) as e:
-            fits["data"][arch] = {"error": str(e)}
         fits["prediction"][arch] = prediction_test(stats)
         fits["per_question"][arch], fits["per_question_err"][arch] = {}, {}
         for q in questions:
