@@ -187,3 +187,33 @@ def test_finetune_again_from_an_export(exported, tmp_path):
     # the votes are random, so what there is to learn is their prior: the loss falls to it, with epoch noise
     assert np.mean(hist["nll"][-3:]) < hist["nll"][0], hist["nll"]
     assert any(not np.allclose(a, b) for a, b in zip(tuner.model.encoder.get_weights(), before))
+
+
+def test_a_card_written_after_export_changes_the_finetuning_defaults_and_nothing_else(exported, tmp_path):
+    import hashlib
+    import shutil
+
+    from zoobot_tf.finetuning import recommended_settings
+    from zoobot_tf.models.resolve import load_model
+
+    model, path, _, _ = exported
+    copy = tmp_path / "zoobot" / "1"
+    shutil.copytree(path, copy)
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (copy / "variables").iterdir()}
+    before = load_model(copy.parent)
+    assert before.finetuning is None and recommended_settings(before)["n_blocks"] == 0  # Zoobot's defaults
+
+    card = {"n_blocks": -1, "learning_rate": 1e-3}
+    assert export.update_export(copy.parent, config={"finetuning": card}, metadata={"finetuning": card}) == copy
+    after = load_model(copy.parent)
+    assert after.finetuning == card and export.read_metadata(copy.parent)["finetuning"] == card
+    settings = recommended_settings(after)
+    assert (settings["n_blocks"], settings["learning_rate"], settings["weight_decay"]) == (-1, 1e-3, 0.05)
+    assert Finetuner(copy.parent, class_names=["a", "b"]).settings["n_blocks"] == -1
+    for a, b in zip(after.get_weights(), before.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (copy / "variables").iterdir()} == digest
+    export.update_export(copy.parent, config={"finetuning": None}, metadata={"finetuning": None})
+    assert load_model(copy.parent).finetuning is None
+    with pytest.raises(FileNotFoundError, match="No exported versions under"):
+        export.update_export(tmp_path / "nothing" / "1", config={"finetuning": card})

@@ -195,6 +195,39 @@ def read_metadata(export_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def update_export(export_dir: str | Path, config: dict | None = None, metadata: dict | None = None) -> Path:
+    """Change what an export says about its model without touching its weights or SavedModel: ``config``
+    entries replace those of the Keras model config inside ``assets.extra/model.keras`` (None removes an
+    entry), ``metadata`` entries those of ``zoobot_metadata.json``. For a model card written after export
+    (recommended finetuning settings, calibrated intervals). Returns the version folder changed."""
+    import tempfile
+    import zipfile
+
+    version = latest_version(export_dir)
+    assets = version / "assets.extra"
+    if not (assets / METADATA).exists() or not (assets / "model.keras").exists():
+        raise FileNotFoundError(f"{assets} has no {METADATA} and model.keras: not a zoobot-tf export.")
+    if config:
+        with tempfile.TemporaryDirectory(dir=assets) as tmp:
+            patched = Path(tmp) / "model.keras"
+            with zipfile.ZipFile(assets / "model.keras") as src, zipfile.ZipFile(patched, "w") as dst:
+                for item in src.infolist():
+                    data = src.read(item.filename)
+                    if item.filename == "config.json":
+                        whole = json.loads(data)
+                        whole["config"].update(config)
+                        for key in [k for k, v in config.items() if v is None]:
+                            del whole["config"][key]
+                        data = json.dumps(whole).encode()
+                    dst.writestr(item, data)
+            os.replace(patched, assets / "model.keras")
+    if metadata:
+        meta = json.loads((assets / METADATA).read_text())
+        meta.update(metadata)
+        (assets / METADATA).write_text(json.dumps(meta, indent=2))
+    return version
+
+
 def load_keras_from_export(export_dir: str | Path) -> Zoobot:
     """The Keras model stored inside an export (for predictions or finetuning it again)."""
     from zoobot_tf.models.resolve import load_model
