@@ -37,3 +37,28 @@ def test_total_row_reports_the_standard_error_of_the_mean_test_loss():
     per_galaxy = losses.dirichlet_multinomial_nll(counts, conc, schema).numpy()
     np.testing.assert_allclose(table.loc["total", "loss"], per_galaxy.mean(), rtol=1e-5)
     np.testing.assert_allclose(table.loc["total", "loss_sem"], per_galaxy.std(ddof=1) / np.sqrt(len(counts)), rtol=1e-5)
+
+
+def test_one_vote_questions_start_the_head_where_it_learns():
+    """One vote per galaxy leaves the Dirichlet scale free: the baseline keeps the class ratios (the same
+    likelihood as any scale, by tfp) at a scale where the head's sigmoid is not saturated at its floor."""
+    from zoobot_tf.evaluate import ONE_VOTE_SCALE
+    from zoobot_tf.schemas import Schema
+    from zoobot_tf.tasks import make_task
+
+    schema = Schema("flags", {"ring": ["yes", "no"], "gz1": ["a", "b", "c"]})
+    rng = np.random.default_rng(0)
+    counts = np.zeros((400, 5))
+    counts[np.arange(400), rng.choice(2, 400, p=[0.3, 0.7])] = 1
+    counts[np.arange(400), 2 + rng.choice(3, 400, p=[0.6, 0.3, 0.1])] = 1
+    alpha = fit_baseline(counts, schema)
+    assert alpha[1] == ONE_VOTE_SCALE and alpha[2] == ONE_VOTE_SCALE
+    np.testing.assert_allclose(alpha[0] / alpha[1], counts[:, 0].sum() / counts[:, 1].sum(), rtol=1e-4)
+    for scale in (0.1, 1.0, 100.0):  # the likelihood does not depend on the scale
+        k = counts[:, :2]
+        lp = lambda c: float(tf.reduce_sum(tfp.distributions.DirichletMultinomial(1.0, c).log_prob(k)))  # noqa: E731
+        np.testing.assert_allclose(lp(alpha[:2] * scale), lp(alpha[:2]), rtol=1e-6)
+    # the head's sigmoid, started at this prior, has a slope far from zero for every answer above its floor
+    bias = make_task("votes", schema=schema).head_bias(alpha)
+    slope = 1 / (1 + np.exp(-bias)) * (1 - 1 / (1 + np.exp(-bias)))
+    assert slope[[0, 1, 2, 3]].min() > 0.02

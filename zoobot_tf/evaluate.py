@@ -63,9 +63,18 @@ def root_totals(counts: np.ndarray, schema: Schema) -> np.ndarray:
     return totals[:, roots].max(axis=1)
 
 
+# A question whose galaxies have one vote each (a class label: GZ1's class, a flag) has a likelihood that
+# does not depend on the concentrations' scale, only on their ratios; its baseline takes this scale for the
+# largest answer, inside the head's responsive range (heads.py: 1 to 101), not the smallest on the grid,
+# which would start the head's sigmoid saturated at its floor, where it hardly learns.
+ONE_VOTE_SCALE = 10.0
+
+
 def fit_baseline(train_counts: np.ndarray, schema: Schema) -> np.ndarray:
     """(n_answers,) constant concentrations: mean training fractions x a per-question ML concentration
-    (the scale chosen on a log grid by the Dirichlet-multinomial likelihood of the training votes)."""
+    (the scale chosen on a log grid by the Dirichlet-multinomial likelihood of the training votes; for a
+    question answered by one vote per galaxy, where the likelihood leaves the scale free, the largest
+    concentration is :data:`ONE_VOTE_SCALE`)."""
     from scipy.special import gammaln
 
     counts = np.asarray(train_counts, dtype=np.float64)
@@ -77,6 +86,9 @@ def fit_baseline(train_counts: np.ndarray, schema: Schema) -> np.ndarray:
         if len(k) == 0:
             continue
         mean = (k.sum(0) + 1e-3) / (k.sum() + 1e-3 * (e - s))
+        if k.sum(1).max() <= 1:
+            alpha[s:e] = ONE_VOTE_SCALE * mean / mean.max()
+            continue
         candidates = grid[:, None] * mean[None, :]  # (G, A_q)
         n = k.sum(1)
         # the terms of -log p that depend on alpha, summed over galaxies (the multinomial coefficient does not)
