@@ -228,8 +228,10 @@ def cmd_backbones(config: BackbonesConfig) -> int:
     print(f"{'name':20s} {'family':12s} {'params (1 ch)':>14s}  timm name")
     for name in sorted(REGISTRY):
         spec = REGISTRY[name]
-        n = build_backbone(name, (64, 64, 1)).count_params() if config.count else float("nan")
-        print(f"{name:20s} {spec.family:12s} {n / 1e6:13.2f}M  {spec.timm_name or '-'}")
+        n = f"{build_backbone(name, (64, 64, 1)).count_params() / 1e6:13.2f}M" if config.count else f"{'-':>14s}"
+        print(f"{name:20s} {spec.family:12s} {n}  {spec.timm_name or '-'}")
+    if not config.count:
+        print("(parameter counts: zoobot-tf backbones --count true)")
     return 0
 
 
