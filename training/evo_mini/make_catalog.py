@@ -16,7 +16,8 @@ Campaigns (``--sources``), from ``../shared/data`` and the project's renderer:
 
 Real images are cropped to each survey's framing (``CROPS``: the galaxy fills the central ~30% of a GZ1
 cutout) and stored at ``--stored_size``, like the synthetic ones. ``--exclude`` leaves sets out (the
-leave-one-survey-out benchmark pretrains without the set it scores on).
+leave-one-survey-out benchmark pretrains without the set it scores on); ``--exclude_ids`` leaves out
+single galaxies (those a benchmark scores on).
 
     python training/evo_mini/make_catalog.py --out data/evo_mini --synthetic 20000
 """
@@ -65,7 +66,7 @@ def _store(src: Path, dst: Path, crop: float, size: int, mirror: bool) -> None:
         im.save(dst, quality=92)
 
 
-def real_rows(shared: Path, name: str, out: Path, size: int) -> list[dict]:
+def real_rows(shared: Path, name: str, out: Path, size: int, exclude_ids: frozenset = frozenset()) -> list[dict]:
     folder = shared / name
     labels = pd.read_csv(folder / "labels.csv", dtype=str)
     rows = []
@@ -76,6 +77,8 @@ def real_rows(shared: Path, name: str, out: Path, size: int) -> list[dict]:
             gid, answer = r.GalaxyID, 0 if int(r.spiral_flag) else 1
         else:
             gid, answer = r.iauname, 0 if int(r.ring) else 1
+        if f"{name}-{gid}" in exclude_ids:
+            continue
         for mirror in (False, True):
             row = {"id_str": f"{name}-{gid}" + ("-mirror" if mirror else ""), "base_id": f"{name}-{gid}",
                    "source": name, "mirror": mirror}
@@ -120,7 +123,11 @@ def main(argv=None):
     p.add_argument("--stored_size", type=int, default=128)
     p.add_argument("--synthetic", type=int, default=20000, help="synthetic galaxies (0: none)")
     p.add_argument("--exclude", default="", help="comma-separated sources to leave out")
+    p.add_argument("--exclude_ids", default=None,
+                   help="file of galaxies to leave out, one '<set>-<id>' per line (e.g. the galaxies a benchmark "
+                        "scores on: benchmarks/embedded_card.py --write_ids)")
     args = p.parse_args(argv)
+    exclude_ids = frozenset(Path(args.exclude_ids).read_text().split()) if args.exclude_ids else frozenset()
     excluded = {s for s in args.exclude.split(",") if s}
     sources = [s for s in SOURCES if s not in excluded and (s != "synthetic" or args.synthetic > 0)]
     out, shared = Path(args.out), Path(args.shared)
@@ -130,7 +137,7 @@ def main(argv=None):
         rows += synthetic_rows(args.synthetic, out, args.stored_size)
     for name in sources:
         if name != "synthetic":
-            rows += real_rows(shared, name, out, args.stored_size)
+            rows += real_rows(shared, name, out, args.stored_size, exclude_ids)
     catalog = pd.DataFrame(rows)
     for col in schema.label_cols:
         catalog[col] = catalog[col].fillna(0).astype(int) if col in catalog else 0
