@@ -4,21 +4,28 @@
 
 For each real set S in ../shared/data (GZ1 SDSS: 6 classes; the Kaggle GZ2 spiral flag; DECaLS rings):
 1. pretrain the candidate encoder without S: the GZ-Evo-mini catalog of every other campaign
-   (training/evo_mini/make_catalog.py --exclude S, with synthetic votes) and ``zoobot-tf train`` on it
+   (training/evo_mini/make_catalog.py --exclude S, real galaxies only, without any galaxy a benchmark
+   scores on) and ``zoobot-tf train`` on it
    with exactly the arguments of ``PRETRAIN`` (the shipped encoder's recipe; its card says so);
 2. finetune on 100 / 300 / 1000 labels of S (or all, where fewer), 3 seeds (each draws its own labelled
    galaxies and initialisation), from (a) a randomly initialised encoder of the same architecture, (b) the
    previous embedded encoder (synthetic galaxies only) and (c) the candidate pretrained without S, all with
    zoobot-tf's finetuning defaults (only the survey's crop and flip given), scoring S's fixed test split
-   (benchmarks/finetune_real.py's: never used for training, early stopping or choices);
-3. write the table (mean and spread over seeds) and the plot: benchmarks/results/transfer.{json,md,png}.
-Every pretraining and every finetuning row is kept in --work, so an interrupted run resumes where it stopped.
+   (benchmarks/finetune_real.py's: never used for training, early stopping or choices); and, for what a
+   user of S's survey gets, (d) the shipped encoder, whose pretraining had S's pool but not its test split;
+3. write the table (mean and spread over seeds) and the plot: benchmarks/results/transfer.{json,md,png}
+   (and the plot into docs/assets for the documentation site).
+The candidate carries the finetuning card of the shipped encoder (``--card_from``), as the shipped one does,
+so "zoobot-tf's defaults" mean the same for both. Pretrained encoders are kept in --work; every finetuning
+row is kept in the repository (benchmarks/results/transfer_rows.csv), so a run interrupted or continued on
+another machine resumes where it stopped.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,27 +37,43 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from finetune_real import SETS, load_set, run_one  # noqa: E402
 
-# the candidate's pretraining (the shipped encoder is the same command on the catalog of every set)
+from zoobot_tf.scaling import append_rows  # noqa: E402
+
+# the candidate's pretraining: the shipped encoder's recipe (training/evo_mini/README.md), on the catalog
+# without the scored set
 PRETRAIN = ["--backbone", "resnet_micro", "--image_size", "96", "--channels", "3", "--flip", "false",
-            "--epochs", "10", "--patience", "4", "--batch_size", "64", "--learning_rate", "1e-3"]
-SYNTHETIC = 20000
-ENCODERS = ("random init", "embedded v1 (synthetic only)", "GZ-Evo-mini without the scored set")
+            "--epochs", "15", "--patience", "5", "--batch_size", "64", "--learning_rate", "1e-3",
+            "--lr_schedule", "cosine", "--warmup_steps", "200", "--galaxy_cards", "false"]
+SYNTHETIC = 0  # real galaxies only: synthetic votes hurt the transfer (training/evo_mini/README.md)
+ENCODERS = ("random init", "embedded v1 (synthetic only)", "GZ-Evo-mini without the scored set",
+            "zoobot_evo_mini (shipped: the set's pool in its pretraining)")
 SIZES = (100, 300, 1000)
 
 
-def pretrain_without(name: str, work: Path, shared: Path, synthetic: int = SYNTHETIC, extra: tuple = ()) -> Path:
-    """The candidate encoder pretrained on every campaign but ``name`` (made once, then reused)."""
+def pretrain_without(name: str, work: Path, shared: Path, synthetic: int = SYNTHETIC, extra: tuple = (),
+                     card: dict | None = None) -> Path:
+    """The candidate encoder pretrained on every campaign but ``name`` (made once, then reused): its export,
+    carrying the finetuning ``card``."""
     model = work / f"pretrain_without_{name}" / "model.keras"
+    export = model.parent / "export" / "zoobot"
     if model.exists():
-        return model
+        return export
     catalog = work / f"evo_without_{name}"
     if not (catalog / "catalog.csv").exists():
+        ids = work / "scored_ids.txt"  # no benchmark's scoring galaxies, of any set, in any pretraining
+        subprocess.run([sys.executable, str(HERE / "embedded_card.py"), "--data", str(shared), "--write_ids", str(ids)],
+                       check=True)
         subprocess.run([sys.executable, str(REPO / "training" / "evo_mini" / "make_catalog.py"), "--out", str(catalog),
-                        "--shared", str(shared), "--exclude", name, "--synthetic", str(synthetic)], check=True)
+                        "--shared", str(shared), "--exclude", name, "--synthetic", str(synthetic),
+                        "--exclude_ids", str(ids)], check=True)
     subprocess.run([sys.executable, "-m", "zoobot_tf.cli", "train", "--catalog", str(catalog / "catalog.csv"),
                     "--schema", str(catalog / "schema.yaml"), "--output_dir", str(model.parent), "--progress",
                     "false", *PRETRAIN, *extra], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    return model
+    if card:
+        from zoobot_tf.export import update_export
+
+        update_export(export, config={"finetuning": card}, metadata={"finetuning": card})
+    return export
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
@@ -99,13 +122,24 @@ def main(argv=None):
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--previous", default=str(REPO / "saved_models" / "zoobot_synthetic"),
                    help="the previous embedded encoder (b)")
+    p.add_argument("--shipped", default="zoobot_evo_mini", help="the shipped encoder (d)")
     p.add_argument("--synthetic", type=int, default=SYNTHETIC, help="synthetic galaxies in each pretraining catalog")
     p.add_argument("--pretrain_extra", default="", help="arguments appended to PRETRAIN (a smoke test: '--epochs 1')")
+    p.add_argument("--card_from", default="zoobot_evo_mini",
+                   help="the shipped encoder whose finetuning card the candidate carries")
     p.add_argument("--out", default=str(HERE / "results" / "transfer"))
+    p.add_argument("--docs_plot", default=str(REPO / "docs" / "assets" / "transfer.png"),
+                   help="a copy of the plot for the documentation site ('' for none)")
+    p.add_argument("--rows", default=str(HERE / "results" / "transfer_rows.csv"), help="every finetuning row")
     args = p.parse_args(argv)
     work, shared = Path(args.work), Path(args.shared)
     work.mkdir(parents=True, exist_ok=True)
-    rows_csv = work / "rows.csv"
+    from zoobot_tf.export import read_metadata
+
+    from zoobot_tf.models.resolve import packaged_models
+
+    card = read_metadata(packaged_models().get(args.card_from, args.card_from)).get("finetuning")
+    rows_csv = Path(args.rows)
     rows = pd.read_csv(rows_csv) if rows_csv.exists() else pd.DataFrame()
     done = set() if rows.empty else set(zip(rows["dataset"], rows["labels"], rows["seed"], rows["encoder"]))
     pretrain = PRETRAIN + args.pretrain_extra.split()
@@ -113,9 +147,12 @@ def main(argv=None):
     arch = {"image_size": int(last["--image_size"]), "channels": int(last["--channels"])}
     for name in args.sets.split(","):
         pool, test, _ = load_set(shared, name)
-        candidate = pretrain_without(name, work, shared, args.synthetic, tuple(args.pretrain_extra.split()))
+        candidate = pretrain_without(name, work, shared, args.synthetic, tuple(args.pretrain_extra.split()), card)
         encoders = {ENCODERS[0]: ("resnet_micro", arch), ENCODERS[1]: (args.previous, None),
-                    ENCODERS[2]: (str(candidate), None)}
+                    ENCODERS[2]: (str(candidate), None), ENCODERS[3]: (args.shipped, None)}
+        if args.shipped not in packaged_models() and not Path(args.shipped).exists():
+            print(f"no {args.shipped}: its rows are left for a later run")
+            del encoders[ENCODERS[3]]
         for n in sorted({min(int(v), len(pool)) for v in args.sizes.split(",")}):
             for seed in map(int, args.seeds.split(",")):
                 for enc, (source, random_kwargs) in encoders.items():
@@ -123,11 +160,12 @@ def main(argv=None):
                         continue
                     r = run_one(source, pool, test, n, SETS[name][4], SETS[name][5], seed=seed, recipe=None,
                                 random_kwargs=random_kwargs)
-                    r.update(dataset=name, labels=n, encoder=enc)
-                    rows = pd.concat([rows, pd.DataFrame([r])], ignore_index=True)
-                    rows.to_csv(rows_csv, index=False)
+                    r.update(dataset=name, labels=n, encoder=enc,
+                             candidate_card=json.dumps(card) if enc == ENCODERS[2] else "")
+                    append_rows(rows_csv.parent, pd.DataFrame([r]), rows_csv.name)  # runs on other sets may share it
                     print(f"{name:18s} {n:5d} labels seed {seed} {enc:36s} bal.acc {r['balanced_accuracy']:.3f} "
                           f"({r['epochs']} epochs, {r['seconds']:.0f} s)", flush=True)
+    rows = pd.read_csv(rows_csv)
     summary = summarise(rows)
     text = markdown(summary)
     print("\n" + text)
@@ -135,9 +173,11 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps({"pretrain": pretrain,
-                                                    "synthetic": args.synthetic,
+                                                    "synthetic": args.synthetic, "card": card,
                                                     "rows": rows.to_dict(orient="records")}, indent=2))
     plot(summary, out.with_suffix(".png"))
+    if args.docs_plot:
+        shutil.copyfile(out.with_suffix(".png"), args.docs_plot)
     print(f"wrote {out}.md/.json/.png")
 
 

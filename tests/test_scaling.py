@@ -152,7 +152,7 @@ def test_a_sweep_on_a_new_machine_goes_on_from_the_committed_points(tmp_path):
     pd.DataFrame([{**row, "step": 100}, {**row, "seed": 1, "step": 100}]).to_csv(kept / scaling.CURVES, index=False)
     runner.merge_committed(kept, out)  # an empty scratch folder: everything committed
     assert len(scaling.read_results(out)) == 2 and len(pd.read_csv(out / scaling.CURVES)) == 2
-    scaling._append(out, pd.DataFrame([{**row, "seed": 2, "test_loss": 3.0}]), scaling.RESULTS)  # ran here
+    scaling.append_rows(out, pd.DataFrame([{**row, "seed": 2, "test_loss": 3.0}]), scaling.RESULTS)  # ran here
     pd.DataFrame([row, {**row, "fraction": 1.0, "test_loss": 4.0}]).to_csv(kept / scaling.RESULTS, index=False)
     runner.merge_committed(kept, out)  # finished elsewhere and committed: r1 at fraction 1.0
     merged = scaling.read_results(out)

@@ -72,7 +72,8 @@ def read_results(output_dir) -> pd.DataFrame:
     return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
-def _append(output_dir: Path, rows: pd.DataFrame, name: str) -> None:
+def append_rows(output_dir: Path, rows: pd.DataFrame, name: str) -> None:
+    """Append ``rows`` to the CSV ``output_dir/name`` under a lock: several jobs may finish at once."""
     path = output_dir / name
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / (name + ".lock"), "w") as lock:
@@ -123,11 +124,11 @@ def run_point(grid: dict, point: dict, progress: bool = False) -> dict | None:
     steps = config.steps_per_epoch or 0
     curve = [{**point, "step": (i + 1) * steps if steps else i + 1, "val_loss": h.get("val_loss", math.nan),
               "train_loss": h.get("loss", math.nan)} for i, h in enumerate(result.history)]
-    _append(out, pd.DataFrame(curve), CURVES)  # before the result row: a point with a row has its curve
+    append_rows(out, pd.DataFrame(curve), CURVES)  # before the result row: a point with a row has its curve
     for q in m.index:
         if q != "total":
             row[f"loss_{q}"] = float(m.loc[q, "loss"])
-    _append(out, pd.DataFrame([row]), RESULTS)
+    append_rows(out, pd.DataFrame([row]), RESULTS)
     return row
 
 

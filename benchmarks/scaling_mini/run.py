@@ -51,7 +51,7 @@ def merge_committed(kept: Path, out: Path) -> None:
         committed = pd.read_csv(kept / name)
         missing = committed[[scaling._key(r) not in have for _, r in committed.iterrows()]]
         if len(missing):
-            scaling._append(out, missing, name)
+            scaling.append_rows(out, missing, name)
 
 
 def main():
