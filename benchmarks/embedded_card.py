@@ -9,7 +9,8 @@ galaxies benchmarks/finetune_real.py may train on; its test split is never read 
 scoring; 1,000 labels are drawn from the rest per seed, and ``zoobot_tf.finetune`` runs from the packaged
 encoder with each candidate card, everything else left to its defaults but the survey's crop and flip.
 Prints the balanced accuracy per set, card and seed, writes it as JSON in benchmarks/results and, with
-``--write``, puts the card with the best mean balanced accuracy into saved_models/<pretrained>
+``--write``, puts the card with the best mean balanced accuracy into the model (saved_models/<name> or the
+export folder given)
 (``zoobot_tf.export.update_export``: the weights are not touched). ``--write_ids`` lists the galaxies scored
 here and by benchmarks/finetune_real.py, which a pretraining must leave out (training/evo_mini).
 """
@@ -62,7 +63,8 @@ def main(argv=None):
                    "card_<name>.json for another model")
     p.add_argument("--pretrained", default="zoobot_synthetic", help="the packaged model (or export) to choose for")
     p.add_argument("--cards", default=None, help="only these cards (comma-separated keys of CARDS' order: 0,1,2)")
-    p.add_argument("--write", action="store_true", help="write the best card into the packaged model --pretrained")
+    p.add_argument("--write", action="store_true", help="write the best card into --pretrained (a packaged model's "
+                   "name or an export folder)")
     p.add_argument("--write_ids", default=None, help="only write the galaxies scored here and in finetune_real.py "
                    "to this file (for make_catalog.py --exclude_ids), then stop")
     args = p.parse_args(argv)
@@ -99,9 +101,10 @@ def main(argv=None):
         from zoobot_tf.export import update_export
 
         card = cards[best] or None
-        update_export(REPO / "saved_models" / args.pretrained, config={"finetuning": card},
+        target = Path(args.pretrained) if Path(args.pretrained).exists() else REPO / "saved_models" / args.pretrained
+        update_export(target, config={"finetuning": card},
                       metadata={"finetuning": card})
-        print(f"card {card} written into saved_models/{args.pretrained}")
+        print(f"card {card} written into {target}")
 
 
 if __name__ == "__main__":

@@ -6,17 +6,18 @@ For each real set S in ../shared/data (GZ1 SDSS: 6 classes; the Kaggle GZ2 spira
 1. pretrain the candidate encoder without S: the GZ-Evo-mini catalog of every other campaign
    (training/evo_mini/make_catalog.py --exclude S, real galaxies only, without any galaxy a benchmark
    scores on) and ``zoobot-tf train`` on it
-   with exactly the arguments of ``PRETRAIN`` (the shipped encoder's recipe; its card says so);
+   with exactly the arguments of ``PRETRAIN`` (training/evo_mini/README.md's recipe);
 2. finetune on 100 / 300 / 1000 labels of S (or all, where fewer), 3 seeds (each draws its own labelled
    galaxies and initialisation), from (a) a randomly initialised encoder of the same architecture, (b) the
    previous embedded encoder (synthetic galaxies only) and (c) the candidate pretrained without S, all with
    zoobot-tf's finetuning defaults (only the survey's crop and flip given), scoring S's fixed test split
    (benchmarks/finetune_real.py's: never used for training, early stopping or choices); and, for what a
-   user of S's survey gets, (d) the shipped encoder, whose pretraining had S's pool but not its test split;
+   user of S's survey would get, (d) ``--with_pool``: the encoder pretrained on every set's pool (training/
+   evo_mini/README.md's commands; not shipped, see there), when given;
 3. write the table (mean and spread over seeds) and the plot: benchmarks/results/transfer.{json,md,png}
    (and the plot into docs/assets for the documentation site).
-The candidate carries the finetuning card of the shipped encoder (``--card_from``), as the shipped one does,
-so "zoobot-tf's defaults" mean the same for both. Pretrained encoders are kept in --work; every finetuning
+The candidates carry the finetuning card chosen for the encoder pretrained on every pool (``--card``,
+training/evo_mini/README.md), as a shipped encoder would. Pretrained encoders are kept in --work; every finetuning
 row is kept in the repository (benchmarks/results/transfer_rows.csv), so a run interrupted or continued on
 another machine resumes where it stopped.
 """
@@ -39,14 +40,15 @@ from finetune_real import SETS, load_set, run_one  # noqa: E402
 
 from zoobot_tf.scaling import append_rows  # noqa: E402
 
-# the candidate's pretraining: the shipped encoder's recipe (training/evo_mini/README.md), on the catalog
-# without the scored set
+# the candidate's pretraining: training/evo_mini/README.md's recipe, on the catalog without the scored set
 PRETRAIN = ["--backbone", "resnet_micro", "--image_size", "96", "--channels", "3", "--flip", "false",
             "--epochs", "15", "--patience", "5", "--batch_size", "64", "--learning_rate", "1e-3",
             "--lr_schedule", "cosine", "--warmup_steps", "200", "--galaxy_cards", "false"]
+# its card, chosen on held-out galaxies (benchmarks/results/card_zoobot_evo_mini.json)
+CARD = {"n_blocks": -1, "learning_rate": 1e-3}
 SYNTHETIC = 0  # real galaxies only: synthetic votes hurt the transfer (training/evo_mini/README.md)
 ENCODERS = ("random init", "embedded v1 (synthetic only)", "GZ-Evo-mini without the scored set",
-            "zoobot_evo_mini (shipped: the set's pool in its pretraining)")
+            "GZ-Evo-mini with the set's pool")
 SIZES = (100, 300, 1000)
 
 
@@ -107,7 +109,8 @@ def plot(summary: pd.DataFrame, out: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("finetuning labels")
         ax.set_title(name)
-    axes[0][0].set_ylabel("balanced accuracy (test, mean +- std over seeds)")
+    axes[0][0].set_ylabel("balanced accuracy (test split)")
+    fig.suptitle("mean +- sd over 3 seeds", fontsize=9)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -122,11 +125,10 @@ def main(argv=None):
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--previous", default=str(REPO / "saved_models" / "zoobot_synthetic"),
                    help="the previous embedded encoder (b)")
-    p.add_argument("--shipped", default="zoobot_evo_mini", help="the shipped encoder (d)")
+    p.add_argument("--with_pool", default=None, help="export of the encoder pretrained on every set's pool (d)")
     p.add_argument("--synthetic", type=int, default=SYNTHETIC, help="synthetic galaxies in each pretraining catalog")
     p.add_argument("--pretrain_extra", default="", help="arguments appended to PRETRAIN (a smoke test: '--epochs 1')")
-    p.add_argument("--card_from", default="zoobot_evo_mini",
-                   help="the shipped encoder whose finetuning card the candidate carries")
+    p.add_argument("--card", default=json.dumps(CARD), help="the candidates' finetuning card (JSON)")
     p.add_argument("--out", default=str(HERE / "results" / "transfer"))
     p.add_argument("--docs_plot", default=str(REPO / "docs" / "assets" / "transfer.png"),
                    help="a copy of the plot for the documentation site ('' for none)")
@@ -134,11 +136,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     work, shared = Path(args.work), Path(args.shared)
     work.mkdir(parents=True, exist_ok=True)
-    from zoobot_tf.export import read_metadata
-
-    from zoobot_tf.models.resolve import packaged_models
-
-    card = read_metadata(packaged_models().get(args.card_from, args.card_from)).get("finetuning")
+    card = json.loads(args.card)
     rows_csv = Path(args.rows)
     rows = pd.read_csv(rows_csv) if rows_csv.exists() else pd.DataFrame()
     done = set() if rows.empty else set(zip(rows["dataset"], rows["labels"], rows["seed"], rows["encoder"]))
@@ -149,10 +147,9 @@ def main(argv=None):
         pool, test, _ = load_set(shared, name)
         candidate = pretrain_without(name, work, shared, args.synthetic, tuple(args.pretrain_extra.split()), card)
         encoders = {ENCODERS[0]: ("resnet_micro", arch), ENCODERS[1]: (args.previous, None),
-                    ENCODERS[2]: (str(candidate), None), ENCODERS[3]: (args.shipped, None)}
-        if args.shipped not in packaged_models() and not Path(args.shipped).exists():
-            print(f"no {args.shipped}: its rows are left for a later run")
-            del encoders[ENCODERS[3]]
+                    ENCODERS[2]: (str(candidate), None)}
+        if args.with_pool:
+            encoders[ENCODERS[3]] = (args.with_pool, None)
         for n in sorted({min(int(v), len(pool)) for v in args.sizes.split(",")}):
             for seed in map(int, args.seeds.split(",")):
                 for enc, (source, random_kwargs) in encoders.items():
@@ -161,7 +158,7 @@ def main(argv=None):
                     r = run_one(source, pool, test, n, SETS[name][4], SETS[name][5], seed=seed, recipe=None,
                                 random_kwargs=random_kwargs)
                     r.update(dataset=name, labels=n, encoder=enc,
-                             candidate_card=json.dumps(card) if enc == ENCODERS[2] else "")
+                             candidate_card=json.dumps(card) if enc in ENCODERS[2:] else "")
                     append_rows(rows_csv.parent, pd.DataFrame([r]), rows_csv.name)  # runs on other sets may share it
                     print(f"{name:18s} {n:5d} labels seed {seed} {enc:36s} bal.acc {r['balanced_accuracy']:.3f} "
                           f"({r['epochs']} epochs, {r['seconds']:.0f} s)", flush=True)
