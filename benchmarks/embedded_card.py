@@ -10,8 +10,7 @@ scoring; 1,000 labels are drawn from the rest per seed, and ``zoobot_tf.finetune
 encoder with each candidate card, everything else left to its defaults but the survey's crop and flip.
 Prints the balanced accuracy per set, card and seed, writes it as JSON in benchmarks/results and, with
 ``--write``, puts the card with the best mean balanced accuracy into the model (saved_models/<name> or the
-export folder given)
-(``zoobot_tf.export.update_export``: the weights are not touched). ``--write_ids`` lists the galaxies scored
+export folder given; ``zoobot_tf.export.update_export``: the weights are not touched). ``--write_ids`` lists the galaxies scored
 here and by benchmarks/finetune_real.py, which a pretraining must leave out (training/evo_mini).
 """
 from __future__ import annotations
@@ -94,16 +93,15 @@ def main(argv=None):
     table["mean"] = table.mean(axis=1)
     print("\nmean balanced accuracy on the held-out part of each pool:\n" + table.round(3).to_string())
     best = table["mean"].idxmax()
-    Path(args.out).write_text(json.dumps({"labels": args.labels, "holdout": HOLDOUT, "pretrained": args.pretrained, "cards": cards, "best": best,
-                                          "rows": rows}, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps({"labels": args.labels, "holdout": HOLDOUT, "pretrained": args.pretrained,
+                                          "cards": cards, "best": best, "rows": rows}, indent=1) + "\n")
     print(f"best: {best}; wrote {args.out}")
     if args.write:
         from zoobot_tf.export import update_export
 
         card = cards[best] or None
         target = Path(args.pretrained) if Path(args.pretrained).exists() else REPO / "saved_models" / args.pretrained
-        update_export(target, config={"finetuning": card},
-                      metadata={"finetuning": card})
+        update_export(target, config={"finetuning": card}, metadata={"finetuning": card})
         print(f"card {card} written into {target}")
 
 
