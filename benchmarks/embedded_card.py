@@ -34,9 +34,11 @@ CARDS = {"none (Zoobot's defaults: head only, lr 1e-4)": {},
 HOLDOUT, HOLDOUT_SEED = 0.25, 123
 
 
-def split_pool(data: Path, name: str):
-    """``(rest, holdout)``: a set's labelled pool less its held-out quarter, and that quarter."""
-    pool, _test, _ = load_set(data, name)  # the test split stays unread
+def split_pool(data: Path, name: str, pool=None):
+    """``(rest, holdout)``: a set's labelled pool (read unless given) less its held-out quarter, and that
+    quarter."""
+    if pool is None:
+        pool, _test, _ = load_set(data, name)  # the test split stays unread
     holdout = pool.sample(frac=HOLDOUT, random_state=HOLDOUT_SEED)
     return pool.drop(holdout.index), holdout
 
@@ -48,7 +50,8 @@ def scored_ids(data: Path) -> list[str]:
     for name in SETS:
         if (data / SETS[name][0]).exists():
             pool, test, _ = load_set(data, name)
-            ids += [f"{name}-{i}" for i in test["id_str"]] + [f"{name}-{i}" for i in split_pool(data, name)[1]["id_str"]]
+            holdout = split_pool(data, name, pool)[1]
+            ids += [f"{name}-{i}" for i in pd.concat([test, holdout])["id_str"]]
     return ids
 
 
