@@ -1,7 +1,8 @@
 """Soak: predict over 20,000 small images keeps its resident memory flat and its throughput steady.
 
-The command runs in a subprocess; this test samples its resident memory (psutil) and counts the rows of
-the parts it writes as it goes. Figures are printed and written to benchmarks/results/soak.json when
+The command runs in a subprocess; this test samples its resident memory (psutil) and notes when each
+part it writes appears; throughput is compared as the median seconds per part early and late in the run,
+so one stall of a shared machine does not fail it. Figures are printed and written to benchmarks/results/soak.json when
 ZOOBOT_TF_WRITE_RESULTS=1.
 """
 import json
@@ -37,7 +38,7 @@ def test_predict_over_20000_images_keeps_memory_flat_and_throughput_steady(tmp_p
            "--output", out, "--n_samples", "2", "--batch_size", "64", "--chunk", "1000", "--progress", "false"]
     proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ps = psutil.Process(proc.pid)
-    samples = []  # (seconds, rss MB, rows written)
+    samples = []  # (seconds, rss MB, parts written)
     start = time.time()
     parts = out.with_name(out.name + ".parts")
     while proc.poll() is None:
@@ -45,29 +46,36 @@ def test_predict_over_20000_images_keeps_memory_flat_and_throughput_steady(tmp_p
             rss = ps.memory_info().rss / 2 ** 20
         except psutil.NoSuchProcess:
             break
-        rows = 1000 * len(list(parts.glob("part-*.parquet"))) if parts.exists() else 0
-        samples.append((time.time() - start, rss, rows))
-        time.sleep(0.5)
+        n_parts = len(list(parts.glob("part-*.parquet"))) if parts.exists() else 0
+        samples.append((time.time() - start, rss, n_parts))
+        time.sleep(0.1)
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-3000:]
     assert len(pd.read_parquet(out)) == N_IMAGES
 
-    running = [s for s in samples if 0 < s[2] < N_IMAGES]  # while parts are being written
-    warm = [s for s in running if s[2] >= 0.2 * N_IMAGES]  # after warm-up (20% of the images)
-    assert len(warm) >= 10, samples
-    rss_start, rss_end = warm[0][1], max(s[1] for s in warm)
+    # When each part appeared. Parts hold whole batches (1,024 galaxies here), and the last one also holds
+    # the tail (a partial batch, the end of the input): only the parts before it measure steady throughput.
+    appeared = {}
+    for t, _, n in samples:
+        appeared.setdefault(n, t)
+    counts = sorted(n for n in appeared if n > 0)
+    full = counts[:-1]
+    warm = [n for n in full if n >= 0.2 * full[-1]]  # after warm-up (20% of the parts)
+    assert len(warm) >= 9, samples
+    gaps = np.diff([appeared[n] for n in warm])  # seconds per part, part after part
+    third = len(gaps) // 3
+    early, late = float(np.median(gaps[:third])), float(np.median(gaps[-third:]))
+    rss = [r for t, r, n in samples if warm[0] <= n <= warm[-1]]
+    rss_start, rss_end = rss[0], max(rss)
     growth = rss_end / rss_start - 1
-    # throughput of the first and last thirds of the warm phase
-    third = len(warm) // 3
-    def rate(ss):
-        return (ss[-1][2] - ss[0][2]) / max(ss[-1][0] - ss[0][0], 1e-9)
-    early, late = rate(warm[:third]), rate(warm[-third:])
     figures = {"images": N_IMAGES, "rss_mb_after_warmup": rss_start, "rss_mb_max": rss_end,
-               "rss_growth": growth, "img_per_s_early": early, "img_per_s_late": late,
+               "rss_growth": growth, "seconds_per_part_early": early, "seconds_per_part_late": late,
                "seconds": samples[-1][0]}
     print(json.dumps(figures, indent=2))
+    print("parts appeared at (s):", {n: round(appeared[n], 2) for n in counts})
     if os.environ.get("ZOOBOT_TF_WRITE_RESULTS"):
         path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "soak.json"
         path.write_text(json.dumps(figures, indent=2))
     assert growth < 0.10, figures
-    assert late > 0.5 * early, figures  # steady: no slow-down as the run goes on (a noisy machine: generous)
+    # steady: no slow-down as the run goes on (medians, and generous: the machine is shared and noisy)
+    assert late < 2 * early, figures
