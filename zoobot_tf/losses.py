@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from zoobot_tf.ops import fast
 from zoobot_tf.schemas import Schema, get_schema
 
 tfd = tfp.distributions
@@ -53,11 +54,34 @@ def question_log_likelihood(counts: tf.Tensor, concentrations: tf.Tensor) -> tf.
 
 
 def per_question_nll(counts: tf.Tensor, concentrations: tf.Tensor, schema_or_groups) -> tf.Tensor:
-    """(batch, n_questions) negative log-likelihood of each question, float32."""
+    """(batch, n_questions) negative log-likelihood of each question, float32.
+
+    On the fast path (:func:`zoobot_tf.ops.fast`) every question at once: the closed form above with the
+    per-question sums as one segment sum over the answers, ~20 graph ops for any tree instead of ~26 per
+    question through ``tfp.distributions.DirichletMultinomial`` (the stock path, one question at a time),
+    which the same terms in the same float32 arithmetic (``lbeta`` is a sum of ``lgamma``) compute.
+    """
     groups = _groups(schema_or_groups)
+    if fast():
+        return _per_question_nll_at_once(counts, concentrations, groups)
     return tf.stack(
         [-question_log_likelihood(counts[:, s:e], concentrations[:, s:e]) for s, e in groups], axis=-1
     )
+
+
+def _per_question_nll_at_once(counts, concentrations, groups: list[tuple[int, int]]) -> tf.Tensor:
+    columns = [c for s, e in groups for c in range(s, e)]
+    question = tf.constant([q for q, (s, e) in enumerate(groups) for _ in range(s, e)], tf.int32)
+    k = tf.cast(counts, tf.float32)
+    a = tf.cast(concentrations, tf.float32)
+    if columns != list(range(k.shape[-1])):
+        k, a = tf.gather(k, columns, axis=-1), tf.gather(a, columns, axis=-1)
+    per_answer = tf.math.lgamma(k + a) - tf.math.lgamma(a) - tf.math.lgamma(k + 1.0)
+    # (3 x batch, answers) -> sums over each question's answers -> (3 x batch, questions)
+    sums = tf.transpose(tf.math.segment_sum(tf.transpose(tf.concat([k, a, per_answer], axis=0)), question))
+    total, big_a, answer_terms = tf.split(sums, 3, axis=0)
+    log_p = tf.math.lgamma(big_a) + tf.math.lgamma(total + 1.0) - tf.math.lgamma(total + big_a) + answer_terms
+    return tf.where(total > 0, -log_p, tf.zeros_like(log_p))
 
 
 def dirichlet_multinomial_nll(counts: tf.Tensor, concentrations: tf.Tensor, schema_or_groups) -> tf.Tensor:

@@ -167,6 +167,21 @@ def _adamw(size):
     return fn, (np.zeros(1, "float32"),)
 
 
+def _dirichlet_multinomial(size):
+    import tensorflow as tf
+
+    from zoobot_tf.losses import per_question_nll
+    from zoobot_tf.schemas import get_schema
+
+    schema = get_schema("gz_decals_dr5")
+    rng = _rng(18)
+    counts = rng.integers(0, 30, (size * 4, schema.n_answers)).astype("float32")
+    counts[::3, 3:10] = 0  # questions not asked of every third galaxy
+    alpha = tf.Variable(rng.uniform(1, 101, counts.shape).astype("float32"))
+    return _with_grads(lambda c: per_question_nll(c, alpha, schema), lambda: [alpha],
+                       input_gradient=False), (counts,)
+
+
 CASES = [
     Case("fused batch norm (training, with gradients)", _batch_norm),
     Case("conv -> batch norm folded (inference)", _folded_conv),
@@ -178,6 +193,7 @@ CASES = [
     Case("EfficientNetB0 model (inference, gradients)", _model("efficientnet_b0"), tol=2e-3),
     Case("ConvNeXt model (inference, gradients)", _model("convnext_atto"), tol=2e-3),
     Case("AdamW fused update + L2Loss clipping (3 steps)", _adamw, tol=1e-5, trace=False),
+    Case("Dirichlet-multinomial loss, all questions at once (gradients)", _dirichlet_multinomial, tol=1e-5),
 ]
 
 SIZES = {"test": 32, "bench": 64}
