@@ -209,6 +209,17 @@ def test_fused_batchnorm_matches_keras_batchnorm():
         np.testing.assert_allclose(ours.moving_variance.numpy(), unbiased, rtol=1e-4)
     else:  # the stock path is Keras's own layer
         np.testing.assert_allclose(ours.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=1e-5)
+    # two more training steps in a traced function: the moving averages compound step after step
+    step = tf.function(lambda t: (ours(t, training=True), ref(t, training=True)))
+    x2 = x[::-1] * 0.5 + 1.0
+    for batch in (x2, x):
+        step(tf.constant(batch))
+    np.testing.assert_allclose(ours.moving_mean.numpy(), ref.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+    variances = [b.var(axis=(0, 1, 2), ddof=1 if ops.fast() else 0) for b in (x, x2, x)]
+    expected = weights[3]
+    for v in variances:
+        expected = expected * 0.9 + v * 0.1
+    np.testing.assert_allclose(ours.moving_variance.numpy(), expected, rtol=1e-4)
 
 
 def test_pointwise_equals_dense_then_gelu():

@@ -54,11 +54,14 @@ class FusedBatchNormalization(layers.BatchNormalization):
         gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
         beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
         if training and self.trainable:
+            # the kernel also updates the moving statistics (exponential_avg_factor = 1 - momentum): 2 graph
+            # ops per layer instead of ~12 (EfficientNetB0: ~500 fewer ops to trace and optimise)
             y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=gamma, offset=beta, mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32),
-                epsilon=self.epsilon, data_format="NHWC", is_training=True)
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+                x=x, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
+                exponential_avg_factor=1.0 - self.momentum, data_format="NHWC", is_training=True)
+            self.moving_mean.assign(mean)
+            self.moving_variance.assign(variance)
         else:
             y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
                 x=x, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, tf.float32),
