@@ -170,6 +170,8 @@ def main(argv=None):
                 for side in ("ours", "peer") for prec in rnd[side]), flush=True)
         report["backbones"][backbone] = {"rounds": rounds, "rows": summarise(backbone, rounds, peaks)}
         rows += report["backbones"][backbone]["rows"]
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({**report, "table": table(rows, peaks)}, indent=2))  # so far
     text = table(rows, peaks)
     if args.predict:
         rounds = [predict_round(args.peer_python, args.data, args.n) for _ in range(args.repeats)]
