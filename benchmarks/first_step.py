@@ -97,8 +97,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         p = r["ops_by_part"]
         slow = ", ".join(f"{k} {v:.1f}" for k, v in list(r["grappler_passes_s"].items())[:3])
-        lines.append(f"| {r['backbone']} | {r['path']} | {r['trace_s']:.1f} | {r['first_run_s']:.1f} | {r['grappler_s']:.1f} | "
-                     f"{r['step_s']:.1f} | {r['ops']:,} ({p.get('forward', 0):,} / {p.get('gradient', 0):,} / "
+        lines.append(f"| {r['backbone']} | {r['path']} | {r['trace_s']:.1f} | {r['first_run_s']:.1f} | "
+                     f"{r['grappler_s']:.1f} | {r['step_s']:.1f} | {r['ops']:,} ({p.get('forward', 0):,} / {p.get('gradient', 0):,} / "
                      f"{p.get('optimizer', 0):,} / {p.get('loss', 0) + p.get('metrics', 0):,} / "
                      f"{p.get('other', 0):,}) | {slow} |")
     return "\n".join(lines)
