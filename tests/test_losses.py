@@ -218,3 +218,6 @@ def test_groups_that_skip_columns_read_only_their_own():
     groups = [(1, 3), (5, 7)]
     got = losses.per_question_nll(counts, alpha, groups).numpy()
     np.testing.assert_allclose(got.sum(1), reference_nll(counts, alpha, groups), rtol=2e-5, atol=2e-3)
+    unknown_width = tf.function(lambda c, a: losses.per_question_nll(c, a, groups),
+                                input_signature=[tf.TensorSpec([None, None], tf.float32)] * 2)
+    np.testing.assert_allclose(unknown_width(counts, alpha).numpy(), got, rtol=1e-6)

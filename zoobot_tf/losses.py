@@ -74,7 +74,7 @@ def _per_question_nll_at_once(counts, concentrations, groups: list[tuple[int, in
     question = tf.constant([q for q, (s, e) in enumerate(groups) for _ in range(s, e)], tf.int32)
     k = tf.cast(counts, tf.float32)
     a = tf.cast(concentrations, tf.float32)
-    if columns != list(range(k.shape[-1])):
+    if k.shape[-1] != len(columns) or columns != list(range(len(columns))):  # (also an unknown width)
         k, a = tf.gather(k, columns, axis=-1), tf.gather(a, columns, axis=-1)
     per_answer = tf.math.lgamma(k + a) - tf.math.lgamma(a) - tf.math.lgamma(k + 1.0)
     # (3 x batch, answers) -> sums over each question's answers -> (3 x batch, questions)
