@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -57,7 +58,7 @@ def per_question_nll(counts: tf.Tensor, concentrations: tf.Tensor, schema_or_gro
     """(batch, n_questions) negative log-likelihood of each question, float32.
 
     On the fast path (:func:`zoobot_tf.ops.fast`) every question at once: the closed form above with the
-    per-question sums as one segment sum over the answers, ~20 graph ops for any tree instead of ~26 per
+    per-question sums as products with a 0/1 answer-to-question matrix, ~20 graph ops for any tree instead of ~26 per
     question through ``tfp.distributions.DirichletMultinomial`` (the stock path, one question at a time),
     which the same terms in the same float32 arithmetic (``lbeta`` is a sum of ``lgamma``) compute.
     """
@@ -70,18 +71,32 @@ def per_question_nll(counts: tf.Tensor, concentrations: tf.Tensor, schema_or_gro
 
 
 def _per_question_nll_at_once(counts, concentrations, groups: list[tuple[int, int]]) -> tf.Tensor:
-    columns = [c for s, e in groups for c in range(s, e)]
-    question = tf.constant([q for q, (s, e) in enumerate(groups) for _ in range(s, e)], tf.int32)
     k = tf.cast(counts, tf.float32)
     a = tf.cast(concentrations, tf.float32)
-    if k.shape[-1] != len(columns) or columns != list(range(len(columns))):  # (also an unknown width)
+    width = k.shape[-1]
+    if width is None:  # an unknown label width: keep only the groups' columns, in order
+        columns = [c for s, e in groups for c in range(s, e)]
         k, a = tf.gather(k, columns, axis=-1), tf.gather(a, columns, axis=-1)
+        groups = _consecutive(groups)
+        width = len(columns)
+    # (answers, questions) 0/1: which question sums each answer; a column no group holds sums nowhere
+    to_question = np.zeros((width, len(groups)), np.float32)
+    for q, (s, e) in enumerate(groups):
+        to_question[s:e, q] = 1.0
+    to_question = tf.constant(to_question)
     per_answer = tf.math.lgamma(k + a) - tf.math.lgamma(a) - tf.math.lgamma(k + 1.0)
-    # (3 x batch, answers) -> sums over each question's answers -> (3 x batch, questions)
-    sums = tf.transpose(tf.math.segment_sum(tf.transpose(tf.concat([k, a, per_answer], axis=0)), question))
-    total, big_a, answer_terms = tf.split(sums, 3, axis=0)
+    total, big_a, answer_terms = (tf.matmul(x, to_question) for x in (k, a, per_answer))
     log_p = tf.math.lgamma(big_a) + tf.math.lgamma(total + 1.0) - tf.math.lgamma(total + big_a) + answer_terms
     return tf.where(total > 0, -log_p, tf.zeros_like(log_p))
+
+
+def _consecutive(groups: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The groups' (start, end) once their columns are gathered side by side."""
+    out, start = [], 0
+    for s, e in groups:
+        out.append((start, start + e - s))
+        start += e - s
+    return out
 
 
 def dirichlet_multinomial_nll(counts: tf.Tensor, concentrations: tf.Tensor, schema_or_groups) -> tf.Tensor:

@@ -23,7 +23,7 @@ GELU gradient (training, CPU)   one XLA kernel forward, one backward            
 view shift (inference)          two 2-tap filters                                projective transform
 AdamW update                    one ``ResourceApplyAdam`` per variable           Keras' AdamW update
 gradient clipping               one ``L2Loss`` per tensor                        Keras' clip_by_global_norm
-Dirichlet-multinomial loss      every question in one segment sum                tfp, one question at a time
+Dirichlet-multinomial loss      every question at once, sums as one matmul       tfp, one question at a time
 =============================  ==============================================  ===========================
 
 Correctness fixes for Keras 3 bugs that also reach into internals (gradient clipping after the
