@@ -5,12 +5,16 @@
 
 Each backbone runs in a fresh process, as ``throughput.py`` and ``vs_zoobot.py`` measure the first step
 (224 px greyscale, batch 32, the full Zoobot model compiled with its defaults). The process traces the
-same step ``fit`` runs (``model.train_step`` in a ``tf.function``) and times, separately:
+same step ``fit`` runs (``model.train_step`` under the strategy ``zoobot-tf train`` uses, in a ``tf.function``)
+and times, separately:
 
+* build_s: what ``fit`` does before its first step under a distribution strategy: build the compiled loss,
+  metrics and optimizer (Keras 3 traces the whole model symbolically for it; the fast path does not);
 * trace_s: building the step's graph in Python (the forward pass, the gradient, the optimizer update,
   the loss and the metrics), with the graph's op count by part;
 * first_run_s: the first call of the traced graph: Grappler's passes (each pass's time, from TensorFlow's
-  own ``meta_optimizer`` log), creating the executor and its kernels, and one step;
+  own ``meta_optimizer`` log; on the fast path one round without the memory optimizer, as the model's own
+  train function runs), creating the executor and its kernels, and one step;
 * step_s: a later step (the steady cost, for comparison).
 
 ``--paths fast,stock`` also measures each backbone with the speed-ups off (``ZOOBOT_TF_FAST=0``), which is
@@ -43,30 +47,39 @@ def part_of(op_name: str) -> str:
 
 
 def one(backbone: str, size: int, channels: int, batch: int) -> dict:
-    """In this process: time the trace, the first run and a later step of one training step."""
+    """In this process: time the build, the trace, the first run and a later step of one training step."""
     import numpy as np
     import tensorflow as tf
 
     from zoobot_tf.models import Zoobot
+    from zoobot_tf.ops.startup import lean_grappler
 
-    model = Zoobot(backbone=backbone, image_size=size, channels=channels)
-    model.compile()
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")  # as `zoobot-tf train` builds and fits
+    with strategy.scope():
+        model = Zoobot(backbone=backbone, image_size=size, channels=channels)
+        model.compile()
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(0, 255, (batch, size, size, channels)).astype("float32"))
     y = tf.constant(rng.integers(0, 10, (batch, model.schema.n_answers)).astype("float32"))
-    model.optimizer.build(model.trainable_variables)  # as fit does before its first step
-    step = tf.function(lambda a, b: model.train_step((a, b)))
+    t = time.perf_counter()
+    model._maybe_symbolic_build(data_batch=(x, y))  # what fit does first: the loss, metrics and optimizer
+    build = time.perf_counter() - t
+    # the step fit runs (Keras' own is not autograph-converted either)
+    step = tf.function(tf.autograph.experimental.do_not_convert(
+        lambda a, b: strategy.run(model.train_step, args=((a, b),))))
     t = time.perf_counter()
     concrete = step.get_concrete_function(x, y)
     trace = time.perf_counter() - t
     ops = concrete.graph.get_operations()
-    t = time.perf_counter()
-    tf.nest.map_structure(lambda v: v.numpy(), concrete(x, y))
-    first = time.perf_counter() - t
-    t = time.perf_counter()
-    tf.nest.map_structure(lambda v: v.numpy(), concrete(x, y))
-    later = time.perf_counter() - t
-    return {"backbone": backbone, "trace_s": trace, "first_run_s": first, "step_s": later, "ops": len(ops),
+    with lean_grappler():  # the model's own train function runs under it (a no-op on the stock path)
+        t = time.perf_counter()
+        tf.nest.map_structure(lambda v: v.numpy(), concrete(x, y))
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        tf.nest.map_structure(lambda v: v.numpy(), concrete(x, y))
+        later = time.perf_counter() - t
+    return {"backbone": backbone, "build_s": build, "trace_s": trace, "first_run_s": first, "step_s": later,
+            "ops": len(ops),
             "ops_by_part": dict(collections.Counter(part_of(op.name) for op in ops).most_common()),
             "ops_by_type": dict(collections.Counter(op.type for op in ops).most_common(8)),
             "variables": len(model.trainable_variables)}
@@ -91,13 +104,13 @@ def measure(backbone: str, size: int, channels: int, batch: int, path: str = "fa
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| backbone | path | trace (s) | first run (s) | of which Grappler (s) | later step (s) | graph ops "
+    lines = ["| backbone | path | build (s) | trace (s) | first run (s) | of which Grappler (s) | later step (s) | graph ops "
              "(forward / gradient / optimizer / loss + metrics / other) | slowest Grappler passes (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r["ops_by_part"]
         slow = ", ".join(f"{k} {v:.1f}" for k, v in list(r["grappler_passes_s"].items())[:3])
-        lines.append(f"| {r['backbone']} | {r['path']} | {r['trace_s']:.1f} | {r['first_run_s']:.1f} | "
+        lines.append(f"| {r['backbone']} | {r['path']} | {r['build_s']:.1f} | {r['trace_s']:.1f} | {r['first_run_s']:.1f} | "
                      f"{r['grappler_s']:.1f} | {r['step_s']:.1f} | {r['ops']:,} ({p.get('forward', 0):,} / {p.get('gradient', 0):,} / "
                      f"{p.get('optimizer', 0):,} / {p.get('loss', 0) + p.get('metrics', 0):,} / "
                      f"{p.get('other', 0):,}) | {slow} |")
@@ -128,11 +141,11 @@ def main(argv=None):
                 runs[path].append(measure(backbone, args.image_size, args.channels, args.batch, path))
         for path in paths:
             row = dict(runs[path][0])
-            for key in ("trace_s", "first_run_s", "step_s", "grappler_s"):
+            for key in ("build_s", "trace_s", "first_run_s", "step_s", "grappler_s"):
                 row[key] = statistics.median(r[key] for r in runs[path])
             row["runs"] = runs[path]
             rows.append(row)
-            print(f"{backbone} {path}: trace {row['trace_s']:.1f} s, first run {row['first_run_s']:.1f} s "
+            print(f"{backbone} {path}: build {row['build_s']:.1f} s, trace {row['trace_s']:.1f} s, first run {row['first_run_s']:.1f} s "
                   f"(Grappler {row['grappler_s']:.1f} s), later step {row['step_s']:.1f} s", flush=True)
     text = table(rows)
     print("\n" + text)

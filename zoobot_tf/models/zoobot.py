@@ -25,6 +25,7 @@ from zoobot_tf.models.heads import head_layers
 from zoobot_tf.models.preprocessing import GalaxyView
 from zoobot_tf.ops.keras_fixes import KerasFitFixes
 from zoobot_tf.ops.optimizer import ZoobotAdamW
+from zoobot_tf.ops.startup import FastStart
 from zoobot_tf.schemas import Schema
 from zoobot_tf.tasks import Task, make_task
 
@@ -52,7 +53,7 @@ def dtype_policy(name: str | None):
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")
-class Zoobot(KerasFitFixes, keras.Model):
+class Zoobot(KerasFitFixes, FastStart, keras.Model):
     """A galaxy morphology model: ``task`` (what it predicts) on top of ``backbone`` (the encoder).
 
     Args:

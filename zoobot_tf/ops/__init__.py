@@ -16,7 +16,8 @@ speed-up                        fast path                                       
 batch norm                      ``tf.raw_ops.FusedBatchNormV3`` (one kernel)     ``keras.layers.BatchNormalization``
 conv -> batch norm (inference)  batch norm folded into the conv's kernel/bias    conv, then batch norm
 strided conv padding            padding inside the conv op                       ``tf.pad`` then a valid conv
-swish                           Sigmoid * Mul (fused by oneDNN) at inference      ``keras.activations.silu``
+swish                           Sigmoid * Mul (fused by oneDNN) at inference;     ``keras.activations.silu``
+                                a four-op gradient in training
 global average pool             one oneDNN average pool                          ``GlobalAveragePooling2D``
 ConvNeXt MLP                    2-D MatMul + fused GELU, layer scale folded      Dense + GELU + scale
 GELU gradient (training, CPU)   one XLA kernel forward, one backward             ``tf.nn.gelu``
@@ -24,6 +25,8 @@ view shift (inference)          two 2-tap filters                               
 AdamW update                    one ``ResourceApplyAdam`` per variable           Keras' AdamW update
 gradient clipping               one ``L2Loss`` per tensor                        Keras' clip_by_global_norm
 Dirichlet-multinomial loss      every question at once, sums as one matmul       tfp, one question at a time
+Grappler (first call)           one round of passes, no memory optimizer         two rounds, memory optimizer
+loss/metrics build (strategy)   from the built model's output shapes             a symbolic forward trace
 =============================  ==============================================  ===========================
 
 Correctness fixes for Keras 3 bugs that also reach into internals (gradient clipping after the

@@ -181,16 +181,29 @@ def fold_batch_norms(model: keras.Model) -> int:
     return n
 
 
+@tf.custom_gradient
+def _swish(x):
+    """x * sigmoid(x) with a four-op gradient, sigmoid recomputed from x (as ``tf.nn.silu`` does, so only x
+    is kept for the backward pass): ``tf.nn.silu``'s gradient also builds the gradient of its ``beta``
+    (a sum over the whole tensor, then discarded), ~15 graph ops per activation to trace and optimize."""
+    def grad(dy):
+        with tf.control_dependencies([dy]):
+            s = tf.sigmoid(x)
+        return dy * (s + tf.raw_ops.SigmoidGrad(y=s, dy=x))  # sigmoid + x * sigmoid * (1 - sigmoid)
+
+    return x * tf.sigmoid(x), grad
+
+
 @keras.saving.register_keras_serializable(package="zoobot_tf")
 class SiLU(layers.Layer):
     """SiLU / swish, x * sigmoid(x). On the fast path at inference it is written as Sigmoid and Mul, the
     pattern TensorFlow's graph optimiser fuses into a preceding convolution + bias on CPU; in training,
-    ``tf.nn.silu`` (whose gradient keeps less memory)."""
+    the same with a lean gradient (:func:`_swish`)."""
 
     def call(self, x, training=None):
         if not fast():
             return keras.activations.silu(x)
-        return tf.nn.silu(x) if training else x * tf.sigmoid(x)
+        return _swish(x) if training else x * tf.sigmoid(x)
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")

@@ -105,6 +105,14 @@ def _silu(size):
     return (lambda t: layer(t, training=False)), (x,)
 
 
+def _silu_training(size):
+    from zoobot_tf.ops.layers import SiLU
+
+    layer = SiLU()
+    x = (_rng(14).normal(size=(8, size, size, 32)) * 4).astype("float32")
+    return _with_grads(lambda t: layer(t, training=True), lambda: []), (x,)
+
+
 def _pool(size):
     from zoobot_tf.ops.layers import GlobalAveragePooling2D
 
@@ -187,6 +195,7 @@ CASES = [
     Case("conv -> batch norm folded (inference)", _folded_conv),
     Case("strided depthwise conv, padding in the op (gradients)", _depthwise_padded),
     Case("swish as Sigmoid*Mul (inference)", _silu),
+    Case("swish in training, four-op gradient (gradients)", _silu_training, tol=1e-5),
     Case("global average pool as one pool (gradients)", _pool, tol=1e-5),
     Case("ConvNeXt MLP: 2-D MatMul, fused GELU, folded layer scale (gradients)", _pointwise),
     Case("view layer inference shift as 2-tap filters", _view, tol=1e-4),
@@ -206,6 +215,8 @@ KERAS_INTERNALS = [  # (object path, attribute) the correctness fixes and the op
     ("keras.optimizers.Optimizer", "_use_weight_decay"),
     ("keras.optimizers.AdamW", "_all_reduce_sum_gradients"),
     ("keras.layers.Layer", "_inbound_nodes"),
+    ("keras.Model", "_symbolic_build"),
+    ("keras.Model", "_compute_loss"),
 ]
 
 
@@ -253,6 +264,10 @@ def check_internals() -> list[dict]:
         rows.append({"name": f"{path}.{attr}", "ok": present})
     rows.append({"name": "tf.__internal__.distribute.interim.maybe_merge_call",
                  "ok": hasattr(tf.__internal__.distribute.interim, "maybe_merge_call")})
+    from zoobot_tf.ops import startup
+
+    rows.append({"name": "tensorflow.python.eager.context.FunctionCallOptions (lean Grappler)",
+                 "ok": startup._context is not None and hasattr(startup._context, "FunctionCallOptions")})
     return rows
 
 
