@@ -17,12 +17,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from zoobot_tf.ops import fast
-from zoobot_tf.schemas import Schema, get_schema
+from zoobot_tf.schemas import Schema, get_schema, question_matrix
 
 tfd = tfp.distributions
 
@@ -74,29 +73,14 @@ def _per_question_nll_at_once(counts, concentrations, groups: list[tuple[int, in
     k = tf.cast(counts, tf.float32)
     a = tf.cast(concentrations, tf.float32)
     width = k.shape[-1]
-    if width is None:  # an unknown label width: keep only the groups' columns, in order
-        columns = [c for s, e in groups for c in range(s, e)]
-        k, a = tf.gather(k, columns, axis=-1), tf.gather(a, columns, axis=-1)
-        groups = _consecutive(groups)
-        width = len(columns)
-    # (answers, questions) 0/1: which question sums each answer; a column no group holds sums nowhere
-    to_question = np.zeros((width, len(groups)), np.float32)
-    for q, (s, e) in enumerate(groups):
-        to_question[s:e, q] = 1.0
-    to_question = tf.constant(to_question)
+    if width is None:  # an unknown label width: the columns up to the last group's end
+        width = max(e for _, e in groups)
+        k, a = k[..., :width], a[..., :width]
+    to_question = tf.constant(question_matrix(groups, width))
     per_answer = tf.math.lgamma(k + a) - tf.math.lgamma(a) - tf.math.lgamma(k + 1.0)
     total, big_a, answer_terms = (tf.matmul(x, to_question) for x in (k, a, per_answer))
     log_p = tf.math.lgamma(big_a) + tf.math.lgamma(total + 1.0) - tf.math.lgamma(total + big_a) + answer_terms
     return tf.where(total > 0, -log_p, tf.zeros_like(log_p))
-
-
-def _consecutive(groups: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The groups' (start, end) once their columns are gathered side by side."""
-    out, start = [], 0
-    for s, e in groups:
-        out.append((start, start + e - s))
-        start += e - s
-    return out
 
 
 def dirichlet_multinomial_nll(counts: tf.Tensor, concentrations: tf.Tensor, schema_or_groups) -> tf.Tensor:

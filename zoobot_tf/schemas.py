@@ -30,6 +30,15 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 
+def question_matrix(groups, n_answers: int) -> np.ndarray:
+    """(n_answers, n_groups) float32 0/1 matrix from ``[(start, end), ...]``: which group sums each answer
+    column (a column no group holds is a zero row)."""
+    m = np.zeros((n_answers, len(groups)), dtype=np.float32)
+    for g, (start, end) in enumerate(groups):
+        m[start:end, g] = 1.0
+    return m
+
+
 class SchemaError(ValueError):
     """A decision tree that is not well formed (unknown parent answer, cycle, duplicate names)."""
 
@@ -188,10 +197,7 @@ class Schema:
 
     def answer_to_question_matrix(self) -> np.ndarray:
         """(n_answers, n_questions) 0/1 matrix: which question each answer belongs to."""
-        m = np.zeros((self.n_answers, self.n_questions), dtype=np.float32)
-        for qi, q in enumerate(self.questions):
-            m[q.start:q.end, qi] = 1.0
-        return m
+        return question_matrix(self.question_index_groups, self.n_answers)
 
     def answer_question_index(self) -> np.ndarray:
         """(n_answers,) the index of each answer's question."""
