@@ -133,8 +133,9 @@ def test_class_weights_balance_and_reach_the_loss(tmp_path):
     np.testing.assert_array_equal(sw[8:], 0.0)
 
 
-def test_finetuning_a_new_decision_tree_calibrates_its_intervals(pretrained, tmp_path):
-    """`zoobot-tf finetune --task votes` ends with the intervals fitted on the val votes (saved and reported)."""
+def test_finetuning_a_new_decision_tree_calibrates_its_intervals(pretrained, tmp_path, capsys):
+    """`zoobot-tf finetune --task votes` ends with the intervals fitted on the val votes (saved and reported)
+    and prints the test metrics per question."""
     from zoobot_tf.cli import main
     from zoobot_tf.evaluate import calibrate
 
@@ -147,6 +148,9 @@ def test_finetuning_a_new_decision_tree_calibrates_its_intervals(pretrained, tmp
     assert main(["finetune", "--pretrained", str(pretrained), "--catalog", str(tmp_path / "votes.csv"),
                  "--task", "votes", "--schema", "gz_rings", "--label_cols", "ring_yes,ring_no", "--epochs", "2",
                  "--batch_size", "8", "--output_dir", str(out), "--progress", "false"]) == 0
+    printed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    header = next(i for i, words in enumerate(printed) if words[:1] == ["question"])
+    assert "loss" in printed[header] and printed[header + 1][0] == "ring", printed
     scale = json.loads((out / "metrics.json").read_text())["concentration_scale"]
     model = load_model(out / "model.keras")
     assert len(scale) == 1 and model.task.concentration_scale == pytest.approx(scale)

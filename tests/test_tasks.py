@@ -74,6 +74,22 @@ def test_task_contract(name, tmp_path):
     assert len(described) == 12 and described.shape[1] >= 1
 
 
+def test_classification_metrics_carry_the_confusion_matrix():
+    task = ClassificationTask(["elliptical", "spiral", "merger"])
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    predicted = np.array([0, 1, 0, 1, 2, 2, 0, 2, 2])
+    outputs = np.full((9, 3), 0.1)
+    outputs[np.arange(9), predicted] = 0.8
+    table = task.evaluate(labels, outputs).set_index("question")
+    expected = np.zeros((3, 3), int)  # counted by hand: rows are the true class, columns the prediction
+    for t, p in zip(labels, predicted):
+        expected[t, p] += 1
+    got = table.loc[task.class_names, [f"as_{c}" for c in task.class_names]].to_numpy()
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(table.loc[task.class_names, "recall"], [2 / 3, 1 / 2, 3 / 4])
+    assert table.loc["total", "balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 3 / 4) / 3)
+
+
 def test_label_smoothing_matches_the_direct_formula():
     task = ClassificationTask(["a", "b", "c"], label_smoothing=0.1)
     y, p = np.array([0, 2]), np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], "float32")

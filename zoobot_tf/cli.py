@@ -94,6 +94,8 @@ def cmd_finetune(config: zconfig.FinetuneConfig) -> int:
     shown = {k: round(float(v), 4) for k, v in total.items() if isinstance(v, (int, float)) and k != "n"}
     print("settings:", result.settings)
     print("test:", shown)
+    per_part = result.test_table.iloc[:-1].dropna(axis=1, how="all")  # per class (with the confusion matrix)
+    print(per_part.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if total.get("collapsed"):
         print("warning: the test predictions collapsed to one class (see metrics.json)")
     print(f"model: {Path(config.output_dir) / 'model.keras'}")

@@ -192,9 +192,11 @@ class ClassificationTask(Task):
         return ["probabilities", "predicted_class"]
 
     def evaluate(self, labels, outputs, prior=None) -> pd.DataFrame:
-        """Recall per class, and ``total``: accuracy, balanced accuracy (mean recall over the classes
-        present), log loss, and ``collapsed`` (True when >= 95% of predictions are one class although
-        several classes are present: the model learned the prior, not the images)."""
+        """Per class: its recall, the share of predictions it gets, and its row of the confusion matrix
+        (``as_<class>``: how many galaxies of this class were predicted as each class). ``total``: accuracy,
+        balanced accuracy (mean recall over the classes present), log loss, and ``collapsed`` (True when
+        >= 95% of predictions are one class although several classes are present: the model learned the
+        prior, not the images)."""
         labels = np.asarray(labels, dtype=np.int64).ravel()
         outputs = np.asarray(outputs, dtype=np.float64)
         predicted = outputs.argmax(axis=1)
@@ -203,7 +205,9 @@ class ClassificationTask(Task):
             mask = labels == i
             rows.append({"question": c, "n": int(mask.sum()),
                          "recall": float((predicted[mask] == i).mean()) if mask.any() else np.nan,
-                         "predicted_share": float((predicted == i).mean())})
+                         "predicted_share": float((predicted == i).mean()),
+                         **{f"as_{other}": int((predicted[mask] == j).sum())
+                            for j, other in enumerate(self.class_names)}})
         table = pd.DataFrame(rows)
         present = table["n"] > 0
         log_loss = float(-np.log(np.clip(outputs[np.arange(len(labels)), labels], 1e-12, None)).mean())
