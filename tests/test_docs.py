@@ -39,3 +39,25 @@ def test_page_runs_as_written(page, tmp_path):
     log = run_page(page, work, env={"ZOOBOT_TF_SHARED_DATA": str(tmp_path / "shared" / "data")})
     print("\n".join(log))
     shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_transfer_tables_in_the_docs_are_the_committed_rows():
+    """The finetuning guide's leave-one-survey-out table and the README's are what benchmarks/transfer.py
+    makes from the committed rows (benchmarks/results/transfer_rows.csv), not numbers typed by hand."""
+    import sys
+
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from transfer import markdown, summarise
+
+    summary = summarise(pd.read_csv(REPO / "benchmarks" / "results" / "transfer_rows.csv"))
+    assert (summary["seeds"] == 3).all(), summary
+    guide = (REPO / "docs" / "guides" / "finetuning.md").read_text()
+    for line in markdown(summary).splitlines():
+        assert line in guide, line
+    readme = (REPO / "README.md").read_text()
+    for name, part in summary.groupby("dataset"):  # the README: each set at its largest label count
+        row = markdown(part[part["labels"] == part["labels"].max()]).splitlines()[-1]
+        cells = row.split(" | ", 2)[2]  # after the set's name and label count
+        assert cells in readme, (name, cells)
