@@ -61,3 +61,15 @@ def test_the_transfer_tables_in_the_docs_are_the_committed_rows():
         row = markdown(part[part["labels"] == part["labels"].max()]).splitlines()[-1]
         cells = row.split(" | ", 2)[2]  # after the set's name and label count
         assert cells in readme, (name, cells)
+
+
+def test_the_gz1_confusion_matrix_in_the_guide_is_the_committed_one():
+    import json
+
+    result = json.loads((REPO / "benchmarks" / "results" / "gz1_errors.json").read_text())
+    guide = (REPO / "docs" / "guides" / "finetuning.md").read_text()
+    classes = list(result["confusion"])
+    for true in classes:
+        counts = [result["confusion"][true][c] for c in classes]
+        cells = " | ".join(f"**{n}**" if c == true else str(n) for c, n in zip(classes, counts))
+        assert f" | {cells} |" in guide, (true, cells)
