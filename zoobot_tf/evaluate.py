@@ -24,12 +24,13 @@ def predict_batches(model, dataset: tf.data.Dataset, fn=None) -> tuple[np.ndarra
 
     Returns (outputs, labels) for the real rows only (padding rows, weight 0, are dropped).
     """
-    step = fn or tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    # Keras' own predict function: traced once per model, not once per call of this function
+    step = fn or model.predict_on_batch
 
     outputs, labels = [], []
     for x, y, w in dataset:
         keep = w.numpy() > 0
-        outputs.append(step(x).numpy()[keep])
+        outputs.append(np.asarray(step(x))[keep])
         labels.append(y.numpy()[keep])
     return np.concatenate(outputs), np.concatenate(labels)
 
