@@ -13,6 +13,10 @@ its test split, so nothing in it can leak into the transfer benchmark's scores.
 2. Winding direction alone: clockwise vs anticlockwise spirals only (the pool's spirals but 150 held out),
    with each training image also mirrored and its label swapped (a mirrored clockwise spiral is an
    anticlockwise one), from the packaged encoder (64 px) and from a random colour encoder at 128 px.
+3. Whether the direction is in the pixels at all, with no training: every pool spiral resampled in
+   (log radius, angle) about its centre, out to a fraction of the image (0.2, 0.35: the finetuning crop);
+   an arm is a line in that plane, so the sign of the correlation of the intensity gradients along the two
+   axes gives its direction.
 Writes benchmarks/results/gz1_errors.json.
 """
 from __future__ import annotations
@@ -84,6 +88,26 @@ def winding_only(pool: pd.DataFrame, work: Path, pretrained: str, seed: int, **o
     return float(result.test_table.set_index("question").loc["total", "balanced_accuracy"])
 
 
+def winding_sign(path: str, extent: float) -> float:
+    """The correlation of the intensity gradients along log radius and along angle, within ``extent`` of the
+    image about its centre (the image's radial profile removed): its sign is the arms' winding direction."""
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    with Image.open(path) as im:
+        image = np.asarray(im.convert("L"), float)
+    centre = (image.shape[0] - 1) / 2
+    radius = np.exp(np.linspace(np.log(3), np.log(extent * image.shape[0] / 2), 64))
+    angle = np.linspace(0, 2 * np.pi, 180, endpoint=False)
+    r, a = np.meshgrid(radius, angle, indexing="ij")
+    polar = map_coordinates(gaussian_filter(image, 1.0), [centre + r * np.sin(a), centre + r * np.cos(a)], order=1)
+    polar = np.log1p(np.clip(polar - np.median(image), 0, None))
+    polar -= polar.mean(axis=1, keepdims=True)
+    along_r = np.gradient(polar, axis=0)
+    along_a = (np.roll(polar, -1, axis=1) - np.roll(polar, 1, axis=1)) / 2
+    return float((along_r * along_a).sum() / (np.sqrt((along_r ** 2).sum() * (along_a ** 2).sum()) + 1e-9))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", required=True, help="scratch folder for the mirrored images")
@@ -114,9 +138,19 @@ def main(argv=None):
                          for seed in seeds]
         print(f"winding direction alone (2 classes, mirrored copies), {name}: balanced accuracy "
               f"{np.mean(winding[name]):.3f} +- {np.std(winding[name], ddof=1):.3f}", flush=True)
+    spirals = pool[pool["label"].isin(SPIRALS)]
+    clockwise = (spirals["label"] == "clockwise_spiral").to_numpy()
+    no_training = {}
+    for extent in (0.2, CROP):
+        says_clockwise = np.array([winding_sign(f, extent) for f in spirals["file_loc"]]) > 0
+        no_training[str(extent)] = float(np.mean([np.mean(says_clockwise[clockwise]),
+                                                  np.mean(~says_clockwise[~clockwise])]))
+        print(f"winding direction with no training (gradient correlation within {extent} of the image, "
+              f"{len(spirals)} pool spirals): balanced accuracy {no_training[str(extent)]:.3f}")
     Path(args.out).write_text(json.dumps({
         "seeds": seeds, "balanced_accuracy": scores, "confusion": total.to_dict(orient="index"),
         "balanced_accuracy_one_spiral_class": balanced(merged), "winding_only": winding,
+        "winding_no_training": no_training,
         "minutes": (time.time() - start) / 60}, indent=2))
     print(f"wrote {args.out} ({(time.time() - start) / 60:.1f} min)")
 
