@@ -62,3 +62,27 @@ def test_one_vote_questions_start_the_head_where_it_learns():
     bias = make_task("votes", schema=schema).head_bias(alpha)
     slope = 1 / (1 + np.exp(-bias)) * (1 - 1 / (1 + np.exp(-bias)))
     assert slope[[0, 1, 2, 3]].min() > 0.02
+
+
+def test_predict_batches_traces_the_model_once_and_drops_the_padding_rows():
+    import gc
+    import weakref
+
+    from zoobot_tf import evaluate
+    from zoobot_tf.models import Zoobot
+
+    model = Zoobot(backbone="resnet_micro", image_size=32, channels=1)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (6, 32, 32, 1)).astype("float32")
+    w = np.array([1, 1, 1, 1, 0, 0], "float32")  # the last two rows pad a batch
+    data = tf.data.Dataset.from_tensor_slices((x, np.arange(6), w)).batch(3)
+    outputs, labels = evaluate.predict_batches(model, data)
+    again, _ = evaluate.predict_batches(model, data)
+    np.testing.assert_array_equal(labels, [0, 1, 2, 3])
+    np.testing.assert_allclose(outputs, model(x[:4], training=False).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(again, outputs)
+    assert evaluate._local_predict(model).experimental_get_tracing_count() == 1  # one trace for both calls
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None  # the cached function does not keep the model alive

@@ -11,6 +11,8 @@ from the images must beat it.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -19,13 +21,25 @@ from zoobot_tf import losses, stats
 from zoobot_tf.schemas import Schema
 
 
+_PREDICT = weakref.WeakKeyDictionary()  # model -> its inference function, traced once per model
+
+
+def _local_predict(model):
+    """``model(x, training=False)`` as a tf.function run in this process only (no cross-worker collectives,
+    unlike Keras' predict function under a multi-worker strategy), made once per model: a new function per
+    call would trace the model again each time."""
+    if model not in _PREDICT:
+        ref = weakref.ref(model)  # the function must not keep its model alive
+        _PREDICT[model] = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+    return _PREDICT[model]
+
+
 def predict_batches(model, dataset: tf.data.Dataset, fn=None) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` (inference mode; or ``fn``, images -> outputs) over ``(images, labels, weights)`` batches.
 
     Returns (outputs, labels) for the real rows only (padding rows, weight 0, are dropped).
     """
-    # Keras' own predict function: traced once per model, not once per call of this function
-    step = fn or model.predict_on_batch
+    step = fn or _local_predict(model)
 
     outputs, labels = [], []
     for x, y, w in dataset:
