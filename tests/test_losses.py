@@ -175,7 +175,8 @@ def test_question_loss_metric_is_correct_across_replicas(two_replicas):
 @pytest.mark.parametrize("schema_name", ["gz_decals_dr5", "gz2"])
 def test_all_questions_at_once_equals_tfp_one_question_at_a_time(schema_name):
     """The fast path (products with a 0/1 answer-to-question matrix) against the stock path (tfp's
-    DirichletMultinomial per question): values and gradients, with unasked questions, bfloat16 predictions and extreme concentrations."""
+    DirichletMultinomial per question): values and gradients, with unasked questions, bfloat16 predictions
+    and extreme concentrations."""
     from zoobot_tf.ops import fast_path
 
     rng = np.random.default_rng(8)
