@@ -141,6 +141,38 @@ def table(rows: list[dict], peaks: dict) -> str:
     return "\n".join(lines)
 
 
+NAMES = {"efficientnet_b0": "EfficientNetB0", "convnext_nano": "ConvNeXt-Nano", "convnext_tiny": "ConvNeXt-Tiny"}
+LABELS = {"train_img_s": "training img/s", "infer_img_s": "inference img/s", "first_step_s": "first training step (s)"}
+
+
+def summary_table(report: dict) -> str:
+    """The README's and the performance guide's table: per model and measure, zoobot-tf in float32 and
+    mixed_bfloat16, the peer in both precisions, each of ours against the faster peer (bold where issue 18's
+    target is met) and the phase's peak RSS; then folder -> table when the run has it."""
+    lines = ["| model | measure | zoobot-tf float32 | zoobot-tf mixed_bfloat16 | Zoobot float32 | Zoobot bf16 autocast "
+             "| ours / faster Zoobot, float32 / bf16 | peak RSS MB, ours float32 / bf16 / Zoobot |",
+             "|---|---|---|---|---|---|---|---|"]
+    for backbone, part in report["backbones"].items():
+        for measure in MEASURES:
+            by_prec = {r["precision"]: r for r in part["rows"] if r["measure"] == measure}
+            f32, bf16 = by_prec["float32"], by_prec["mixed_bfloat16"]
+            unit = " time" if measure == "first_step_s" else ""
+            ratios = " / ".join((f"**{r['ratio']:.2f}x**" if r["met"] else f"{r['ratio']:.2f}x") for r in (f32, bf16))
+            rss = "" if measure == "first_step_s" else (
+                f"{f32['ours_rss_mb']:.0f} / {bf16['ours_rss_mb']:.0f} / {f32['peer_rss_mb']:.0f}")
+            lines.append(f"| {NAMES.get(backbone, backbone)} | {LABELS[measure]} | {f32['ours']:.1f} | {bf16['ours']:.1f} "
+                         f"| {f32['peer_float32']:.1f} | {f32['peer_bfloat16']:.1f} | {ratios}{unit} | {rss} |")
+    if "predict" in report:
+        rounds = report["predict"]["rounds"]
+        models = list(rounds[0]["ours"])  # float32, then mixed_bfloat16 (predict_round's order)
+        ours_rate = [statistics.median(r["ours"][m] for r in rounds) for m in models]
+        ratios = " / ".join((f"**{report['predict'][m]['ratio']:.2f}x**" if report["predict"][m]["met"]
+                             else f"{report['predict'][m]['ratio']:.2f}x") for m in models)
+        lines.append(f"| EfficientNetB0 | folder of JPEGs -> table, img/s | {ours_rate[0]:.1f} | {ours_rate[1]:.1f} "
+                     f"| {statistics.median(r['peer'] for r in rounds):.1f} (`predict_on_catalog`) | | {ratios} | |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--peer-python", required=True, help="python of a venv with torch and timm")
@@ -149,15 +181,24 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--precisions", default="float32,mixed_bfloat16", help="zoobot-tf precisions, comma-separated")
     p.add_argument("--predict", action="store_true", help="also folder -> table against predict_on_catalog")
-    p.add_argument("--data", default=str(HERE.parents[1].parent / "shared" / "data" / "gz2_kaggle_spiral" / "images"))
+    p.add_argument("--data", default=str(Path(os.environ.get("ZOOBOT_TF_SHARED_DATA", HERE.parents[1] / "shared" / "data"))
+                                         / "gz2_kaggle_spiral" / "images"))
     p.add_argument("--n", type=int, default=512, help="JPEGs for --predict")
     p.add_argument("--out", default=str(HERE / "results" / "vs_zoobot.json"))
+    p.add_argument("--resume", action="store_true",
+                   help="keep the backbones (and their run's matmul peaks) already in --out; measure only the rest")
     args = p.parse_args(argv)
     precisions = args.precisions.split(",")
-    peaks = _result([sys.executable, str(HERE / "throughput.py"), "--peaks"], "matmul peaks")
+    done = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).exists() else {}
+    peaks = done.get("peaks") or _result([sys.executable, str(HERE / "throughput.py"), "--peaks"], "matmul peaks")
     report = {"repeats": args.repeats, "steps": args.steps, "peaks": peaks, "backbones": {}}
     rows = []
     for backbone in args.backbones.split(","):
+        if backbone in done.get("backbones", {}):
+            print(f"{backbone}: kept from {args.out}", flush=True)
+            report["backbones"][backbone] = done["backbones"][backbone]
+            rows += report["backbones"][backbone]["rows"]
+            continue
         rounds = []
         for r in range(args.repeats):
             rnd = {"ours": {prec: {ph: ours(backbone, args.steps, prec, ph) for ph in ("train", "infer")}
@@ -185,8 +226,9 @@ def main(argv=None):
                          f"{statistics.median(r['peer'] for r in rounds):.1f} | {ratio:.2f}x | >= {PREDICT_TARGET}x | "
                          f"{'yes' if ratio >= PREDICT_TARGET else 'no'} |")
         text += "\n" + "\n".join(lines)
-    print("\n" + text)
     report["table"] = text
+    report["summary"] = summary_table(report)
+    print("\n" + text + "\n\n" + report["summary"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

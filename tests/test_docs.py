@@ -63,6 +63,28 @@ def test_the_transfer_tables_in_the_docs_are_the_committed_rows():
         assert cells in readme, (name, cells)
 
 
+def test_the_zoobot_comparison_in_the_docs_is_the_committed_run():
+    """The README's and the performance guide's table against Zoobot is what benchmarks/vs_zoobot.py makes from
+    the committed run, and the run's rows (medians, ratios to the faster peer, targets) are its own rounds'."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from vs_zoobot import summarise, summary_table
+
+    report = json.loads((REPO / "benchmarks" / "results" / "vs_zoobot.json").read_text())
+    assert set(report["backbones"]) == {"efficientnet_b0", "convnext_nano", "convnext_tiny"}
+    for backbone, part in report["backbones"].items():
+        assert summarise(backbone, part["rounds"], report["peaks"]) == part["rows"], backbone
+    table = summary_table(report)
+    assert table == report["summary"]
+    assert len(table.splitlines()) == 2 + 3 * 3 + 1  # header, 3 measures x 3 models, folder -> table
+    for doc in ("README.md", "docs/guides/performance.md"):
+        text = (REPO / doc).read_text()
+        for line in table.splitlines():
+            assert line in text, (doc, line)
+
+
 def test_the_gz1_confusion_matrix_in_the_guide_is_the_committed_one():
     import json
 
