@@ -175,3 +175,40 @@ def test_a_saved_finetuned_model_loads_with_its_frozen_layers_and_optimizer_stat
     assert int(again.optimizer.iterations) == int(tuner.model.optimizer.iterations) > 0
     for a, b in zip(again.optimizer.variables, tuner.model.optimizer.variables):  # moments restored
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _strict_json(text):
+    """json.loads that refuses NaN / Infinity, as JavaScript's JSON.parse, jq and most JSON readers do."""
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_classification_metrics_file_is_strict_json_with_null_for_no_value(pretrained, tmp_path):
+    """`zoobot-tf finetune` writes metrics.json that any JSON reader parses: the per-class table's total rows
+    have no per-class values (recall of 'all classes' is not a number), written as null, not as NaN."""
+    from zoobot_tf.cli import main
+
+    bright_faint_catalog(tmp_path / "img", n=32).to_csv(tmp_path / "c.csv", index=False)
+    out = tmp_path / "ft"
+    assert main(["finetune", "--pretrained", str(pretrained), "--catalog", str(tmp_path / "c.csv"),
+                 "--label_cols", "kind", "--epochs", "1", "--batch_size", "8", "--output_dir", str(out),
+                 "--progress", "false"]) == 0
+    text = (out / "metrics.json").read_text()
+    metrics = _strict_json(text)  # json.loads(text) alone accepts NaN
+    table = pd.DataFrame(metrics["test_table"])
+    per_class = table[table["question"].isin(["bright", "faint"])]
+    assert len(per_class) == 2 and per_class["n"].sum() == metrics["sizes"]["test"]
+    totals = table[~table["question"].isin(["bright", "faint"])]
+    assert len(totals) and totals["as_bright"].isna().all()  # null in the file, NaN again in pandas
+    assert not list(out.glob(".*tmp*"))  # written through a temporary file, renamed
+
+
+def test_write_json_makes_plain_strict_json(tmp_path):
+    from zoobot_tf.outputs import write_json
+
+    obj = {"a": np.float32(0.5), "b": float("nan"), "c": [np.int64(3), float("inf"), -np.inf],
+           "d": tf.constant([1.0, 2.0]), "e": np.array([[1, 2]]), "f": np.bool_(True), 1: "key"}
+    write_json(obj, tmp_path / "m.json")
+    assert _strict_json((tmp_path / "m.json").read_text()) == {
+        "a": 0.5, "b": None, "c": [3, None, None], "d": [1.0, 2.0], "e": [[1, 2]], "f": True, "1": "key"}

@@ -25,7 +25,6 @@ stage at the full learning rate and each stage below at x0.75, patience 10).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +37,7 @@ from zoobot_tf.data.sources import CatalogSource, DataSource, TFDSSource
 from zoobot_tf.models.resolve import is_random_init, load_model
 from zoobot_tf.models.zoobot import Zoobot, dtype_policy
 from zoobot_tf.ops.optimizer import ZoobotAdamW
+from zoobot_tf.outputs import write_json
 from zoobot_tf.tasks import Task, make_task, make_task_for_catalog
 
 log = logging.getLogger(__name__)
@@ -300,17 +300,9 @@ def finetune_job(config) -> FinetuneResult:
                "config": config.to_dict()}
     if hasattr(result.model.task, "concentration_scale"):
         summary["concentration_scale"] = result.model.task.concentration_scale
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    write_json(summary, out / "metrics.json")
     if config.export:
         from zoobot_tf.export import export_model
 
         export_model(result.model, out / "export", name="zoobot")
     return result
-
-
-def _json_default(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return float(v)

@@ -55,6 +55,30 @@ def write_table(table: pd.DataFrame, path: Path, meta: Mapping | None = None) ->
     os.replace(tmp, path)
 
 
+def _plain(value):
+    """``value`` with tensors, numpy scalars and arrays as Python ones and NaN / infinity as None (JSON's null)."""
+    if hasattr(value, "numpy"):  # an eager tensor (Keras metrics' results)
+        value = value.numpy()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def write_json(obj, path: str | Path) -> None:
+    """Write ``obj`` as strict JSON (a NaN, e.g. a metric with nothing to average, is written as null, which
+    every JSON reader accepts; Python's default writes the non-standard ``NaN``) atomically."""
+    path = Path(path)
+    tmp = _atomic(path)
+    tmp.write_text(json.dumps(_plain(obj), indent=2, allow_nan=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """A table written by :func:`write_table` (CSV, Parquet, or an embeddings HDF5 file)."""
     path = Path(path)

@@ -38,6 +38,7 @@ from zoobot_tf.data import tfrecords
 from zoobot_tf.data.sources import CatalogSource, DataSource, ShardSource, TFDSSource
 from zoobot_tf.locks import RunLock
 from zoobot_tf.models.zoobot import Zoobot
+from zoobot_tf.outputs import write_json
 from zoobot_tf.tasks import VoteTask
 from zoobot_tf.visualise import GalaxyGrids, validation_sample
 
@@ -301,7 +302,7 @@ class RunPaths:
                    "n_train": int(n_train), "params": int(model.count_params()), "backbone": config.backbone,
                    "workers": distribute.num_workers(strategy), "replicas": strategy.num_replicas_in_sync,
                    "metrics": metrics.to_dict(orient="records")}
-        (self.out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+        write_json(summary, self.out / "metrics.json")
         if config.export:
             from zoobot_tf.export import export_model
 
