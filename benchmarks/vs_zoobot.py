@@ -160,8 +160,9 @@ def summary_table(report: dict) -> str:
             ratios = " / ".join((f"**{r['ratio']:.2f}x**" if r["met"] else f"{r['ratio']:.2f}x") for r in (f32, bf16))
             rss = "" if measure == "first_step_s" else (
                 f"{f32['ours_rss_mb']:.0f} / {bf16['ours_rss_mb']:.0f} / {f32['peer_rss_mb']:.0f}")
-            lines.append(f"| {NAMES.get(backbone, backbone)} | {LABELS[measure]} | {f32['ours']:.1f} | {bf16['ours']:.1f} "
-                         f"| {f32['peer_float32']:.1f} | {f32['peer_bfloat16']:.1f} | {ratios}{unit} | {rss} |")
+            lines.append(f"| {NAMES.get(backbone, backbone)} | {LABELS[measure]} | {f32['ours']:.1f} "
+                         f"| {bf16['ours']:.1f} | {f32['peer_float32']:.1f} | {f32['peer_bfloat16']:.1f} "
+                         f"| {ratios}{unit} | {rss} |")
     if "predict" in report:
         rounds = report["predict"]["rounds"]
         models = list(rounds[0]["ours"])  # float32, then mixed_bfloat16 (predict_round's order)
@@ -181,8 +182,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--precisions", default="float32,mixed_bfloat16", help="zoobot-tf precisions, comma-separated")
     p.add_argument("--predict", action="store_true", help="also folder -> table against predict_on_catalog")
-    p.add_argument("--data", default=str(Path(os.environ.get("ZOOBOT_TF_SHARED_DATA", HERE.parents[1] / "shared" / "data"))
-                                         / "gz2_kaggle_spiral" / "images"))
+    shared = Path(os.environ.get("ZOOBOT_TF_SHARED_DATA", HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--data", default=str(shared / "gz2_kaggle_spiral" / "images"))
     p.add_argument("--n", type=int, default=512, help="JPEGs for --predict")
     p.add_argument("--out", default=str(HERE / "results" / "vs_zoobot.json"))
     p.add_argument("--resume", action="store_true",
