@@ -164,7 +164,7 @@ def test_rest_client_table_equals_local_predictions(exported, tmp_path):
     finally:
         server.shutdown()
     predict(model, root / "imgs", tmp_path / "local.csv", n_samples=1, progress=False)
-    local = pd.read_csv(tmp_path / "local.csv", dtype={"id_str": str}).set_index("id_str").loc[ids].reset_index()
+    local = pd.read_csv(tmp_path / "local.csv", dtype={"id_str": str}).set_index("id_str").loc[ids].copy().reset_index()
     pd.testing.assert_frame_equal(table, local, rtol=1e-4, atol=1e-5)
 
 
