@@ -88,24 +88,29 @@ def winding_only(pool: pd.DataFrame, work: Path, pretrained: str, seed: int, **o
     return float(result.test_table.set_index("question").loc["total", "balanced_accuracy"])
 
 
-def winding_sign(path: str, extent: float) -> float:
-    """The correlation of the intensity gradients along log radius and along angle, within ``extent`` of the
-    image about its centre (the image's radial profile removed): its sign is the arms' winding direction."""
+def winding_signs(path: str, extents: tuple[float, ...]) -> list[float]:
+    """Per extent, the correlation of the intensity gradients along log radius and along angle, within that
+    fraction of the image about its centre (the image's radial profile removed): its sign is the arms'
+    winding direction. The image is read and smoothed once for every extent."""
     from PIL import Image
     from scipy.ndimage import gaussian_filter, map_coordinates
 
     with Image.open(path) as im:
         image = np.asarray(im.convert("L"), float)
-    centre = (image.shape[0] - 1) / 2
-    radius = np.exp(np.linspace(np.log(3), np.log(extent * image.shape[0] / 2), 64))
+    centre, sky, smooth = (image.shape[0] - 1) / 2, np.median(image), gaussian_filter(image, 1.0)
     angle = np.linspace(0, 2 * np.pi, 180, endpoint=False)
-    r, a = np.meshgrid(radius, angle, indexing="ij")
-    polar = map_coordinates(gaussian_filter(image, 1.0), [centre + r * np.sin(a), centre + r * np.cos(a)], order=1)
-    polar = np.log1p(np.clip(polar - np.median(image), 0, None))
-    polar -= polar.mean(axis=1, keepdims=True)
-    along_r = np.gradient(polar, axis=0)
-    along_a = (np.roll(polar, -1, axis=1) - np.roll(polar, 1, axis=1)) / 2
-    return float((along_r * along_a).sum() / (np.sqrt((along_r ** 2).sum() * (along_a ** 2).sum()) + 1e-9))
+    signs = []
+    for extent in extents:
+        radius = np.exp(np.linspace(np.log(3), np.log(extent * image.shape[0] / 2), 64))
+        r, a = np.meshgrid(radius, angle, indexing="ij")
+        polar = map_coordinates(smooth, [centre + r * np.sin(a), centre + r * np.cos(a)], order=1)
+        polar = np.log1p(np.clip(polar - sky, 0, None))
+        polar -= polar.mean(axis=1, keepdims=True)
+        along_r = np.gradient(polar, axis=0)
+        along_a = (np.roll(polar, -1, axis=1) - np.roll(polar, 1, axis=1)) / 2
+        signs.append(float((along_r * along_a).sum()
+                           / (np.sqrt((along_r ** 2).sum() * (along_a ** 2).sum()) + 1e-9)))
+    return signs
 
 
 def main(argv=None):
@@ -140,9 +145,10 @@ def main(argv=None):
               f"{np.mean(winding[name]):.3f} +- {np.std(winding[name], ddof=1):.3f}", flush=True)
     spirals = pool[pool["label"].isin(SPIRALS)]
     clockwise = (spirals["label"] == "clockwise_spiral").to_numpy()
+    extents = (0.2, CROP)
+    signs = np.array([winding_signs(f, extents) for f in spirals["file_loc"]])  # (spirals, extents)
     no_training = {}
-    for extent in (0.2, CROP):
-        says_clockwise = np.array([winding_sign(f, extent) for f in spirals["file_loc"]]) > 0
+    for extent, says_clockwise in zip(extents, (signs > 0).T):
         no_training[str(extent)] = float(np.mean([np.mean(says_clockwise[clockwise]),
                                                   np.mean(~says_clockwise[~clockwise])]))
         print(f"winding direction with no training (gradient correlation within {extent} of the image, "
