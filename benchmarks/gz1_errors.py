@@ -70,7 +70,7 @@ def default_finetuning(pool: pd.DataFrame, seed: int) -> tuple[float, pd.DataFra
                          crop_fraction=CROP, augment={"flip": FLIP})
     table = result.test_table.set_index("question")
     names = [q for q in table.index if q != "total"]
-    confusion = table.loc[names, [f"as_{c}" for c in names]].astype(int)
+    confusion = table.loc[names, [f"as_{c}" for c in names]].astype(int)  # Int64 -> int64 for the sums
     confusion.columns = names
     return float(table.loc["total", "balanced_accuracy"]), confusion
 

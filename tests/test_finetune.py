@@ -184,7 +184,7 @@ def _strict_json(text):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_the_classification_metrics_file_is_strict_json_with_null_for_no_value(pretrained, tmp_path):
+def test_the_classification_metrics_file_is_strict_json_with_null_for_no_value(pretrained, tmp_path, capsys):
     """`zoobot-tf finetune` writes metrics.json that any JSON reader parses: the per-class table's total rows
     have no per-class values (recall of 'all classes' is not a number), written as null, not as NaN."""
     from zoobot_tf.cli import main
@@ -201,6 +201,14 @@ def test_the_classification_metrics_file_is_strict_json_with_null_for_no_value(p
     assert len(per_class) == 2 and per_class["n"].sum() == metrics["sizes"]["test"]
     totals = table[~table["question"].isin(["bright", "faint"])]
     assert len(totals) and totals["as_bright"].isna().all()  # null in the file, NaN again in pandas
+    counts = [row[f"as_{c}"] for row in metrics["test_table"] if row["question"] in ("bright", "faint")
+              for c in ("bright", "faint")]
+    assert all(type(v) is int for v in counts) and sum(counts) == metrics["sizes"]["test"]  # counts, not 7.0
+    printed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    header = next(words for words in printed if words[:1] == ["question"])
+    rows = [words for words in printed if words[:1] in (["bright"], ["faint"])]
+    column = header.index("as_bright")
+    assert len(rows) == 2 and all(words[column].isdigit() for words in rows), printed  # printed as integers
     assert not list(out.glob(".*tmp*"))  # written through a temporary file, renamed
 
 

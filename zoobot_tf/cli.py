@@ -96,9 +96,7 @@ def cmd_finetune(config: zconfig.FinetuneConfig) -> int:
              if isinstance(v, (int, float)) and k != "n" and math.isfinite(v)}  # the per-class columns are NaN here
     print("settings:", result.settings)
     print("test:", shown)
-    per_part = result.test_table.iloc[:-1].dropna(axis=1, how="all")  # per class or question
-    counts = [c for c in per_part.columns if c.startswith("as_")]  # the confusion matrix's rows
-    per_part = per_part.astype({c: int for c in counts})
+    per_part = result.test_table.iloc[:-1].dropna(axis=1, how="all")  # per class (with the confusion matrix)
     print(per_part.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if total.get("collapsed"):
         print("warning: the test predictions collapsed to one class (see metrics.json)")

@@ -224,7 +224,9 @@ class ClassificationTask(Task):
             log.warning("Predictions collapsed to one class: %.0f%% are %r although %d classes are present. The "
                         "model predicts the prior, not the images (try more epochs, --n_blocks -1, or class weights).",
                         100 * share, self.class_names[int(table["predicted_share"].idxmax())], int(present.sum()))
-        return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+        table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+        # counts stay integers (nullable: the total row has no confusion counts), in tables and in metrics.json
+        return table.astype({c: "Int64" for c in table.columns if c.startswith("as_")})
 
     def metadata(self) -> dict:
         return {**super().metadata(), "class_names": list(self.class_names)}
