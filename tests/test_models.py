@@ -462,3 +462,81 @@ def test_global_average_pool_equals_keras():
             tape.watch(x)
             y = GlobalAveragePooling2D(keepdims=keepdims)(x)
         np.testing.assert_allclose(tape.gradient(y, x), np.full(x.shape, 1 / 35, "float32"), rtol=1e-5)
+
+
+def _train_step_results(model, x, freeze_batch_norms=False):
+    """One traced training-mode step of ``model`` from its current weights: (outputs, loss gradients, batch
+    norm moving statistics after the step, which linked batch norms applied their swish); restores the
+    weights afterwards."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops.layers import FusedBatchNormalization
+
+    weights = model.get_weights()
+    bns = [l for l in model.encoder.layers if isinstance(l, FusedBatchNormalization)]
+    for bn in bns:
+        bn.trainable = not freeze_batch_norms
+
+    @tf.function
+    def step(t):
+        with tf.GradientTape() as tape:
+            y = tf.cast(model(t, training=True), tf.float32)
+            w = tf.cos(tf.range(y.shape[-1], dtype=tf.float32))
+            loss = tf.reduce_sum(tf.math.log(y) * w)
+        return y, tape.gradient(loss, model.trainable_variables)
+
+    y, grads = step(x)
+    fused = [bn.applies_swish(True) for bn in bns if bn._swish_into is not None]
+    stats = [v.numpy() for bn in bns for v in (bn.moving_mean, bn.moving_variance)]
+    for bn in bns:
+        bn.trainable = True
+    model.set_weights(weights)
+    return y.numpy(), [tf.cast(g, tf.float32).numpy() for g in grads], stats, fused
+
+
+def _unlink_batch_norm_swish(model):
+    for layer in model.encoder.layers:
+        if getattr(layer, "_swish_into", None) is not None:
+            layer._swish_into = None  # batch norm, then swish, each on its own
+
+
+def test_batch_norm_swish_fusion_trains_as_the_separate_layers():
+    """EfficientNet's batch norm -> SiLU pairs, linked so that training runs each as one op that recomputes
+    the swish's input in the backward pass (less memory): in float32 the same outputs, loss gradients and
+    moving statistics as the two layers one after the other; frozen batch norms never fuse. Under
+    mixed_bfloat16 (where the recomputed input is float32, not the rounded bfloat16 one) the gradients are
+    no further from the float32 model's than the separate layers' are."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops.layers import SiLU
+
+    model = Zoobot(schema="gz_rings", backbone="efficientnet_b0", image_size=64, dropout_rate=0.0, augment=False)
+    bns = _randomise_batch_norms(model.encoder, seed=3)
+    linked = [bn for bn in bns if bn._swish_into is not None]
+    assert len(linked) == 33  # every batch norm followed by a swish (the projections' are not)
+    assert all(isinstance(bn._swish_into(), SiLU) for bn in linked)
+    x = tf.constant(np.random.default_rng(4).uniform(0, 255, (4, 64, 64, 1)).astype("float32"))
+    mixed = model.with_precision("mixed_bfloat16")
+
+    fused, fused_frozen, fused_mixed = _train_step_results(model, x), _train_step_results(model, x, True), \
+        _train_step_results(mixed, x)
+    assert all(fused[3]) and not any(fused_frozen[3]) and len(fused_mixed[3]) == 33 and all(fused_mixed[3])
+    _unlink_batch_norm_swish(model)
+    _unlink_batch_norm_swish(mixed)
+    plain, plain_frozen, plain_mixed = _train_step_results(model, x), _train_step_results(model, x, True), \
+        _train_step_results(mixed, x)
+    assert not any(plain[3])
+    for a, b in [(fused, plain), (fused_frozen, plain_frozen)]:
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-4)
+        scale = max(float(np.abs(g).max()) for g in b[1])  # some gradients are ~0 (a batch norm follows them)
+        for ga, gb in zip(a[1], b[1]):
+            np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-4 * scale)
+        for sa, sb in zip(a[2], b[2]):
+            np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fused[2][0], fused_frozen[2][0])  # the statistics did move in training
+
+    def error(grads):  # relative to the float32 model's gradients, over all variables
+        return np.sqrt(sum(np.sum((g - r) ** 2) for g, r in zip(grads, plain[1]))
+                       / sum(np.sum(r ** 2) for r in plain[1]))
+    assert 0 < error(fused_mixed[1]) <= 1.1 * error(plain_mixed[1]), (error(fused_mixed[1]), error(plain_mixed[1]))
+    np.testing.assert_allclose(fused_mixed[0], plain_mixed[0], rtol=1e-2)

@@ -18,6 +18,8 @@ conv -> batch norm (inference)  batch norm folded into the conv's kernel/bias   
 strided conv padding            padding inside the conv op                       ``tf.pad`` then a valid conv
 swish                           Sigmoid * Mul (fused by oneDNN) at inference;     ``keras.activations.silu``
                                 a four-op gradient in training
+BN -> swish (training)          one op; the backward pass recomputes the swish   batch norm, then swish
+                                input from the BN input (one XLA kernel)
 global average pool             one oneDNN average pool                          ``GlobalAveragePooling2D``
 ConvNeXt MLP                    2-D MatMul + fused GELU, layer scale folded      Dense + GELU + scale
 GELU gradient (training, CPU)   one XLA kernel forward, one backward             ``tf.nn.gelu``

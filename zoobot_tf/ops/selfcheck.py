@@ -97,6 +97,21 @@ def _depthwise_padded(size):
     return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
 
 
+def _batch_norm_swish(size):
+    import keras
+
+    from zoobot_tf.models.backbones.common import batch_norm, conv2d
+    from zoobot_tf.ops.layers import fuse_batch_norm_swish
+
+    inputs = keras.Input((size, size, 8))
+    model = keras.Model(inputs, batch_norm(conv2d(inputs, 16, 3, 1, name="conv"), "bn", activation="silu"))
+    model.get_layer("bn").set_weights([w.astype("float32") for w in (
+        _rng(19).uniform(0.5, 2, 16), _rng(20).normal(size=16), _rng(21).normal(size=16), _rng(22).uniform(0.5, 2, 16))])
+    assert fuse_batch_norm_swish(model) == 1
+    x = (_rng(23).normal(size=(8, size, size, 8)) * 3).astype("float32")
+    return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
+
+
 def _silu(size):
     from zoobot_tf.ops.layers import SiLU
 
@@ -196,6 +211,7 @@ CASES = [
     Case("strided depthwise conv, padding in the op (gradients)", _depthwise_padded),
     Case("swish as Sigmoid*Mul (inference)", _silu),
     Case("swish in training, four-op gradient (gradients)", _silu_training, tol=1e-5),
+    Case("batch norm -> swish in training, swish input recomputed (gradients)", _batch_norm_swish),
     Case("global average pool as one pool (gradients)", _pool, tol=1e-5),
     Case("ConvNeXt MLP: 2-D MatMul, fused GELU, folded layer scale (gradients)", _pointwise),
     Case("view layer inference shift as 2-tap filters", _view, tol=1e-4),
