@@ -1,4 +1,6 @@
 """Backbones, the view layer, heads and the Zoobot model: shapes, independent references, round trips."""
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -466,8 +468,8 @@ def test_global_average_pool_equals_keras():
 
 def _train_step_results(model, x, freeze_batch_norms=False):
     """One traced training-mode step of ``model`` from its current weights: (outputs, loss gradients, batch
-    norm moving statistics after the step, which linked batch norms applied their swish); restores the
-    weights afterwards."""
+    norm moving statistics after the step, which linked batch norms applied their swish, which MLPs left
+    their GELU to the next layer); restores the weights afterwards."""
     import tensorflow as tf
 
     from zoobot_tf.ops.layers import FusedBatchNormalization
@@ -487,17 +489,18 @@ def _train_step_results(model, x, freeze_batch_norms=False):
 
     y, grads = step(x)
     fused = [bn.applies_swish(True) for bn in bns if bn._swish_into is not None]
+    deferred = [l.defers_gelu(True) for l in model.encoder.layers if getattr(l, "_gelu_into", None) is not None]
     stats = [v.numpy() for bn in bns for v in (bn.moving_mean, bn.moving_variance)]
     for bn in bns:
         bn.trainable = True
     model.set_weights(weights)
-    return y.numpy(), [tf.cast(g, tf.float32).numpy() for g in grads], stats, fused
+    return y.numpy(), [tf.cast(g, tf.float32).numpy() for g in grads], stats, fused, deferred
 
 
-def _unlink_batch_norm_swish(model):
+def _unlink(model, attr):
     for layer in model.encoder.layers:
-        if getattr(layer, "_swish_into", None) is not None:
-            layer._swish_into = None  # batch norm, then swish, each on its own
+        if getattr(layer, attr, None) is not None:
+            setattr(layer, attr, None)  # the two linked layers run each on its own
 
 
 def test_batch_norm_swish_fusion_trains_as_the_separate_layers():
@@ -521,8 +524,8 @@ def test_batch_norm_swish_fusion_trains_as_the_separate_layers():
     fused, fused_frozen, fused_mixed = _train_step_results(model, x), _train_step_results(model, x, True), \
         _train_step_results(mixed, x)
     assert all(fused[3]) and not any(fused_frozen[3]) and len(fused_mixed[3]) == 33 and all(fused_mixed[3])
-    _unlink_batch_norm_swish(model)
-    _unlink_batch_norm_swish(mixed)
+    _unlink(model, "_swish_into")
+    _unlink(mixed, "_swish_into")
     plain, plain_frozen, plain_mixed = _train_step_results(model, x), _train_step_results(model, x, True), \
         _train_step_results(mixed, x)
     assert not any(plain[3])
@@ -535,8 +538,39 @@ def test_batch_norm_swish_fusion_trains_as_the_separate_layers():
             np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-6)
     assert not np.allclose(fused[2][0], fused_frozen[2][0])  # the statistics did move in training
 
-    def error(grads):  # relative to the float32 model's gradients, over all variables
-        return np.sqrt(sum(np.sum((g - r) ** 2) for g, r in zip(grads, plain[1]))
-                       / sum(np.sum(r ** 2) for r in plain[1]))
+    error = functools.partial(_relative_gradient_error, reference=plain[1])
     assert 0 < error(fused_mixed[1]) <= 1.1 * error(plain_mixed[1]), (error(fused_mixed[1]), error(plain_mixed[1]))
     np.testing.assert_allclose(fused_mixed[0], plain_mixed[0], rtol=1e-2)
+
+
+def _relative_gradient_error(grads, reference):
+    """|grads - reference| / |reference| over all variables at once."""
+    return np.sqrt(sum(np.sum((g - r) ** 2) for g, r in zip(grads, reference)) / sum(np.sum(r ** 2) for r in reference))
+
+
+def test_convnext_mlp_gelu_fusion_trains_as_the_separate_layers():
+    """ConvNeXt's MLPs, linked so that training hands fc2 the GELU's input and fc2 recomputes the GELU's
+    output in its backward pass (less memory): in float32 the same outputs and loss gradients as fc1 with
+    its GELU, then fc2; under mixed_bfloat16 no further from the float32 model's gradients than unfused."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops.layers import Pointwise
+
+    model = Zoobot(schema="gz_rings", backbone="convnext_atto", image_size=64, dropout_rate=0.0, augment=False)
+    linked = [l for l in model.encoder.layers if getattr(l, "_gelu_into", None) is not None]
+    assert len(linked) == sum(1 for l in model.encoder.layers if isinstance(l, Pointwise)) // 2 > 0
+    assert all(l.activation is keras.activations.gelu and l._gelu_into()._gelu_from() is l for l in linked)
+    x = tf.constant(np.random.default_rng(5).uniform(0, 255, (4, 64, 64, 1)).astype("float32"))
+    mixed = model.with_precision("mixed_bfloat16")
+    fused, fused_mixed = _train_step_results(model, x), _train_step_results(mixed, x)
+    assert fused[4] and all(fused[4]) and all(fused_mixed[4])
+    _unlink(model, "_gelu_into")
+    _unlink(mixed, "_gelu_into")
+    plain, plain_mixed = _train_step_results(model, x), _train_step_results(mixed, x)
+    assert not plain[4]
+    np.testing.assert_allclose(fused[0], plain[0], rtol=1e-5)
+    scale = max(float(np.abs(g).max()) for g in plain[1])
+    for ga, gb in zip(fused[1], plain[1]):
+        np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-5 * scale)
+    error = functools.partial(_relative_gradient_error, reference=plain[1])
+    assert 0 < error(fused_mixed[1]) <= 1.1 * error(plain_mixed[1]), (error(fused_mixed[1]), error(plain_mixed[1]))

@@ -147,6 +147,19 @@ def _pointwise(size):
                        lambda: fc1.trainable_weights + fc2.trainable_weights), (x,)
 
 
+def _mlp_gelu(size):
+    import keras
+
+    from zoobot_tf.ops.layers import Pointwise, fuse_mlp_gelu
+
+    inputs = keras.Input((size, size, 32))
+    hidden = Pointwise(128, activation="gelu", name="fc1")(inputs)
+    model = keras.Model(inputs, Pointwise(32, layer_scale=0.5, name="fc2")(hidden))
+    assert fuse_mlp_gelu(model) == 1
+    x = _rng(24).normal(size=(8, size, size, 32)).astype("float32")
+    return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
+
+
 def _view(size):
     from zoobot_tf.models.preprocessing import GalaxyView
 
@@ -214,6 +227,7 @@ CASES = [
     Case("batch norm -> swish in training, swish input recomputed (gradients)", _batch_norm_swish),
     Case("global average pool as one pool (gradients)", _pool, tol=1e-5),
     Case("ConvNeXt MLP: 2-D MatMul, fused GELU, folded layer scale (gradients)", _pointwise),
+    Case("ConvNeXt MLP in training, GELU output recomputed (gradients)", _mlp_gelu),
     Case("view layer inference shift as 2-tap filters", _view, tol=1e-4),
     Case("EfficientNetB0 model (inference, gradients)", _model("efficientnet_b0"), tol=2e-3),
     Case("ConvNeXt model (inference, gradients)", _model("convnext_atto"), tol=2e-3),

@@ -15,7 +15,7 @@ from typing import Callable
 import keras
 
 from zoobot_tf.models.backbones import convnext, efficientnet, kerascv, resnet
-from zoobot_tf.ops.layers import fold_batch_norms, fuse_batch_norm_swish
+from zoobot_tf.ops.layers import fold_batch_norms, fuse_batch_norm_swish, fuse_mlp_gelu
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ def build_backbone(name: str, input_shape=(224, 224, 1), name_scope: str = "enco
     encoder = spec.build(input_shape=tuple(input_shape), name=name_scope, **{**spec.kwargs, **overrides})
     fold_batch_norms(encoder)  # fast path: conv -> batch norm pairs run as one convolution at inference
     fuse_batch_norm_swish(encoder)  # fast path: batch norm -> SiLU pairs train as one op, in less memory
+    fuse_mlp_gelu(encoder)  # fast path: ConvNeXt's MLP trains without keeping its GELU's output
     return encoder
 
 
