@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -112,7 +113,9 @@ def summarise(backbone: str, rounds: list[dict], peaks: dict) -> list[dict]:
                    "peer_best": peer_prec, "ratio": ratio, "ratios": ratios, "target": target,
                    "met": ratio <= target if measure == "first_step_s" else ratio >= target,
                    "ours_rss_mb": med(r["ours"][prec][phase]["peak_rss_mb"] for r in rounds),
-                   "peer_rss_mb": med(r["peer"][peer_prec][phase]["peak_rss_mb"] for r in rounds)}
+                   "peer_rss_mb": med(r["peer"][peer_prec][phase]["peak_rss_mb"] for r in rounds),
+                   **{f"peer_{p}_rss_mb": med(r["peer"][p][phase]["peak_rss_mb"] for r in rounds)
+                      for p in PEER_PRECISIONS}}
             if measure != "first_step_s":
                 per_img = (3 if phase == "train" else 1) * flops
                 gflops = per_img * ours_value
@@ -148,9 +151,10 @@ LABELS = {"train_img_s": "training img/s", "infer_img_s": "inference img/s", "fi
 def summary_table(report: dict) -> str:
     """The README's and the performance guide's table: per model and measure, zoobot-tf in float32 and
     mixed_bfloat16, the peer in both precisions, each of ours against the faster peer (bold where issue 18's
-    target is met) and the phase's peak RSS; then folder -> table when the run has it."""
+    target is met) and the phase's peak RSS on both sides in both precisions; then folder -> table when
+    the run has it."""
     lines = ["| model | measure | zoobot-tf float32 | zoobot-tf mixed_bfloat16 | Zoobot float32 | Zoobot bf16 autocast "
-             "| ours / faster Zoobot, float32 / bf16 | peak RSS MB, ours float32 / bf16 / Zoobot |",
+             "| ours / faster Zoobot, float32 / bf16 | peak RSS MB, ours float32 / bf16, Zoobot float32 / bf16 |",
              "|---|---|---|---|---|---|---|---|"]
     for backbone, part in report["backbones"].items():
         for measure in MEASURES:
@@ -159,7 +163,8 @@ def summary_table(report: dict) -> str:
             unit = " time" if measure == "first_step_s" else ""
             ratios = " / ".join((f"**{r['ratio']:.2f}x**" if r["met"] else f"{r['ratio']:.2f}x") for r in (f32, bf16))
             rss = "" if measure == "first_step_s" else (
-                f"{f32['ours_rss_mb']:.0f} / {bf16['ours_rss_mb']:.0f} / {f32['peer_rss_mb']:.0f}")
+                f"{f32['ours_rss_mb']:.0f} / {bf16['ours_rss_mb']:.0f}, {f32['peer_float32_rss_mb']:.0f} / "
+                f"{f32['peer_bfloat16_rss_mb']:.0f}")
             lines.append(f"| {NAMES.get(backbone, backbone)} | {LABELS[measure]} | {f32['ours']:.1f} "
                          f"| {bf16['ours']:.1f} | {f32['peer_float32']:.1f} | {f32['peer_bfloat16']:.1f} "
                          f"| {ratios}{unit} | {rss} |")
@@ -172,6 +177,16 @@ def summary_table(report: dict) -> str:
         lines.append(f"| EfficientNetB0 | folder of JPEGs -> table, img/s | {ours_rate[0]:.1f} | {ours_rate[1]:.1f} "
                      f"| {statistics.median(r['peer'] for r in rounds):.1f} (`predict_on_catalog`) | | {ratios} | |")
     return "\n".join(lines)
+
+
+def _provenance() -> dict:
+    """When and at which commit a part of the run was measured (``--resume`` joins parts of several runs)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit}
 
 
 def main(argv=None):
@@ -187,7 +202,8 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=512, help="JPEGs for --predict")
     p.add_argument("--out", default=str(HERE / "results" / "vs_zoobot.json"))
     p.add_argument("--resume", action="store_true",
-                   help="keep the backbones (and their run's matmul peaks) already in --out; measure only the rest")
+                   help="keep the backbones (and their run's matmul peaks) already in --out, and its folder -> table "
+                   "part unless --predict; measure only the rest")
     args = p.parse_args(argv)
     precisions = args.precisions.split(",")
     done = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).exists() else {}
@@ -210,19 +226,27 @@ def main(argv=None):
             print(f"{backbone} round {r + 1}: " + "; ".join(
                 f"{side} {prec} " + " ".join(f"{m} {rnd[side][prec][PHASE[m]][m]:.1f}" for m in MEASURES)
                 for side in ("ours", "peer") for prec in rnd[side]), flush=True)
-        report["backbones"][backbone] = {"rounds": rounds, "rows": summarise(backbone, rounds, peaks)}
+        report["backbones"][backbone] = {"rounds": rounds, "rows": summarise(backbone, rounds, peaks),
+                                         "measured": _provenance()}
         rows += report["backbones"][backbone]["rows"]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({**report, "table": table(rows, peaks)}, indent=2))  # so far
     text = table(rows, peaks)
     if args.predict:
         rounds = [predict_round(args.peer_python, args.data, args.n) for _ in range(args.repeats)]
-        lines = ["", "| folder of real JPEGs -> table (EfficientNetB0, 224 px) | zoobot-tf img/s | Zoobot "
-                 "predict_on_catalog img/s | ratio (median of rounds) | target | met |", "|---|---|---|---|---|---|"]
-        report["predict"] = {"rounds": rounds}
+        report["predict"] = {"rounds": rounds, "measured": _provenance()}
         for model in rounds[0]["ours"]:
             ratio = statistics.median(r["ours"][model] / r["peer"] for r in rounds)
             report["predict"][model] = {"ratio": ratio, "met": ratio >= PREDICT_TARGET}
+    elif "predict" in done:
+        print(f"folder -> table: kept from {args.out}", flush=True)
+        report["predict"] = done["predict"]
+    if "predict" in report:
+        rounds = report["predict"]["rounds"]
+        lines = ["", "| folder of real JPEGs -> table (EfficientNetB0, 224 px) | zoobot-tf img/s | Zoobot "
+                 "predict_on_catalog img/s | ratio (median of rounds) | target | met |", "|---|---|---|---|---|---|"]
+        for model in rounds[0]["ours"]:
+            ratio = report["predict"][model]["ratio"]
             lines.append(f"| {model} | {statistics.median(r['ours'][model] for r in rounds):.1f} | "
                          f"{statistics.median(r['peer'] for r in rounds):.1f} | {ratio:.2f}x | >= {PREDICT_TARGET}x | "
                          f"{'yes' if ratio >= PREDICT_TARGET else 'no'} |")

@@ -1,7 +1,7 @@
-"""Measured CPU speed-ups that rely on TensorFlow/Keras internals, behind one switch.
+"""Measured CPU speed-ups (and memory savings) that rely on TensorFlow/Keras internals, behind one switch.
 
-Everything in this package makes zoobot-tf faster on CPUs (each change was measured with the scripts in
-``benchmarks/``) and nothing in it changes what a model computes. The layers, the optimizer and the model
+Everything in this package makes zoobot-tf faster on CPUs, or lets it train in less memory (each change
+was measured with the scripts in ``benchmarks/``), and nothing in it changes what a model computes. The layers, the optimizer and the model
 keep their classes, weights and configs whichever path runs, so a model saved under one path loads and
 runs under the other.
 
