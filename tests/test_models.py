@@ -466,6 +466,15 @@ def test_global_average_pool_equals_keras():
         np.testing.assert_allclose(tape.gradient(y, x), np.full(x.shape, 1 / 35, "float32"), rtol=1e-5)
 
 
+@pytest.fixture
+def on_the_fast_path():
+    """For tests of what the fast path does (CI also runs this file with ZOOBOT_TF_FAST=0)."""
+    from zoobot_tf.ops import fast_path
+
+    with fast_path(True):
+        yield
+
+
 def _train_step_results(model, x, freeze_batch_norms=False):
     """One traced training-mode step of ``model`` from its current weights: (outputs, loss gradients, batch
     norm moving statistics after the step, which linked batch norms applied their swish, which MLPs left
@@ -503,6 +512,7 @@ def _unlink(model, attr):
             setattr(layer, attr, None)  # the two linked layers run each on its own
 
 
+@pytest.mark.usefixtures("on_the_fast_path")
 def test_batch_norm_swish_fusion_trains_as_the_separate_layers():
     """EfficientNet's batch norm -> SiLU pairs, linked so that training runs each as one op that recomputes
     the swish's input in the backward pass (less memory): in float32 the same outputs, loss gradients and
@@ -548,6 +558,7 @@ def _relative_gradient_error(grads, reference):
     return np.sqrt(sum(np.sum((g - r) ** 2) for g, r in zip(grads, reference)) / sum(np.sum(r ** 2) for r in reference))
 
 
+@pytest.mark.usefixtures("on_the_fast_path")
 def test_convnext_mlp_gelu_fusion_trains_as_the_separate_layers():
     """ConvNeXt's MLPs, linked so that training hands fc2 the GELU's input and fc2 recomputes the GELU's
     output in its backward pass (less memory): in float32 the same outputs and loss gradients as fc1 with

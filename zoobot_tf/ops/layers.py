@@ -104,7 +104,6 @@ class _FoldsBatchNorm:
             raise ValueError("explicit_padding needs padding='valid' and channels_last. "
                              f"Received: padding={self.padding!r}, data_format={self.data_format!r}")
 
-
     def _folded_kernel_and_bias(self, bn):
         scale = tf.math.rsqrt(tf.cast(bn.moving_variance, tf.float32) + bn.epsilon)
         if bn.scale:
@@ -278,7 +277,7 @@ def _batch_norm_swish(x, gamma, beta, moving_mean, moving_variance, epsilon, fac
 
 def _swish_grad_after_batch_norm(x, mean, variance, gamma, beta, dz, epsilon):
     """The swish's input gradient at y = batch norm(x), recomputed from x in one XLA-fused elementwise
-    kernel that reads x and dz once (the fusion runs on CPU only)."""
+    kernel that reads x and dz once."""
     scale = gamma * tf.math.rsqrt(variance + epsilon)
     return _swish_grad_affine(x, scale, beta - mean * scale, dz)
 
