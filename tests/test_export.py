@@ -215,6 +215,8 @@ def test_a_card_written_after_export_changes_the_finetuning_defaults_and_nothing
         np.testing.assert_array_equal(a, b)
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (copy / "variables").iterdir()} == digest
     export.update_export(copy.parent, config={"finetuning": None}, metadata={"finetuning": None})
-    assert load_model(copy.parent).finetuning is None
+    assert load_model(copy.parent).finetuning is None and "finetuning" not in export.read_metadata(copy.parent)
+    assert sorted(p.name for p in (copy / "assets.extra").iterdir()) == sorted(
+        p.name for p in (path / "assets.extra").iterdir())  # nothing half-written left beside the files
     with pytest.raises(FileNotFoundError, match="No exported versions under"):
         export.update_export(tmp_path / "nothing" / "1", config={"finetuning": card})

@@ -1,5 +1,6 @@
 """Finetuning: encoder weights carried over, freezing, layer-wise learning rates, heads, class weights."""
 import json
+import re
 import subprocess
 import sys
 
@@ -204,7 +205,10 @@ def test_the_classification_metrics_file_is_strict_json_with_null_for_no_value(p
     counts = [row[f"as_{c}"] for row in metrics["test_table"] if row["question"] in ("bright", "faint")
               for c in ("bright", "faint")]
     assert all(type(v) is int for v in counts) and sum(counts) == metrics["sizes"]["test"]  # counts, not 7.0
-    printed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    lines = capsys.readouterr().out.splitlines()
+    test_line = next(line for line in lines if line.startswith("test:"))
+    assert re.search(r"'collapsed': (True|False)[,}]", test_line), test_line  # shown as a flag, not as 0.0
+    printed = [line.split() for line in lines]
     header = next(words for words in printed if words[:1] == ["question"])
     rows = [words for words in printed if words[:1] in (["bright"], ["faint"])]
     column = header.index("as_bright")

@@ -92,7 +92,7 @@ def cmd_finetune(config: zconfig.FinetuneConfig) -> int:
 
     result = finetune_job(config)
     total = result.test_table.iloc[-1].to_dict()
-    shown = {k: round(float(v), 4) for k, v in total.items()
+    shown = {k: v if isinstance(v, bool) else round(float(v), 4) for k, v in total.items()  # bools: `collapsed`
              if isinstance(v, (int, float)) and k != "n" and math.isfinite(v)}  # the per-class columns are NaN here
     print("settings:", result.settings)
     print("test:", shown)

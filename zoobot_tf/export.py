@@ -197,35 +197,41 @@ def read_metadata(export_dir: str | Path) -> dict:
 
 def update_export(export_dir: str | Path, config: dict | None = None, metadata: dict | None = None) -> Path:
     """Change what an export says about its model without touching its weights or SavedModel: ``config``
-    entries replace those of the Keras model config inside ``assets.extra/model.keras`` (None removes an
-    entry), ``metadata`` entries those of ``zoobot_metadata.json``. For a model card written after export
-    (recommended finetuning settings, calibrated intervals). Returns the version folder changed."""
-    import tempfile
+    entries replace those of the Keras model config inside ``assets.extra/model.keras``, ``metadata``
+    entries those of ``zoobot_metadata.json`` (in both, None removes an entry). For a model card written
+    after export (recommended finetuning settings, calibrated intervals). Returns the version folder changed. Each
+    file is written beside itself and renamed into place, so a reader never sees a half-written one."""
     import zipfile
+
+    from zoobot_tf.outputs import partial_path, write_json
 
     version = latest_version(export_dir)
     assets = version / "assets.extra"
     if not (assets / METADATA).exists() or not (assets / "model.keras").exists():
         raise FileNotFoundError(f"{assets} has no {METADATA} and model.keras: not a zoobot-tf export.")
     if config:
-        with tempfile.TemporaryDirectory(dir=assets) as tmp:
-            patched = Path(tmp) / "model.keras"
+        patched = partial_path(assets / "model.keras")
+        try:
             with zipfile.ZipFile(assets / "model.keras") as src, zipfile.ZipFile(patched, "w") as dst:
                 for item in src.infolist():
                     data = src.read(item.filename)
                     if item.filename == "config.json":
                         whole = json.loads(data)
-                        whole["config"].update(config)
-                        for key in [k for k, v in config.items() if v is None]:
-                            del whole["config"][key]
+                        whole["config"] = _updated(whole["config"], config)
                         data = json.dumps(whole).encode()
                     dst.writestr(item, data)
             os.replace(patched, assets / "model.keras")
+        finally:
+            patched.unlink(missing_ok=True)
     if metadata:
-        meta = json.loads((assets / METADATA).read_text())
-        meta.update(metadata)
-        (assets / METADATA).write_text(json.dumps(meta, indent=2))
+        write_json(_updated(json.loads((assets / METADATA).read_text()), metadata), assets / METADATA)
     return version
+
+
+def _updated(entries: dict, changes: dict) -> dict:
+    """``entries`` with ``changes`` applied; a change to None removes the entry."""
+    merged = {**entries, **changes}
+    return {k: v for k, v in merged.items() if not (k in changes and v is None)}
 
 
 def load_keras_from_export(export_dir: str | Path) -> Zoobot:

@@ -25,7 +25,8 @@ class PartsMismatchError(ValueError):
     """Parts of an interrupted run made with other settings than the command that would continue them."""
 
 
-def _atomic(path: Path) -> Path:
+def partial_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place (same folder, so the rename is atomic)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
@@ -33,7 +34,7 @@ def write_table(table: pd.DataFrame, path: Path, meta: Mapping | None = None) ->
     """Write a table as CSV, Parquet or HDF5 (``id_str`` + ``features``, for embeddings) atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
-    tmp = _atomic(path)
+    tmp = partial_path(path)
     if suffix in (".parquet", ".pq"):
         table.to_parquet(tmp, index=False)
     elif suffix == ".csv":
@@ -76,7 +77,7 @@ def write_json(obj, path: str | Path) -> None:
     """Write ``obj`` as strict JSON (a NaN, e.g. a metric with nothing to average, is written as null, which
     every JSON reader accepts; Python's default writes the non-standard ``NaN``) atomically."""
     path = Path(path)
-    tmp = _atomic(path)
+    tmp = partial_path(path)
     tmp.write_text(json.dumps(_plain(obj), indent=2, allow_nan=False, default=str) + "\n")
     os.replace(tmp, path)
 
@@ -134,7 +135,7 @@ class Parts:
                     f"command to finish it, or delete {self.dir} to start again.")
         else:
             self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = _atomic(meta)
+            tmp = partial_path(meta)
             tmp.write_text(json.dumps(self.settings, indent=2))
             os.replace(tmp, meta)
         self.rescan()
@@ -200,7 +201,7 @@ class Parts:
     def write_streamed(self, path: Path) -> int:
         """Write every part's rows to ``path`` (CSV appended part by part, or Parquet row groups); returns rows."""
         self.flush()
-        tmp = _atomic(path)
+        tmp = partial_path(path)
         n, writer = 0, None
         parquet = path.suffix.lower() in (".parquet", ".pq")
         try:
@@ -245,7 +246,7 @@ def write_zoobot_predictions(path: str | Path, parts: "Parts", label_cols: list[
     import h5py
 
     path = Path(path)
-    tmp = _atomic(path)
+    tmp = partial_path(path)
     if path.suffix.lower() in (".hdf5", ".h5"):
         samples = [s for s in parts.arrays("samples")]
         ids = [t[ID_COL].astype(str).tolist() for t in parts.tables()]
