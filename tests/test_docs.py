@@ -85,6 +85,20 @@ def test_the_zoobot_comparison_in_the_docs_is_the_committed_run():
             assert line in text, (doc, line)
 
 
+def test_the_inter_op_thread_table_in_the_guide_is_the_committed_run():
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from inter_op_threads import make_table
+
+    report = json.loads((REPO / "benchmarks" / "results" / "inter_op_threads.json").read_text())
+    assert make_table(report["cases"]) == report["table"]
+    guide = (REPO / "docs" / "guides" / "performance.md").read_text()
+    for line in report["table"].splitlines():
+        assert line in guide, line
+
+
 def test_the_gz1_confusion_matrix_in_the_guide_is_the_committed_one():
     import json
 
