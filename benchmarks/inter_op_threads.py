@@ -16,15 +16,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from vs_zoobot import _provenance, _result  # noqa: E402
+from vs_zoobot import _provenance, ours  # noqa: E402
 
 THREADS = ("2", "1")
-
-
-def measure(backbone: str, phase: str, precision: str, steps: int, threads: str) -> dict:
-    return _result([sys.executable, str(HERE / "throughput.py"), "--one", f"{backbone}:224:1", "--steps", str(steps),
-                    "--precision", precision, "--phase", phase], f"{backbone} {phase}",
-                   env={"TF_NUM_INTEROP_THREADS": threads})
 
 
 def make_table(cases: dict) -> str:
@@ -51,9 +45,10 @@ def main(argv=None):
     runs = {c: {t: [] for t in THREADS} for c in cases}
     for r in range(args.rounds):
         for case in cases:
+            backbone, phase, precision = case
             for threads in THREADS:
-                out = measure(*case, args.steps, threads)
-                runs[case][threads].append({"img_s": out[f"{case[1]}_img_s"], "peak_rss_mb": out["peak_rss_mb"]})
+                out = ours(backbone, args.steps, precision, phase, env={"TF_NUM_INTEROP_THREADS": threads})
+                runs[case][threads].append({"img_s": out[f"{phase}_img_s"], "peak_rss_mb": out["peak_rss_mb"]})
                 print(f"round {r + 1} {':'.join(case)} threads {threads}: {runs[case][threads][-1]}", flush=True)
     report = {"cases": {":".join(c): runs[c] for c in cases}, "steps": args.steps, "measured": _provenance(),
               "cpu_count": os.cpu_count()}

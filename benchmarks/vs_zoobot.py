@@ -48,9 +48,9 @@ def _result(cmd: list[str], what: str, env: dict | None = None) -> dict:
     return json.loads(line[7:])
 
 
-def ours(backbone: str, steps: int, precision: str, phase: str) -> dict:
+def ours(backbone: str, steps: int, precision: str, phase: str, env: dict | None = None) -> dict:
     return _result([sys.executable, str(HERE / "throughput.py"), "--one", f"{backbone}:224:1", "--steps",
-                    str(steps), "--precision", precision, "--phase", phase], f"zoobot-tf {backbone} {phase}")
+                    str(steps), "--precision", precision, "--phase", phase], f"zoobot-tf {backbone} {phase}", env)
 
 
 def peer(python: str, backbone: str, steps: int, bf16: bool, phase: str) -> dict:
