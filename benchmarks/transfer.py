@@ -55,22 +55,22 @@ SIZES = (100, 300, 1000)
 def pretrain_without(name: str, work: Path, shared: Path, synthetic: int = SYNTHETIC, extra: tuple = (),
                      card: dict | None = None) -> Path:
     """The candidate encoder pretrained on every campaign but ``name`` (made once, then reused): its export,
-    carrying the finetuning ``card``."""
+    carrying the finetuning ``card`` (written again on reuse, so the export finetunes with the card that
+    its rows record)."""
     model = work / f"pretrain_without_{name}" / "model.keras"
     export = model.parent / "export" / "zoobot"
-    if model.exists():
-        return export
-    catalog = work / f"evo_without_{name}"
-    if not (catalog / "catalog.csv").exists():
-        ids = work / "scored_ids.txt"  # no benchmark's scoring galaxies, of any set, in any pretraining
-        subprocess.run([sys.executable, str(HERE / "embedded_card.py"), "--data", str(shared), "--write_ids", str(ids)],
-                       check=True)
-        subprocess.run([sys.executable, str(REPO / "training" / "evo_mini" / "make_catalog.py"), "--out", str(catalog),
-                        "--shared", str(shared), "--exclude", name, "--synthetic", str(synthetic),
-                        "--exclude_ids", str(ids)], check=True)
-    subprocess.run([sys.executable, "-m", "zoobot_tf.cli", "train", "--catalog", str(catalog / "catalog.csv"),
-                    "--schema", str(catalog / "schema.yaml"), "--output_dir", str(model.parent), "--progress",
-                    "false", *PRETRAIN, *extra], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if not model.exists():
+        catalog = work / f"evo_without_{name}"
+        if not (catalog / "catalog.csv").exists():
+            ids = work / "scored_ids.txt"  # no benchmark's scoring galaxies, of any set, in any pretraining
+            subprocess.run([sys.executable, str(HERE / "embedded_card.py"), "--data", str(shared),
+                            "--write_ids", str(ids)], check=True)
+            subprocess.run([sys.executable, str(REPO / "training" / "evo_mini" / "make_catalog.py"), "--out",
+                            str(catalog), "--shared", str(shared), "--exclude", name, "--synthetic", str(synthetic),
+                            "--exclude_ids", str(ids)], check=True)
+        subprocess.run([sys.executable, "-m", "zoobot_tf.cli", "train", "--catalog", str(catalog / "catalog.csv"),
+                        "--schema", str(catalog / "schema.yaml"), "--output_dir", str(model.parent), "--progress",
+                        "false", *PRETRAIN, *extra], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if card:
         from zoobot_tf.export import update_export
 

@@ -104,7 +104,8 @@ def test_finetune_learns_an_easy_task_and_regression_and_votes_heads(pretrained,
     assert res.test_metrics["accuracy"] >= 0.8
     # a fresh process loads the compiled, finetuned model (its archive names zoobot-tf's loss and metrics)
     res.model.save(tmp_path / "ft.keras")
-    code = f"from zoobot_tf.models.resolve import load_model; print(load_model({str(tmp_path / 'ft.keras')!r}).task.name)"
+    path = str(tmp_path / "ft.keras")
+    code = f"from zoobot_tf.models.resolve import load_model; print(load_model({path!r}).task.name)"
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert fresh.returncode == 0 and fresh.stdout.strip().endswith("classification"), fresh.stderr[-2000:]
     reg = Finetuner(pretrained, task="regression", target_names=["brightness"], n_blocks=-1, learning_rate=3e-3)

@@ -71,6 +71,17 @@ def test_history_log_keeps_one_row_per_epoch_across_restarts(tmp_path):
     rows = callbacks.read_history(path)
     assert [r["epoch"] for r in rows] == [0, 1, 2] and rows[2]["loss"] == 2.5
     assert callbacks.best_so_far(rows, "val_nll") == (7.5, 2, 0)
+    assert all(0 <= r["seconds"] < 5 for r in rows)  # each epoch's wall time
+
+
+def test_history_log_times_each_epoch(tmp_path, monkeypatch):
+    clock = iter([100.0, 102.5, 110.0, 111.25])
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    log = callbacks.HistoryLog(tmp_path / "history.csv")
+    for e in range(2):
+        log.on_epoch_begin(e)
+        log.on_epoch_end(e, {"loss": 1.0})
+    assert [r["seconds"] for r in callbacks.read_history(tmp_path / "history.csv")] == [2.5, 1.25]
 
 
 

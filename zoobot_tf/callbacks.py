@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,15 +45,18 @@ def best_so_far(history: list[dict], monitor: str = "val_loss") -> tuple[float, 
 class HistoryLog(keras.callbacks.Callback):
     """CSV with exactly one row per epoch, across restarts: rows from epochs that are about to be
     re-run (after a resume from an older backup) are dropped before training continues. Each row
-    holds the epoch's logs and ``step``, the optimizer's step count at the end of the epoch."""
+    holds the epoch's logs, ``step``, the optimizer's step count at the end of the epoch, and ``seconds``,
+    the epoch's wall time (training and validation)."""
 
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = Path(path)
         self._first_epoch_seen = False
         self._keys: list[str] | None = None
+        self._epoch_start: float | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
         if self._first_epoch_seen:
             return
         self._first_epoch_seen = True
@@ -75,6 +79,8 @@ class HistoryLog(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
         if optimizer is not None:
             row["step"] = float(optimizer.iterations.numpy())  # optimizer steps so far, across restarts
+        if self._epoch_start is not None:
+            row["seconds"] = round(time.perf_counter() - self._epoch_start, 3)
         keys = sorted(set(row) - {"epoch"})
         if self._keys is not None and keys != self._keys:  # new columns: rewrite with the union
             self._write(read_history(self.path) + [row])

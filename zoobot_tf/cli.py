@@ -138,7 +138,8 @@ def cmd_make_shards(config: zconfig.ShardConfig) -> int:
     labels = zconfig._comma_list(config.label_cols) or None
     task = None if config.task == "none" else make_task_for_catalog(config.task, catalog, labels, schema=config.schema)
     common = dict(task=task, label_cols=labels, galaxies_per_shard=config.galaxies_per_shard,
-                  stored_size=config.stored_size, overwrite=config.overwrite, remake=config.command_line(overwrite=True))
+                  stored_size=config.stored_size, overwrite=config.overwrite,
+                  remake=config.command_line(overwrite=True))
     if config.runner:
         from zoobot_tf.engines.beam import write_shards_beam
 
