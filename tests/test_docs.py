@@ -41,15 +41,22 @@ def test_page_runs_as_written(page, tmp_path):
     shutil.rmtree(work, ignore_errors=True)
 
 
-def test_the_transfer_tables_in_the_docs_are_the_committed_rows():
+@pytest.fixture
+def benchmark_script(monkeypatch):
+    """Import a script of benchmarks/ by name (the folder is on sys.path for this test only)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    return importlib.import_module
+
+
+def test_the_transfer_tables_in_the_docs_are_the_committed_rows(benchmark_script):
     """The finetuning guide's leave-one-survey-out table and the README's are what benchmarks/transfer.py
     makes from the committed rows (benchmarks/results/transfer_rows.csv), not numbers typed by hand."""
-    import sys
-
     import pandas as pd
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from transfer import markdown, summarise
+    transfer = benchmark_script("transfer")
+    markdown, summarise = transfer.markdown, transfer.summarise
 
     summary = summarise(pd.read_csv(REPO / "benchmarks" / "results" / "transfer_rows.csv"))
     assert (summary["seeds"] == 3).all(), summary
@@ -63,14 +70,13 @@ def test_the_transfer_tables_in_the_docs_are_the_committed_rows():
         assert cells in readme, (name, cells)
 
 
-def test_the_zoobot_comparison_in_the_docs_is_the_committed_run():
+def test_the_zoobot_comparison_in_the_docs_is_the_committed_run(benchmark_script):
     """The README's and the performance guide's table against Zoobot is what benchmarks/vs_zoobot.py makes from
     the committed run, and the run's rows (medians, ratios to the faster peer, targets) are its own rounds'."""
     import json
-    import sys
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from vs_zoobot import summarise, summary_table
+    vs_zoobot = benchmark_script("vs_zoobot")
+    summarise, summary_table = vs_zoobot.summarise, vs_zoobot.summary_table
 
     report = json.loads((REPO / "benchmarks" / "results" / "vs_zoobot.json").read_text())
     assert set(report["backbones"]) == {"efficientnet_b0", "convnext_nano", "convnext_tiny"}
@@ -85,12 +91,10 @@ def test_the_zoobot_comparison_in_the_docs_is_the_committed_run():
             assert line in text, (doc, line)
 
 
-def test_the_inter_op_thread_table_in_the_guide_is_the_committed_run():
+def test_the_inter_op_thread_table_in_the_guide_is_the_committed_run(benchmark_script):
     import json
-    import sys
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from inter_op_threads import make_table
+    make_table = benchmark_script("inter_op_threads").make_table
 
     report = json.loads((REPO / "benchmarks" / "results" / "inter_op_threads.json").read_text())
     assert make_table(report["cases"]) == report["table"]
