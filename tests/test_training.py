@@ -82,6 +82,14 @@ def test_history_log_times_each_epoch(tmp_path, monkeypatch):
         log.on_epoch_begin(e)
         log.on_epoch_end(e, {"loss": 1.0})
     assert [r["seconds"] for r in callbacks.read_history(tmp_path / "history.csv")] == [2.5, 1.25]
+    # resuming a run whose history was written without the column: its rows are kept, the new ones timed
+    (tmp_path / "old.csv").write_text("epoch,loss\n0,3.0\n")
+    clock = iter([200.0, 204.0])
+    log = callbacks.HistoryLog(tmp_path / "old.csv")
+    log.on_epoch_begin(1)
+    log.on_epoch_end(1, {"loss": 2.0})
+    assert callbacks.read_history(tmp_path / "old.csv") == [{"epoch": 0, "loss": 3.0},
+                                                           {"epoch": 1, "loss": 2.0, "seconds": 4.0}]
 
 
 
