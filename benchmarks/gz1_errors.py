@@ -226,7 +226,7 @@ def main(argv=None):
         "seeds": seeds, "balanced_accuracy": scores, "confusion": total.to_dict(orient="index"),
         "balanced_accuracy_one_spiral_class": balanced(merged), "winding_only": winding,
         "winding_no_training": no_training,
-        "synthetic_winding": {"synthetic_galaxies": args.synthetic_galaxies, **from_synthetic},
+        "synthetic_winding": {"synthetic_galaxies": args.synthetic_galaxies, "encoders": from_synthetic},
         "minutes": (time.time() - start) / 60}, indent=2))
     print(f"wrote {args.out} ({(time.time() - start) / 60:.1f} min)")
 
