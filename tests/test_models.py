@@ -1,5 +1,7 @@
 """Backbones, the view layer, heads and the Zoobot model: shapes, independent references, round trips."""
 import functools
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -156,6 +158,35 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path, task, kwargs):
     np.testing.assert_array_equal(again.predict(x, verbose=0), m.predict(x, verbose=0))
     assert again.get_config() == m.get_config()
 
+
+
+def test_compiled_models_load_with_plain_keras_in_a_fresh_process(tmp_path):
+    """As the Zoobot module's docstring tells a user: ``from zoobot_tf import Zoobot`` and then Keras' own
+    ``load_model``, in a process that has imported nothing else of zoobot_tf (this one has imported it all, which
+    once hid that a compiled model's loss and metrics were not registered by that import)."""
+    x = np.random.default_rng(4).uniform(0, 255, (2, 40, 40, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    expected = {}
+    for task, kwargs in (("votes", {"schema": "gz_decals_dr5"}), ("classification", {"class_names": ["a", "b"]})):
+        m = Zoobot(task=task, backbone="convnext_zepto", image_size=32, **kwargs)
+        m.compile()
+        m.save(tmp_path / f"{task}.keras")
+        expected[task] = m.predict(x, verbose=0)
+    script = (
+        "import sys, numpy as np\n"
+        "from zoobot_tf import Zoobot\n"
+        "import keras\n"
+        "folder = sys.argv[1]\n"
+        "x = np.load(folder + '/x.npy')\n"
+        "for task in ('votes', 'classification'):\n"
+        "    m = keras.models.load_model(f'{folder}/{task}.keras')\n"
+        "    assert isinstance(m, Zoobot) and m.compiled, task\n"
+        "    np.save(f'{folder}/{task}.npy', m.predict(x, verbose=0))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for task, want in expected.items():
+        np.testing.assert_array_equal(np.load(tmp_path / f"{task}.npy"), want)
 
 def test_compile_defaults_fit_one_step_and_head_prior():
     m = Zoobot(schema="gz_decals_dr5", backbone="resnet_micro", image_size=32)

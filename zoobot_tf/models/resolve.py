@@ -86,11 +86,7 @@ def export_version(folder: Path) -> Path | None:
 def _load_keras(path: Path):
     import keras
 
-    # a compiled model's archive names its loss, metrics and optimizer: their modules register them with Keras,
-    # and a fresh process (predict on a finetuned model) has not imported them yet
-    import zoobot_tf.losses  # noqa: F401
-    import zoobot_tf.ops.optimizer  # noqa: F401
-    from zoobot_tf.models.zoobot import Zoobot
+    from zoobot_tf.models.zoobot import Zoobot  # registers every class the archive names (see its module)
 
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not a Keras archive (a .keras file is a zip file); expected a model saved "

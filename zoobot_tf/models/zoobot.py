@@ -2,7 +2,10 @@
 
 ``Zoobot`` is a Keras functional model built inside a subclass (the keras-hub pattern): every
 constructor argument is stored and returned by ``get_config()``, so ``model.save("m.keras")`` and
-``keras.models.load_model("m.keras")`` round-trip with no custom code.
+``keras.models.load_model("m.keras")`` round-trip with no custom code once this module is imported
+(``from zoobot_tf import Zoobot``; Keras imports no third-party module by itself, so it must be told what
+``zoobot_tf>Zoobot`` is). Importing it registers every class a saved model names: the layers, and (for a
+compiled model) the loss, metrics and optimizer. ``zoobot_tf.load_model`` does this for you.
 
     >>> model = Zoobot(schema="gz_decals_dr5", backbone="convnext_nano", image_size=224, channels=1)
     >>> model.compile()            # AdamW, Dirichlet-multinomial loss, per-question loss metrics
@@ -20,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import zoobot_tf.losses  # noqa: F401 - registers the loss and metrics a compiled model's archive names
 from zoobot_tf.models.backbones import build_backbone, stage_groups
 from zoobot_tf.models.heads import head_layers
 from zoobot_tf.models.preprocessing import GalaxyView
