@@ -122,3 +122,16 @@ def test_the_gz1_errors_in_the_guide_are_the_committed_ones():
     for seeds in scores:
         quoted = f"{np.mean(seeds):.3f} +- {np.std(seeds, ddof=1):.3f}"
         assert quoted in guide, quoted
+
+
+def test_the_vote_head_start_in_the_guide_is_the_committed_one():
+    import json
+
+    result = json.loads((REPO / "benchmarks" / "results" / "vote_head_start.json").read_text())
+    guide = (REPO / "docs" / "guides" / "finetuning.md").read_text()
+    rows = {(r["labels"], r["head"]): r for r in result["rows"]}
+    for labels in sorted({n for n, _ in rows}):
+        cells = [f"{rows[labels, head]['test_loss']:.2f} +- {rows[labels, head]['test_loss_std']:.2f}"
+                 for head in ("prior", "random")]
+        line = f"| {labels} | {cells[0]} | {cells[1]} | {rows[labels, 'prior']['baseline_loss']:.2f} |"
+        assert line in guide, line

@@ -161,6 +161,28 @@ def test_finetuning_a_new_decision_tree_calibrates_its_intervals(pretrained, tmp
     assert 0.1 < scale[0] < 10 and refit == pytest.approx(scale, rel=0.1)  # fitted, not at a bound; MC noise
 
 
+
+@pytest.mark.parametrize("from_prior", [True, False])
+def test_a_new_vote_head_starts_at_the_training_votes_baseline(pretrained, tmp_path, monkeypatch, from_prior):
+    """finetune() starts a vote head at the training votes' constant Dirichlet, the no-image baseline, where a
+    randomly initialised head predicts ~51 for every answer (benchmarks/vote_head_start.py: from random, a new
+    tree finetuned on 200 synthetic galaxies ended worse than the baseline). After one epoch at a negligible
+    learning rate the test loss is the baseline's; from a random head (the switch off) it is far above."""
+    from zoobot_tf.tasks.votes import VoteTask
+
+    monkeypatch.setattr(VoteTask, "finetune_from_prior", from_prior)
+    df = vote_catalog(tmp_path / "img", n=60, schema="gz_rings", size=32)
+    rng = np.random.default_rng(2)  # about one volunteer in five sees a ring
+    df["ring_yes"] = rng.binomial(30, rng.beta(2, 8, len(df)))
+    df["ring_no"] = 30 - df["ring_yes"]
+    result = finetune(pretrained, df, task="votes", schema="gz_rings", epochs=1, learning_rate=1e-12,
+                      batch_size=8, verbose=0)
+    total = result.test_table.set_index("question").loc["total"]
+    if from_prior:
+        assert total["loss"] == pytest.approx(total["baseline_loss"], rel=0.02)
+    else:
+        assert total["loss"] > 1.5 * total["baseline_loss"]
+
 def test_a_saved_finetuned_model_loads_with_its_frozen_layers_and_optimizer_state(pretrained, tmp_path):
     import warnings
 

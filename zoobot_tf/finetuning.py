@@ -84,6 +84,9 @@ class Finetuner:
         image_size, channels, crop_fraction: default to the pretrained model's.
         precision: build under this dtype policy (``mixed_bfloat16`` on CPUs with AMX).
         None elsewhere means: the pretrained model's recommendation, else Zoobot's (see the module docstring).
+
+    The new head starts as Keras initialises it; :func:`finetune` then starts a vote head at the training
+    votes' prior (``model.init_head_prior(task.prior(votes))``), which a loop of your own should do too.
     """
 
     def __init__(self, pretrained, task: "Task | str" = "classification", class_names: Sequence[str] | None = None,
@@ -226,6 +229,9 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
     # the model's task is the source's, with the loss options (label smoothing) the labels do not carry
     head = make_task({**source.task.get_config(), "label_smoothing": smoothing}) if smoothing else source.task
     tuner = Finetuner(pretrained, task=head, **finetuner_kwargs)
+    prior = source.task.prior(source.labels("train"))
+    if tuner.task.finetune_from_prior:  # a vote head starts at the no-image baseline of the training votes
+        tuner.model.init_head_prior(prior)
     schedule = recommended_settings(tuner.pretrained, tuner.random_init, epochs=epochs, patience=patience)
     settings = {**tuner.settings, "epochs": schedule["epochs"], "patience": schedule["patience"]}
     class_weight = source.task.balanced_class_weight(source.labels("train")) if balance_classes else None
@@ -242,7 +248,6 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
                               verbose=verbose)
     from zoobot_tf.evaluate import calibrate, predict_batches
 
-    prior = source.task.prior(source.labels("train"))
     val_table = source.task.evaluate(*reversed(predict_batches(tuner.model, source.dataset("val", tuner.batch_size,
                                                                                             size))), prior=prior)
     if hasattr(tuner.model.task, "concentration_scale"):  # a new decision tree: its intervals fitted on val votes

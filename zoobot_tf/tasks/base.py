@@ -84,6 +84,11 @@ class Task(abc.ABC):
         """Weighted metrics: they receive the pipeline's sample weights (0 for padding rows)."""
         return []
 
+    #: :func:`zoobot_tf.finetuning.finetune` starts a new head of this task at :meth:`prior`. On for votes, where
+    #: benchmarks/vote_head_start.py measured it (a new tree from 200 labels: a random head ends worse than the
+    #: no-image baseline); off for the other tasks, whose finetuning numbers were measured from a random head.
+    finetune_from_prior: bool = False
+
     @abc.abstractmethod
     def prior(self, labels: np.ndarray) -> np.ndarray:
         """(n_outputs,) the constant prediction of the no-image baseline, fitted on training labels."""
