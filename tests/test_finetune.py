@@ -161,7 +161,6 @@ def test_finetuning_a_new_decision_tree_calibrates_its_intervals(pretrained, tmp
     assert 0.1 < scale[0] < 10 and refit == pytest.approx(scale, rel=0.1)  # fitted, not at a bound; MC noise
 
 
-
 @pytest.mark.parametrize("from_prior", [True, False])
 def test_a_new_vote_head_starts_at_the_training_votes_baseline(pretrained, tmp_path, monkeypatch, from_prior):
     """finetune() starts a vote head at the training votes' constant Dirichlet, the no-image baseline, where a
@@ -182,6 +181,7 @@ def test_a_new_vote_head_starts_at_the_training_votes_baseline(pretrained, tmp_p
         assert total["loss"] == pytest.approx(total["baseline_loss"], rel=0.02)
     else:
         assert total["loss"] > 1.5 * total["baseline_loss"]
+
 
 def test_a_saved_finetuned_model_loads_with_its_frozen_layers_and_optimizer_state(pretrained, tmp_path):
     import warnings

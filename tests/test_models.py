@@ -159,7 +159,6 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path, task, kwargs):
     assert again.get_config() == m.get_config()
 
 
-
 def test_compiled_models_load_with_plain_keras_in_a_fresh_process(tmp_path):
     """As the Zoobot module's docstring tells a user: ``from zoobot_tf import Zoobot`` and then Keras' own
     ``load_model``, in a process that has imported nothing else of zoobot_tf (this one has imported it all, which
@@ -187,6 +186,7 @@ def test_compiled_models_load_with_plain_keras_in_a_fresh_process(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     for task, want in expected.items():
         np.testing.assert_array_equal(np.load(tmp_path / f"{task}.npy"), want)
+
 
 def test_compile_defaults_fit_one_step_and_head_prior():
     m = Zoobot(schema="gz_decals_dr5", backbone="resnet_micro", image_size=32)

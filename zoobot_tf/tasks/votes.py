@@ -26,8 +26,8 @@ class VoteTask(Task):
     label_values = "counts"
     fixed_label_columns = True  # the schema's answer columns
     minimum, maximum = 1.0, 101.0  # concentration range of the head (Zoobot: sigmoid(x) * 100 + 1)
-    # a random head predicts ~51 for every answer, far from the votes: with its sigmoid near saturation for answers
-    # the volunteers rarely give, a finetuned head spends its few labels getting back to the baseline
+    # from Keras' initialisation a head predicts ~51 for every answer, far from the votes' no-image baseline, and
+    # with few labels a finetuned head spent them getting back to it (benchmarks/vote_head_start.py)
     finetune_from_prior = True
 
     def __init__(self, schema: Schema | str | Mapping = "gz_decals_dr5",
