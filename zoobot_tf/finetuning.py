@@ -229,12 +229,13 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
     # the model's task is the source's, with the loss options (label smoothing) the labels do not carry
     head = make_task({**source.task.get_config(), "label_smoothing": smoothing}) if smoothing else source.task
     tuner = Finetuner(pretrained, task=head, **finetuner_kwargs)
-    prior = source.task.prior(source.labels("train"))
+    train_labels = source.labels("train")  # a pass over the split for a TFDS or shard source: read once
+    prior = source.task.prior(train_labels)
     if tuner.task.finetune_from_prior:  # a vote head starts at the no-image baseline of the training votes
         tuner.model.init_head_prior(prior)
     schedule = recommended_settings(tuner.pretrained, tuner.random_init, epochs=epochs, patience=patience)
     settings = {**tuner.settings, "epochs": schedule["epochs"], "patience": schedule["patience"]}
-    class_weight = source.task.balanced_class_weight(source.labels("train")) if balance_classes else None
+    class_weight = source.task.balanced_class_weight(train_labels) if balance_classes else None
     size = tuner.model.load_size
     train = source.dataset("train", tuner.batch_size, size, training=True, class_weight=class_weight, seed=seed)
     val = source.dataset("val", tuner.batch_size, size, class_weight=class_weight)
