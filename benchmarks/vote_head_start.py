@@ -9,7 +9,7 @@ anything), through the public ``zoobot_tf.finetune(..., task="votes")`` with its
 head's Dense layer as Keras initialises it (every concentration ~51 whatever the votes: what ``finetune`` did
 before), and started at the training votes' constant Dirichlet (``Task.finetune_from_prior``, now the default
 for vote heads). Prints the mean test loss per galaxy (Dirichlet-multinomial NLL summed over questions) against
-the no-image baseline's; writes benchmarks/results/vote_head_start.json.
+the no-image baseline's, as the finetuning guide's table; writes benchmarks/results/vote_head_start.json.
 """
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ def split(catalog: pd.DataFrame, n_labels: int, seed: int) -> pd.DataFrame:
     n_val = n_labels // 4
     return pd.concat([pool[:n_labels].assign(split="train"), pool[n_labels:n_labels + n_val].assign(split="val"),
                       catalog[2000:].assign(split="test")], ignore_index=True)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The finetuning guide's table: per label count, the mean +- std test loss from each start and the baseline."""
+    by = {(r["labels"], r["head"]): r for r in rows}
+    lines = ["| labels | head started at the prior | head started at random | no-image baseline |", "|---|---|---|---|"]
+    for labels in sorted({n for n, _ in by}):
+        cells = [f"{by[labels, head]['test_loss']:.2f} +- {by[labels, head]['test_loss_std']:.2f}"
+                 for head in ("prior", "random")]
+        lines.append(f"| {labels} | {cells[0]} | {cells[1]} | {by[labels, 'prior']['baseline_loss']:.2f} |")
+    return "\n".join(lines)
 
 
 def one_run(model: str, catalog: pd.DataFrame, from_prior: bool, seed: int) -> dict:
@@ -66,19 +77,18 @@ def main(argv=None):
         catalog = make_synthetic_catalog(3000, Path(tmp) / "synthetic", seed=5, schema=SCHEMA, progress=False)
         for n_labels in args.labels:
             for from_prior in (False, True):
-                scores = []
+                head, scores = "prior" if from_prior else "random", []
                 for seed in range(args.seeds):
                     run = one_run(args.model, split(catalog, n_labels, seed), from_prior, seed)
-                    runs.append({"labels": n_labels, "head": "prior" if from_prior else "random", "seed": seed, **run})
+                    runs.append({"labels": n_labels, "head": head, "seed": seed, **run})
                     scores.append(run)
                     print(runs[-1], flush=True)
                 loss = [r["test_loss"] for r in scores]
-                rows.append({"labels": n_labels, "head": "prior" if from_prior else "random",
+                rows.append({"labels": n_labels, "head": head,
                              "test_loss": float(np.mean(loss)), "test_loss_std": float(np.std(loss, ddof=1)),
                              "baseline_loss": float(np.mean([r["baseline_loss"] for r in scores])),
                              "epochs": float(np.mean([r["epochs"] for r in scores]))})
-    table = pd.DataFrame(rows)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(markdown_table(rows))
     write_json({"model": str(args.model), "schema": SCHEMA, "galaxies": 3000, "test_galaxies": 1000,
                 "seeds": args.seeds, "seconds": time.time() - start, "rows": rows, "runs": runs}, args.out)
 
