@@ -50,7 +50,24 @@ def make_task_for_catalog(task: "Task | str", catalog, columns=None, **options) 
     cls = TASK_REGISTRY.get(str(task))
     if cls is None:
         raise ValueError(f"Unknown task. Received: task={task!r}; expected one of {task_names()}")
+    _require_columns(catalog, [columns] if isinstance(columns, str) else list(columns or []))
     return cls.for_catalog(catalog, columns, **_accepted_options(cls.for_catalog, options))
+
+
+def _require_columns(catalog, columns: list[str]) -> None:
+    """The label columns a task is made from must be in the catalog (before a classifier reads its classes)."""
+    import difflib
+
+    from zoobot_tf.data.catalogs import CatalogError
+
+    missing = [c for c in columns if c not in catalog.columns]
+    if not missing:
+        return
+    present = [str(c) for c in catalog.columns]
+    hints = [f"{c!r} (did you mean {', '.join(map(repr, close))}?)" if (close := difflib.get_close_matches(
+        str(c), present, n=3)) else repr(c) for c in missing]
+    shown = ", ".join(present[:30]) + (f", ... (+{len(present) - 30} more)" if len(present) > 30 else "")
+    raise CatalogError(f"missing label column(s): {', '.join(hints)}. The catalog's columns: {shown}")
 
 
 def _accepted_options(fn, options: dict) -> dict:
