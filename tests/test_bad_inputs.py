@@ -203,6 +203,33 @@ def test_a_folder_of_awkward_images_predicts_the_readable_and_lists_the_rest(dat
     assert "skipped 3 unreadable image(s)" in out
 
 
+def test_embed_also_lists_the_unreadable_images(data, tmp_path):
+    status, out = run_cli(["embed", "--model", data / "m.keras", "--input", data / "weird", "--output",
+                           tmp_path / "e.csv", "--progress", "false"], cwd=tmp_path)
+    assert status == 0, out[-3000:]
+    assert len(pd.read_csv(tmp_path / "e.csv")) == 7
+    skipped = pd.read_csv(tmp_path / "e.csv.skipped.csv", dtype={"id_str": str})
+    assert set(skipped["id_str"]) == {"truncated", "empty", "notes"}
+
+
+@pytest.mark.parametrize("command", ["predict", "embed"])
+def test_a_folder_with_no_readable_image_is_an_error_that_lists_them(data, tmp_path, command):
+    """Not a traceback, and no empty table (or half-made parts) left beside the list of what could not be read."""
+    import shutil
+
+    folder = tmp_path / "unreadable"
+    folder.mkdir()
+    for name in ("truncated.jpg", "empty.png", "notes.png"):
+        shutil.copy(data / "weird" / name, folder / name)
+    status, out = run_cli([command, "--model", data / "m.keras", "--input", folder, "--output", tmp_path / "o.csv",
+                           "--progress", "false"], cwd=tmp_path)
+    assert status == 2 and "Traceback" not in out, out[-3000:]
+    assert (f"zoobot-tf {command}: error: No image could be read from {folder} (3 missing or unreadable, listed in "
+            f"o.csv.skipped.csv); no table was written.") in out, out[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv.skipped.csv", "unreadable"]
+    assert set(pd.read_csv(tmp_path / "o.csv.skipped.csv")["id_str"]) == {"truncated", "empty", "notes"}
+
+
 def test_a_half_written_shard_folder_is_refused_and_a_rerun_makes_it_whole(data, tmp_path):
     """make-shards writes each shard as <name>.partial and the manifest last: a folder without a manifest is
     not used, and the same command run again writes it from the start (the galaxies are the same)."""

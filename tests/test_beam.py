@@ -119,6 +119,32 @@ def test_a_unit_the_engine_retries_writes_no_row_twice(inputs, tmp_path, monkeyp
     assert sorted(skipped["id_str"]) == ["g0004", "g0009"]
 
 
+def test_a_unit_with_no_readable_image_is_an_empty_part_and_none_at_all_is_an_error(inputs, tmp_path):
+    """A unit (chunk) whose images are all unreadable writes an empty part (it once crashed the worker while
+    making that empty table); when no unit read anything, the job says so and leaves only the list of them."""
+    from zoobot_tf.outputs import NoImageReadError
+
+    plain = pd.read_csv(inputs / "plain.csv")
+    bad = plain.iloc[[4, 9]]  # the corrupt image and the missing file
+    pd.concat([bad, plain.iloc[[0, 1]]]).to_csv(tmp_path / "some.csv", index=False)
+    options = {"n_samples": 1, "tta": False, "interval": 0.9}
+    direct = "--runner=BundleBasedDirectRunner"
+    skipped = zbeam.run_inference("predict", "zoobot_synthetic", tmp_path / "some.csv", tmp_path / "p.csv",
+                                  beam_options=direct, chunk=2, options=options)
+    assert pd.read_csv(tmp_path / "p.csv")["id_str"].tolist() == ["g0000", "g0001"]
+    assert sorted(skipped["id_str"]) == ["g0004", "g0009"]
+
+    bad.to_csv(tmp_path / "none.csv", index=False)
+    for job in ("predict", "embed"):
+        out = tmp_path / f"none_{job}.csv"
+        with pytest.raises(NoImageReadError, match=r"No image could be read from .*none.csv \(2 missing or "
+                                                   r"unreadable, listed in none_\w+.csv.skipped.csv\)"):
+            zbeam.run_inference(job, "zoobot_synthetic", tmp_path / "none.csv", out, beam_options=direct, chunk=1,
+                                options=options if job == "predict" else {})
+        assert not out.exists() and not out.with_name(out.name + ".parts").exists()
+        assert sorted(pd.read_csv(out.with_name(out.name + ".skipped.csv"))["id_str"]) == ["g0004", "g0009"]
+
+
 def test_a_rerun_after_a_failed_job_keeps_the_written_units(inputs, tmp_path, monkeypatch):
     original, ran = zbeam._InferenceFn.process, []
 

@@ -9,6 +9,7 @@ A killed run loses at most the part it was filling, and no galaxy is written twi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -19,10 +20,44 @@ import pandas as pd
 
 ID_COL = "id_str"
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+log = logging.getLogger(__name__)
 
 
 class PartsMismatchError(ValueError):
     """Parts of an interrupted run made with other settings than the command that would continue them."""
+
+
+class NoImageReadError(ValueError):
+    """Not one image of the input could be read, so there is nothing to predict or embed."""
+
+
+def list_skipped(expected: pd.DataFrame, done: set[str], output: str | Path | None) -> pd.DataFrame:
+    """The galaxies expected in a run that produced no row (missing or unreadable images): logged, and
+    written to ``<output>.skipped.csv`` when there is an output (a stale list from an earlier run removed)."""
+    skipped = expected[~expected[ID_COL].astype(str).isin(done)].reset_index(drop=True)
+    path = Path(output).with_name(Path(output).name + ".skipped.csv") if output else None
+    if len(skipped):
+        if path:
+            skipped.assign(reason="missing or unreadable image").to_csv(path, index=False)
+        log.warning("Skipped %d of %d galaxies (missing or unreadable images)%s: %s", len(skipped), len(expected),
+                    f", listed in {path}" if path else "", skipped[ID_COL].tolist()[:5])
+    elif path and path.exists():
+        path.unlink()
+    return skipped
+
+
+def require_some_read(n_read: int, source, skipped: pd.DataFrame, output: str | Path | None) -> None:
+    """Raise :class:`NoImageReadError` when no galaxy was read, removing the empty output table (the list of
+    skipped galaxies stays: it says which files to look at)."""
+    if n_read:
+        return
+    listed = ""
+    if output:
+        Path(output).unlink(missing_ok=True)
+        if len(skipped):
+            listed = f", listed in {Path(output).name}.skipped.csv"
+    raise NoImageReadError(f"No image could be read from {source} ({len(skipped)} missing or unreadable{listed}); "
+                           f"no table was written.")
 
 
 def partial_path(path: Path) -> Path:

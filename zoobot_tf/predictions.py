@@ -30,7 +30,7 @@ from zoobot_tf.data.pipeline import decoded_batches
 from zoobot_tf.data.sources import open_source
 from zoobot_tf.models.resolve import load_model
 from zoobot_tf.models.zoobot import Zoobot
-from zoobot_tf.outputs import Parts, write_zoobot_predictions
+from zoobot_tf.outputs import Parts, list_skipped, require_some_read, write_zoobot_predictions
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +143,15 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
                     bar.update(len(table))
         parts.flush()
         n = parts.write_streamed(output)
-        if hdf5:
+        skipped = list_skipped(expected, parts.done_ids, output)
+        if n and hdf5:
             _write_hdf5(Path(hdf5), model, parts, n_samples)
-        if zoobot_output:
+        if n and zoobot_output:
             write_zoobot_predictions(zoobot_output, parts, model.task.output_labels)
-        skipped = _skipped(expected, parts.done_ids, output)
     finally:
         parts.close()
     parts.cleanup()
-    if n == 0:
-        raise RuntimeError(f"No image could be read from {source}; nothing was predicted.")
+    require_some_read(n, source, skipped, output)
     return skipped
 
 
@@ -169,19 +168,6 @@ def _require_unique(expected: pd.DataFrame) -> None:
         shown = expected.loc[dup, ID_COL].astype(str).unique()[:5].tolist()
         raise ValueError(f"The input holds {int(dup.sum())} rows with a repeated id_str (e.g. {shown}); each galaxy "
                          f"needs its own id so its predictions can be found and resumed.")
-
-
-def _skipped(expected: pd.DataFrame, done: set[str], output: Path) -> pd.DataFrame:
-    """List (and write to ``<output>.skipped.csv``) the galaxies expected in this run that produced no row."""
-    skipped = expected[~expected[ID_COL].astype(str).isin(done)].reset_index(drop=True)
-    path = output.with_name(output.name + ".skipped.csv")
-    if len(skipped):
-        skipped.assign(reason="missing or unreadable image").to_csv(path, index=False)
-        log.warning("Skipped %d of %d galaxies (missing or unreadable images), listed in %s: %s",
-                    len(skipped), len(expected), path, skipped[ID_COL].tolist()[:5])
-    elif path.exists():
-        path.unlink()
-    return skipped
 
 
 def predict_job(config) -> pd.DataFrame:

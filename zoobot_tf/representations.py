@@ -20,7 +20,7 @@ import pandas as pd
 from zoobot_tf.data.catalogs import ID_COL
 from zoobot_tf.data.pipeline import decoded_batches
 from zoobot_tf.data.sources import open_source
-from zoobot_tf.outputs import Parts, read_table, write_table
+from zoobot_tf.outputs import Parts, list_skipped, read_table, require_some_read, write_table
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
@@ -110,11 +110,13 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
                         tables.append(part)
                     bar.update(len(part))
         table = parts.merge_table() if parts else (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
+        skipped = list_skipped(expected, set(table[ID_COL].astype(str)) if len(table) else set(), output)
     finally:
         if parts:
             parts.close()
-    if table.empty:
-        raise RuntimeError(f"No image could be read from {source}.")
+    if table.empty and parts:
+        parts.cleanup()  # nothing in them
+    require_some_read(len(table), source, skipped, output)
     table = finish_embeddings(model, data, split, table, output, pca_components, pca_fit_max, anomaly_k,
                               tensorboard, tensorboard_columns, tensorboard_max, batch_size)
     if output:

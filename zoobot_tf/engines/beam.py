@@ -200,7 +200,7 @@ class _InferenceFn:
                                                       o["n_samples"], o["tta"], o["interval"])]
         else:
             tables = list(embedded_batches(self.model, unit_images(unit), self.batch_size))
-        table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"id_str": pd.Series([], str)})
+        table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"id_str": pd.Series([], dtype=str)})
         tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp-{os.getpid()}"
         table.to_parquet(tmp, index=False)
         os.replace(tmp, path)  # a retried unit replaces its part: no row twice
@@ -230,8 +230,8 @@ def run_inference(job: str, model: str, source, output, runner: str = "direct", 
     skipped galaxies (predict), as the single-process functions do."""
     from zoobot_tf.data.sources import open_source
     from zoobot_tf.models.resolve import load_model
-    from zoobot_tf.outputs import Parts
-    from zoobot_tf.predictions import _identity, _require_unique, _skipped
+    from zoobot_tf.outputs import Parts, list_skipped, require_some_read
+    from zoobot_tf.predictions import _identity, _require_unique
 
     beam = _beam()
     if not isinstance(model, (str, Path)):
@@ -258,18 +258,20 @@ def run_inference(job: str, model: str, source, output, runner: str = "direct", 
         parts.rescan()
         if job == "predict":
             n = parts.write_streamed(output)
-            result = _skipped(expected, parts.done_ids, output)
         else:
             result = parts.merge_table()
             n = len(result)
+        skipped = list_skipped(expected, parts.done_ids, output)
+        if job == "predict":
+            result = skipped
     finally:
         parts.close()
     if n == 0:
-        raise RuntimeError(f"No image could be read from {source}; nothing was written.")
+        parts.cleanup()  # nothing in them
+    require_some_read(n, source, skipped, output)
     if job == "embed":
         from zoobot_tf.representations import finish_embeddings
 
-        _skipped(expected, parts.done_ids, output)
         result = finish_embeddings(local, data, split, result, output, **options.get("finish", {}),
                                    batch_size=batch_size)
     parts.cleanup()
