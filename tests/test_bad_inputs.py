@@ -145,6 +145,9 @@ CASES = [
      r"No model 'zoobot_nonesuch': not a file or folder, nor a known name. Accepted: a packaged model name"),
     ("predict output format", lambda d, t: ["predict", "--input", d / "imgs", "--output", t / "p.txt"], 2,
      r"--output must end in .csv or .parquet"),
+    ("predict catalog without image paths", lambda d, t: ["predict", "--input", _catalog(d, t, lambda c: c[[
+        "id_str"]]), "--output", t / "p.csv"], 2, r"A catalog needs columns 'id_str' \(each galaxy's id\) and "
+     r"'file_loc' \(its image file\); .*bad.csv has no 'file_loc'. Its columns: id_str"),
     ("predict input missing", lambda d, t: ["predict", "--input", t / "nope", "--output", t / "p.csv"], 2,
      r"--input .*nope: no such file or folder"),
     ("make-shards over existing shards", lambda d, t: (_copy_shards(d, t), [

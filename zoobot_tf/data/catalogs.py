@@ -152,7 +152,10 @@ def folder_catalog(folder: str | Path) -> pd.DataFrame:
 
 
 def resolve_file_locs(catalog: pd.DataFrame, base: str | Path, file_col: str = FILE_COL) -> pd.DataFrame:
-    """Make relative ``file_loc`` paths absolute against ``base`` (the catalog's folder)."""
+    """Make relative ``file_loc`` paths absolute against ``base`` (the catalog's folder). A catalog without the
+    column is returned as it is, for the caller's check to name what is missing."""
+    if file_col not in catalog.columns:
+        return catalog
     base = Path(base)
     out = catalog.copy()
     out[file_col] = [str(p) if Path(p).is_absolute() else str(base / p) for p in out[file_col].astype(str)]

@@ -31,6 +31,7 @@ from zoobot_tf.data import pipeline, tfrecords
 from zoobot_tf.data.catalogs import (
     FILE_COL,
     ID_COL,
+    CatalogError,
     folder_catalog,
     read_catalog,
     resolve_file_locs,
@@ -189,10 +190,11 @@ class CatalogSource(DataSource):
             self.origin = str(path)
         else:
             self.origin = "a DataFrame"
-        for col in (ID_COL, FILE_COL):
-            if col not in catalog.columns:
-                raise ValueError(f"A catalog needs columns {ID_COL!r} and {FILE_COL!r}; {self.origin} has "
-                                 f"{list(catalog.columns)[:20]}")
+        missing = [col for col in (ID_COL, FILE_COL) if col not in catalog.columns]
+        if missing:
+            raise CatalogError(f"A catalog needs columns {ID_COL!r} (each galaxy's id) and {FILE_COL!r} (its image "
+                               f"file); {self.origin} has no {' and no '.join(map(repr, missing))}. Its columns: "
+                               f"{', '.join(map(str, list(catalog.columns)[:20]))}")
         self.catalog = catalog.reset_index(drop=True)
         self.task = task
         self.label_cols = task.label_columns(label_cols) if task is not None else []
