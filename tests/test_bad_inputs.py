@@ -143,11 +143,19 @@ CASES = [
     ("model name that does not exist", lambda d, t: ["predict", "--model", "zoobot_nonesuch", "--input", d / "imgs",
                                                      "--output", t / "p.csv"], 2,
      r"No model 'zoobot_nonesuch': not a file or folder, nor a known name. Accepted: a packaged model name"),
+    ("the folder export wrote into, not the export", lambda d, t: (
+        (t / "sm" / "zoobot" / "1").mkdir(parents=True),
+        (t / "sm" / "zoobot" / "1" / "saved_model.pb").write_bytes(b""),
+        ["predict", "--model", t / "sm", "--input", d / "imgs", "--output", t / "p.csv"])[-1], 2,
+     r"sm is not itself a model; it holds the export folder\(s\) .*sm/zoobot: pass one of those"),
     ("predict output format", lambda d, t: ["predict", "--input", d / "imgs", "--output", t / "p.txt"], 2,
      r"--output must end in .csv or .parquet"),
     ("predict catalog without image paths", lambda d, t: ["predict", "--input", _catalog(d, t, lambda c: c[[
         "id_str"]]), "--output", t / "p.csv"], 2, r"A catalog needs columns 'id_str' \(each galaxy's id\) and "
      r"'file_loc' \(its image file\); .*bad.csv has no 'file_loc'. Its columns: id_str"),
+    ("predict output an existing folder", lambda d, t: ((t / "out.csv").mkdir(), ["predict", "--input", d / "imgs",
+                                                                                  "--output", t / "out.csv"])[1], 2,
+     r"--output .*out.csv is a folder; give a file name, e.g. .*out.csv/predictions.csv"),
     ("predict input missing", lambda d, t: ["predict", "--input", t / "nope", "--output", t / "p.csv"], 2,
      r"--input .*nope: no such file or folder"),
     ("make-shards over existing shards", lambda d, t: (_copy_shards(d, t), [

@@ -462,6 +462,18 @@ class InferenceConfig(RuntimeConfig, EngineConfig):
         if self.runner and self.input.startswith("tfds:"):
             raise ConfigError("--runner reads catalogs, folders and shard folders, not tfds: sets")
 
+    @staticmethod
+    def check_output_file(flag: str, value: str | None, example: str, suffixes: tuple[str, ...] = (),
+                          shown: str = "") -> None:
+        """An output file's name: one of ``suffixes`` (when given), and not an existing folder (found before
+        the work, not when the finished file is renamed into place)."""
+        if not value:
+            return
+        if suffixes and Path(value).suffix.lower() not in suffixes:
+            raise ConfigError(f"{flag} must end in {shown}; received {value!r}")
+        if Path(value).expanduser().is_dir():
+            raise ConfigError(f"{flag} {value} is a folder; give a file name, e.g. {Path(value) / example}")
+
 
 @dataclasses.dataclass
 class PredictConfig(InferenceConfig):
@@ -478,10 +490,11 @@ class PredictConfig(InferenceConfig):
 
     def check(self) -> None:
         super().check()
-        if Path(self.output).suffix.lower() not in (".csv", ".parquet", ".pq"):
-            raise ConfigError(f"--output must end in .csv or .parquet; received {self.output!r}")
-        if self.zoobot_output and Path(self.zoobot_output).suffix.lower() not in (".csv", ".hdf5", ".h5"):
-            raise ConfigError(f"--zoobot_output must end in .csv or .hdf5; received {self.zoobot_output!r}")
+        self.check_output_file("--output", self.output, "predictions.csv", (".csv", ".parquet", ".pq"),
+                               ".csv or .parquet")
+        self.check_output_file("--hdf5", self.hdf5, "samples.h5")
+        self.check_output_file("--zoobot_output", self.zoobot_output, "zoobot_predictions.hdf5",
+                               (".csv", ".hdf5", ".h5"), ".csv or .hdf5")
         if self.runner and (self.hdf5 or self.zoobot_output):
             raise ConfigError("--hdf5 and --zoobot_output (the raw samples) are written by the single-process job "
                               "only; drop --runner, or them")
@@ -505,8 +518,8 @@ class EmbedConfig(InferenceConfig):
 
     def check(self) -> None:
         super().check()
-        if Path(self.output).suffix.lower() not in (".parquet", ".pq", ".h5", ".hdf5", ".csv"):
-            raise ConfigError(f"--output must end in .parquet, .h5 or .csv; received {self.output!r}")
+        self.check_output_file("--output", self.output, "embeddings.parquet",
+                               (".parquet", ".pq", ".h5", ".hdf5", ".csv"), ".parquet, .h5 or .csv")
 
 
 # ---------------------------------------------------------------------------------------------- other jobs

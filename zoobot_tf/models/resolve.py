@@ -157,6 +157,10 @@ def load_model(spec, image_size: int | None = None, channels: int | None = None,
                 return load_timm(path, image_size=image_size or 224, channels=channels, schema=schema)
             if (path / "assets.extra").exists() or (path / "variables").exists():
                 raise ModelFileError(f"{path} looks like a SavedModel folder but holds no saved_model.pb.")
+            inside = sorted({p.parent.parent for p in path.glob("*/*/saved_model.pb") if p.parent.name.isdigit()})
+            if inside:  # e.g. the --output_dir of zoobot-tf export, which writes <output_dir>/<name>/<version>
+                raise ModelFileError(f"{path} is not itself a model; it holds the export folder(s) "
+                                     f"{', '.join(str(p) for p in inside[:5])}: pass one of those.")
         if path.is_file() and path.suffix in (".safetensors", ".pth", ".pt", ".bin"):
             from zoobot_tf.pretrained import load_timm
 
