@@ -116,6 +116,19 @@ def test_embeddings_pca_similarity_and_anomalies(model, tmp_path):
     assert read_embeddings(tmp_path / "emb.h5").shape == (14, 5)
 
 
+def test_cli_similar_lists_neighbours_and_says_when_there_are_none(tmp_path, capsys):
+    from zoobot_tf.cli import main
+
+    table = pd.DataFrame({"id_str": ["a", "b", "c"], "feat_0": [1.0, 0.9, -1.0], "feat_1": [0.0, 0.1, 0.0]})
+    table.to_csv(tmp_path / "e.csv", index=False)
+    assert main(["similar", "--embeddings", str(tmp_path / "e.csv"), "--id", "a", "--k", "5"]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert lines[0].split() == ["id_str", "similarity"] and [ln.split()[0] for ln in lines[1:3]] == ["b", "c"]
+    table[:1].to_csv(tmp_path / "one.csv", index=False)
+    assert main(["similar", "--embeddings", str(tmp_path / "one.csv"), "--id", "a"]) == 0
+    assert capsys.readouterr().out.strip() == f"{tmp_path / 'one.csv'} holds no galaxy but a: no neighbours to list."
+
+
 def test_pca_matches_direct_eigendecomposition():
     x = np.random.default_rng(1).normal(size=(200, 6)) @ np.diag([5, 3, 1, 0.5, 0.1, 0.01])
     pca = PCA(2).fit(x)

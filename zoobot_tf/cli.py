@@ -167,7 +167,9 @@ def cmd_similar(config: SimilarConfig) -> int:
     from zoobot_tf.representations import EmbeddingIndex
 
     index = EmbeddingIndex.from_table(config.embeddings)
-    print(index.neighbours(config.id, k=config.k).to_string(index=False))
+    found = index.neighbours(config.id, k=config.k)
+    print(found.to_string(index=False) if len(found) else
+          f"{config.embeddings} holds no galaxy but {config.id}: no neighbours to list.")
     return 0
 
 
