@@ -158,6 +158,9 @@ CASES = [
      r"--output .*out.csv is a folder; give a file name, e.g. .*out.csv/predictions.csv"),
     ("predict input missing", lambda d, t: ["predict", "--input", t / "nope", "--output", t / "p.csv"], 2,
      r"--input .*nope: no such file or folder"),
+    ("scaling grid that is not YAML", lambda d, t: ((t / "g.yaml").write_text("fractions: [0.1\n"),
+                                                    ["scaling", "run", "--grid", t / "g.yaml"])[1], 2,
+     r"Cannot read the scaling grid .*g.yaml as YAML: while parsing a flow sequence"),
     ("make-shards over existing shards", lambda d, t: (_copy_shards(d, t), [
         "make-shards", "--catalog", d / "catalog.csv", "--output_dir", t / "shards"])[1], 2,
      r"already holds shards; pass overwrite=True"),

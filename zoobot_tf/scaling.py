@@ -44,12 +44,20 @@ def load_grid(path_or_dict) -> dict:
         path = Path(path_or_dict)
         if not path.exists():
             raise FileNotFoundError(f"Grid file not found: {path}")
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        is_yaml = path.suffix in (".yaml", ".yml")
+        try:
+            if is_yaml:
+                import yaml
 
-            grid = yaml.safe_load(path.read_text())
-        else:
-            grid = json.loads(path.read_text())
+                grid = yaml.safe_load(path.read_text())
+            else:
+                grid = json.loads(path.read_text())
+        except Exception as e:  # yaml's and json's parse errors, said in one line with the file named
+            raise ValueError(f"Cannot read the scaling grid {path} as {'YAML' if is_yaml else 'JSON'}: "
+                             f"{' '.join(str(e).split())}") from None
+        if not isinstance(grid, dict):
+            raise ValueError(f"The scaling grid {path} must be a mapping (fractions, seeds, architectures, "
+                             f"output_dir, ...); it holds a {type(grid).__name__}")
     for key in ("fractions", "seeds", "architectures", "output_dir"):
         if key not in grid:
             raise ValueError(f"The scaling grid needs {key!r}. Received keys: {sorted(grid)}")
