@@ -188,6 +188,33 @@ def test_compiled_models_load_with_plain_keras_in_a_fresh_process(tmp_path):
         np.testing.assert_array_equal(np.load(tmp_path / f"{task}.npy"), want)
 
 
+def test_inference_and_finetuning_load_a_saved_model_without_its_optimizer(tmp_path, monkeypatch):
+    """predict, embed and a finetuning's pretrained encoder need the weights, not the loss and optimizer: they
+    load uncompiled (no slot variables, two more copies of the trainable weights), and predict the same."""
+    from helpers import write_images
+
+    import zoobot_tf as zt
+    from zoobot_tf.models.resolve import load_model
+
+    m = Zoobot(backbone="resnet_micro", image_size=32)
+    m.compile()
+    m.save(tmp_path / "m.keras")
+    compiled, bare = load_model(tmp_path / "m.keras"), load_model(tmp_path / "m.keras", compile=False)
+    assert compiled.compiled and len(compiled.optimizer.variables) > 2 * len(m.trainable_variables)
+    assert not bare.compiled and getattr(bare, "optimizer", None) is None
+    x = np.random.default_rng(5).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(bare.predict_on_batch(x), compiled.predict_on_batch(x))
+
+    seen, original = [], keras.models.load_model
+    monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: seen.append(k.get("compile", True)) or
+                        original(*a, **k))
+    write_images(tmp_path / "imgs", 2, size=32)
+    zt.predict(tmp_path / "m.keras", tmp_path / "imgs", tmp_path / "p.csv", n_samples=1, progress=False)
+    zt.embed(tmp_path / "m.keras", tmp_path / "imgs", tmp_path / "e.csv", progress=False)
+    zt.Finetuner(tmp_path / "m.keras", task="classification", class_names=["a", "b"])
+    assert seen == [False, False, False]
+
+
 def test_compile_defaults_fit_one_step_and_head_prior():
     m = Zoobot(schema="gz_decals_dr5", backbone="resnet_micro", image_size=32)
     m.compile()

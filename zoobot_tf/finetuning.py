@@ -99,7 +99,7 @@ class Finetuner:
                  precision: str | None = None, cosine_schedule: bool | None = None,
                  warmup_epochs: int | None = None, label_smoothing: float = 0.0):
         random = is_random_init(pretrained)
-        source = None if random else load_model(pretrained)
+        source = None if random else load_model(pretrained, compile=False)  # its encoder and settings only
         self.pretrained = source
         self.random_init = random
         self.settings = recommended_settings(source, random, n_blocks=n_blocks, learning_rate=learning_rate,

@@ -118,7 +118,7 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
 
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1. Received: n_samples={n_samples}")
-    model = load_model(model)
+    model = load_model(model, compile=False)  # inference only: no optimizer slots
     if precision:
         model = model.with_precision(precision)
     tf.random.set_seed(seed)

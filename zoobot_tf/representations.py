@@ -85,7 +85,7 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
 
     from zoobot_tf.models.resolve import load_model
 
-    model = load_model(model)
+    model = load_model(model, compile=False)  # inference only: no optimizer slots
     if precision:
         model = model.with_precision(precision)
     data = open_source(source)

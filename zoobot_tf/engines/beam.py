@@ -184,7 +184,7 @@ class _InferenceFn:
 
         from zoobot_tf.models.resolve import load_model
 
-        self.model = load_model(self.model_spec)
+        self.model = load_model(self.model_spec, compile=False)
         if self.options.get("precision"):
             self.model = self.model.with_precision(self.options["precision"])
         tf.random.set_seed(self.options.get("seed", 0))
@@ -239,7 +239,7 @@ def run_inference(job: str, model: str, source, output, runner: str = "direct", 
     options = dict(options or {})
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    local = load_model(str(model))  # checked once here, before any worker starts, and for its identity
+    local = load_model(str(model), compile=False)  # checked once here, before any worker starts; its identity
     data = open_source(source)
     settings = {"job": job, "model": _identity(local), "source": str(data), "split": split, "runner": True,
                 "chunk": chunk, **options}

@@ -83,7 +83,7 @@ def export_version(folder: Path) -> Path | None:
     return None
 
 
-def _load_keras(path: Path):
+def _load_keras(path: Path, compile: bool = True):
     import keras
 
     from zoobot_tf.models.zoobot import Zoobot  # registers every class the archive names (see its module)
@@ -92,7 +92,7 @@ def _load_keras(path: Path):
         raise ModelFileError(f"{path} is not a Keras archive (a .keras file is a zip file); expected a model saved "
                              f"with model.save('....keras') by zoobot-tf.")
     try:
-        model = keras.models.load_model(path)
+        model = keras.models.load_model(path, compile=compile)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad archive; say what the file is
         raise ModelFileError(f"{path} is a zip file but not a loadable zoobot-tf Keras model "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:300]}).") from None
@@ -102,7 +102,7 @@ def _load_keras(path: Path):
     return model
 
 
-def _load_export(folder: Path):
+def _load_export(folder: Path, compile: bool = True):
     from zoobot_tf.export import KERAS_FILE, METADATA
 
     version = export_version(folder)
@@ -115,7 +115,7 @@ def _load_export(folder: Path):
     if not (extra / KERAS_FILE).exists():
         raise ModelFileError(f"{version} is a zoobot-tf export without its Keras model (assets.extra/{KERAS_FILE}), "
                              f"so it can serve but cannot be loaded for predictions or finetuning here.")
-    return _load_keras(extra / KERAS_FILE)
+    return _load_keras(extra / KERAS_FILE, compile)
 
 
 def is_random_init(spec) -> bool:
@@ -125,11 +125,15 @@ def is_random_init(spec) -> bool:
     return isinstance(spec, str) and spec in REGISTRY and not Path(spec).exists() and spec not in packaged_models()
 
 
-def load_model(spec, image_size: int | None = None, channels: int | None = None, schema="gz_decals_dr5"):
+def load_model(spec, image_size: int | None = None, channels: int | None = None, schema="gz_decals_dr5",
+               compile: bool = True):
     """The Zoobot model ``spec`` names (see the module docstring for the accepted forms).
 
     ``image_size``/``channels`` apply where the source does not fix them (timm weights, random encoders);
     ``schema`` is the head of models made from bare encoders (timm weights, random encoders).
+    ``compile=False`` loads a saved model without its loss, metrics and optimizer, all that predictions,
+    embeddings and a finetuning's encoder need: no optimizer slots (two more copies of the trainable
+    weights in memory) and a faster load.
     """
     from zoobot_tf.models.zoobot import Zoobot
 
@@ -138,7 +142,7 @@ def load_model(spec, image_size: int | None = None, channels: int | None = None,
     text = str(spec)
     packaged = packaged_models()
     if text in packaged and not Path(text).exists():
-        return _load_export(packaged[text])
+        return _load_export(packaged[text], compile)
     if text.startswith(HF_PREFIX):
         from zoobot_tf.pretrained import load_timm
 
@@ -146,9 +150,9 @@ def load_model(spec, image_size: int | None = None, channels: int | None = None,
     path = Path(text).expanduser()
     if path.exists():
         if path.is_file() and path.suffix == ".keras":
-            return _load_keras(path)
+            return _load_keras(path, compile)
         if path.is_dir():
-            model = _load_export(path)
+            model = _load_export(path, compile)
             if model is not None:
                 return model
             if (path / "config.json").exists() or any(path.glob("*.safetensors")):
