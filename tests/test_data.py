@@ -72,6 +72,36 @@ def test_fits_images_become_png_with_an_asinh_stretch(tmp_path):
     assert out.shape == (16, 16, 3) and out[8, 8, 0] == 255 and out[0, 0, 0] == 0
 
 
+def test_fits_masked_and_saturated_pixels_and_compound_suffixes(tmp_path, recwarn):
+    """NaN (masked) pixels read as the background and +-inf (saturated) ones as the finite extremes, with no
+    overflow; a folder's ids drop the whole suffix (x.fits.gz -> x)."""
+    import gzip
+
+    fits = pytest.importorskip("astropy.io.fits")
+    from zoobot_tf.data.catalogs import folder_catalog
+
+    rng = np.random.default_rng(0)
+    clean = rng.normal(10.0, 1.0, (32, 32))
+    clean[12:20, 12:20] += 200.0
+    dirty = clean.copy()
+    dirty[0:4, 0:4] = np.nan  # background pixels masked
+    dirty[15, 15], dirty[16, 16] = np.inf, -np.inf
+    expected = clean.copy()
+    expected[0:4, 0:4] = np.median(dirty[np.isfinite(dirty)])
+    expected[15, 15], expected[16, 16] = np.nanmax(dirty[np.isfinite(dirty)]), np.min(dirty[np.isfinite(dirty)])
+    np.testing.assert_allclose(images.asinh_stretch(dirty), images.asinh_stretch(expected), atol=1e-12)
+    assert not any(issubclass(w.category, RuntimeWarning) for w in recwarn)
+    assert (images.asinh_stretch(np.full((4, 4), np.nan)) == 0).all()
+
+    fits.PrimaryHDU(clean.astype(np.float32)).writeto(tmp_path / "a.fits")
+    (tmp_path / "b.fits.gz").write_bytes(gzip.compress((tmp_path / "a.fits").read_bytes()))
+    fits.CompImageHDU(clean.astype(np.float32)).writeto(tmp_path / "c.fits.fz")
+    catalog = folder_catalog(tmp_path)
+    assert catalog["id_str"].tolist() == ["a", "b", "c"]
+    pngs = [images.read_image_file(p) for p in catalog["file_loc"]]
+    assert pngs[0] == pngs[1]  # the gzipped copy reads as the same image
+
+
 def test_shards_round_trip_ids_votes_and_manifest(tmp_path):
     df = vote_catalog(tmp_path / "img", n=40)
     manifest = tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), galaxies_per_shard=10,

@@ -140,14 +140,14 @@ def read_catalog(path: str | Path) -> pd.DataFrame:
 
 def folder_catalog(folder: str | Path) -> pd.DataFrame:
     """A catalog of every JPEG/PNG/FITS image in a folder (recursively); ``id_str`` is the path below the
-    folder without its suffix (the file stem for a flat folder)."""
-    from zoobot_tf.data.images import FITS_SUFFIXES, IMAGE_SUFFIXES, is_fits
+    folder without its suffix (the file stem for a flat folder; ``x.fits.gz`` -> ``x``)."""
+    from zoobot_tf.data.images import FITS_SUFFIXES, IMAGE_SUFFIXES, is_fits, without_image_suffix
 
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_fits(p)))
     if not files:
         raise FileNotFoundError(f"No images ({', '.join(IMAGE_SUFFIXES + FITS_SUFFIXES)}) found under {folder}")
-    ids = [str(p.relative_to(folder).with_suffix("")) for p in files]
+    ids = [without_image_suffix(p.relative_to(folder)) for p in files]
     return pd.DataFrame({ID_COL: ids, FILE_COL: [str(p) for p in files]})
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fz")
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 
 
 def decode_image_bytes(encoded: tf.Tensor, load_size: int | None = None, channels: int = 3) -> tf.Tensor:
@@ -48,11 +48,26 @@ def is_fits(path: str | Path) -> bool:
     return any(name.endswith(s) for s in FITS_SUFFIXES)
 
 
+def without_image_suffix(path: str | Path) -> str:
+    """``path`` without its image suffix, a compound one included (``a/b.fits.gz`` -> ``a/b``)."""
+    name = str(path)
+    for suffix in sorted(IMAGE_SUFFIXES + FITS_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[:-len(suffix)]
+    return str(Path(name).with_suffix(""))
+
+
 def asinh_stretch(data: np.ndarray, q: float = 8.0, clip_percentile: float = 99.5) -> np.ndarray:
     """Scale survey flux to [0, 1]: subtract the median background, divide by the ``clip_percentile``
     level, then ``asinh(q * x) / asinh(q)`` (Lupton et al. 2004 style), clipped to [0, 1]."""
-    data = np.nan_to_num(np.asarray(data, dtype=np.float64))
-    data = data - np.median(data)
+    data = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros(data.shape)
+    background = np.median(data[finite])
+    # masked (NaN) pixels as background; saturated (+-inf) ones at the finite extremes
+    data = np.where(np.isnan(data), background, np.clip(data, data[finite].min(), data[finite].max()))
+    data = data - background
     scale = np.percentile(data, clip_percentile)
     if scale <= 0:
         scale = np.max(np.abs(data)) or 1.0
