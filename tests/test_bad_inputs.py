@@ -115,10 +115,10 @@ CASES = [
                                                TRAIN + ["--shards", t / "shards"])[1], 2,
      r"Shard .*train-00000-of-00004.tfrecord does not match its sha256 .*Remake"),
     ("catalog missing a vote column", lambda d, t: TRAIN + ["--catalog", _catalog(d, t, lambda c: c.drop(
-        columns=["bar_weak"]))], 2, r"missing 1 label column\(s\): bar_weak"),
+        columns=["bar_weak"]))], 2, r"missing 1 label column\(s\): 'bar_weak'\n"),
     ("finetuning label column misspelt", lambda d, t: ["finetune", "--catalog", d / "catalog.csv", "--label_cols",
                                                        "bar_stronk", "--output_dir", t / "ft"], 2,
-     r"missing label column\(s\): 'bar_stronk' \(did you mean 'bar_strong'.*\)\. The catalog's columns: id_str, "),
+     r"missing 1 label column\(s\): 'bar_stronk' \(did you mean 'bar_strong'.*\)\. The catalog's columns: id_str, "),
     ("catalog with NaN and negative votes", lambda d, t: TRAIN + ["--catalog", _catalog(d, t, lambda c: c.assign(
         **{"bar_no": [np.nan] + [-1] + list(c["bar_no"][2:])}))], 2,
      r"'bar_no' has missing or non-finite values at row 0.*\n.*'bar_no' has negative counts at row 1"),

@@ -24,6 +24,17 @@ class CatalogError(ValueError):
     """A catalog that does not fit the schema or the files on disk. The message lists every problem."""
 
 
+def missing_columns(missing: Sequence[str], present) -> str:
+    """``missing`` column names for a message, each with the catalog's closest names when it has any
+    (``'bar_stronk' (did you mean 'bar_strong', 'bar_no'?)``), at most 10."""
+    import difflib
+
+    present = [str(c) for c in present]
+    named = [f"{c!r} (did you mean {', '.join(map(repr, close))}?)"
+             if (close := difflib.get_close_matches(str(c), present, n=3)) else repr(c) for c in missing[:10]]
+    return ", ".join(named) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+
+
 def _rows(df: pd.DataFrame, mask: np.ndarray, id_col: str) -> str:
     idx = np.flatnonzero(mask)
     shown = ", ".join(
@@ -69,8 +80,7 @@ def validate_catalog(
         problems.append(f"missing image path column {file_col!r}")
     missing = [c for c in label_cols if c not in catalog.columns]
     if missing:
-        shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
-        problems.append(f"missing {len(missing)} label column(s): {shown}")
+        problems.append(f"missing {len(missing)} label column(s): {missing_columns(missing, catalog.columns)}")
     if len(catalog) == 0:
         problems.append("the catalog has no rows")
 

@@ -56,18 +56,14 @@ def make_task_for_catalog(task: "Task | str", catalog, columns=None, **options) 
 
 def _require_columns(catalog, columns: list[str]) -> None:
     """The label columns a task is made from must be in the catalog (before a classifier reads its classes)."""
-    import difflib
-
-    from zoobot_tf.data.catalogs import CatalogError
+    from zoobot_tf.data.catalogs import CatalogError, missing_columns
 
     missing = [c for c in columns if c not in catalog.columns]
-    if not missing:
-        return
-    present = [str(c) for c in catalog.columns]
-    hints = [f"{c!r} (did you mean {', '.join(map(repr, close))}?)" if (close := difflib.get_close_matches(
-        str(c), present, n=3)) else repr(c) for c in missing]
-    shown = ", ".join(present[:30]) + (f", ... (+{len(present) - 30} more)" if len(present) > 30 else "")
-    raise CatalogError(f"missing label column(s): {', '.join(hints)}. The catalog's columns: {shown}")
+    if missing:
+        present = [str(c) for c in catalog.columns]
+        shown = ", ".join(present[:30]) + (f", ... (+{len(present) - 30} more)" if len(present) > 30 else "")
+        raise CatalogError(f"missing {len(missing)} label column(s): {missing_columns(missing, present)}. "
+                           f"The catalog's columns: {shown}")
 
 
 def _accepted_options(fn, options: dict) -> dict:
