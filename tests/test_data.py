@@ -102,6 +102,18 @@ def test_fits_masked_and_saturated_pixels_and_compound_suffixes(tmp_path, recwar
     assert pngs[0] == pngs[1]  # the gzipped copy reads as the same image
 
 
+def test_fits_cubes_lose_length_one_axes_and_an_unreadable_one_says_why(tmp_path, caplog):
+    fits = pytest.importorskip("astropy.io.fits")
+    plane = np.random.default_rng(1).normal(0, 1, (16, 16))
+    fits.PrimaryHDU(plane).writeto(tmp_path / "flat.fits")
+    fits.PrimaryHDU(plane[None, None]).writeto(tmp_path / "cube.fits")  # (1, 1, y, x)
+    assert images.read_image_file(tmp_path / "cube.fits") == images.read_image_file(tmp_path / "flat.fits")
+    fits.PrimaryHDU(np.zeros((2, 3, 16, 16))).writeto(tmp_path / "four.fits")
+    with pytest.raises(ValueError, match="must be 2D or 3D"):
+        images._read_saying_why(str(tmp_path / "four.fits").encode())
+    assert "four.fits (skipped): FITS image must be 2D or 3D. Received shape (2, 3, 16, 16)" in caplog.text
+
+
 def test_shards_round_trip_ids_votes_and_manifest(tmp_path):
     df = vote_catalog(tmp_path / "img", n=40)
     manifest = tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), galaxies_per_shard=10,

@@ -11,6 +11,7 @@ documented in :func:`fits_to_png_bytes`.
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,8 @@ def asinh_stretch(data: np.ndarray, q: float = 8.0, clip_percentile: float = 99.
 
 
 def fits_to_png_bytes(path: str | Path, hdu: int | None = None, q: float = 8.0) -> bytes:
-    """Read a FITS image (2D, or 3D with bands first or last) and return 8-bit PNG bytes.
+    """Read a FITS image (2D, or 3D with bands first or last; leading axes of length 1 dropped) and return
+    8-bit PNG bytes.
 
     The stretch (:func:`asinh_stretch`) is applied per band. One band gives a greyscale PNG; three or
     more bands give an RGB PNG from the first three, in the file's order as R, G, B (reorder the
@@ -93,6 +95,8 @@ def fits_to_png_bytes(path: str | Path, hdu: int | None = None, q: float = 8.0) 
             if hdu is None:
                 raise ValueError(f"No image data in FITS file {path}")
         data = np.asarray(hdul[hdu].data, dtype=np.float64)
+    while data.ndim > 3 and data.shape[0] == 1:  # e.g. (1, bands, y, x) from radio or IFU pipelines
+        data = data[0]
     if data.ndim == 3:
         if data.shape[0] in (1, 3, 4) and data.shape[-1] not in (1, 3, 4):
             data = np.moveaxis(data, 0, -1)
@@ -115,6 +119,18 @@ def read_image_file(path: str | Path) -> bytes:
     return Path(path).read_bytes()
 
 
+def _read_saying_why(path: bytes) -> bytes:
+    """:func:`read_image_file` in a pipeline, which drops a file that fails (it is then listed as skipped):
+    a file that exists but cannot be converted (a FITS cube, a corrupt file) is logged with the reason."""
+    try:
+        return read_image_file(path.decode())
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        logging.getLogger(__name__).warning("Cannot read %s (skipped): %s", path.decode(), e)
+        raise
+
+
 def bytes_reader(paths):
     """A TensorFlow function ``path -> encoded bytes`` for a tf.data map over ``paths``: the one place
     that reads image files in every pipeline (shards, catalogs, folders). Files go through TF's file
@@ -122,7 +138,7 @@ def bytes_reader(paths):
     read in Python by :func:`read_image_file` instead (FITS -> PNG)."""
     if any(is_fits(p) for p in paths):
         def read(path):
-            raw = tf.numpy_function(lambda p: read_image_file(p.decode()), [path], tf.string, stateful=False)
+            raw = tf.numpy_function(_read_saying_why, [path], tf.string, stateful=False)
             return tf.reshape(raw, [])
         return read
     return tf.io.read_file
