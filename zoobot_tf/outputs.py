@@ -46,11 +46,14 @@ def list_skipped(expected: pd.DataFrame, done: set[str], output: str | Path | No
     return skipped
 
 
-def require_some_read(n_read: int, source, skipped: pd.DataFrame, output: str | Path | None) -> None:
-    """Raise :class:`NoImageReadError` when no galaxy was read, removing the empty output table (the list of
-    skipped galaxies stays: it says which files to look at)."""
+def require_some_read(n_read: int, source, skipped: pd.DataFrame, output: str | Path | None,
+                      parts: "Parts | None" = None) -> None:
+    """Raise :class:`NoImageReadError` when no galaxy was read, removing the empty output table and ``parts``
+    (the list of skipped galaxies stays: it says which files to look at)."""
     if n_read:
         return
+    if parts is not None:
+        parts.cleanup()
     listed = ""
     if output:
         Path(output).unlink(missing_ok=True)

@@ -114,9 +114,7 @@ def embed(model, source, output: str | Path | None = None, batch_size: int = 64,
     finally:
         if parts:
             parts.close()
-    if table.empty and parts:
-        parts.cleanup()  # nothing in them
-    require_some_read(len(table), source, skipped, output)
+    require_some_read(len(table), source, skipped, output, parts)
     table = finish_embeddings(model, data, split, table, output, pca_components, pca_fit_max, anomaly_k,
                               tensorboard, tensorboard_columns, tensorboard_max, batch_size)
     if output:

@@ -24,6 +24,12 @@ class CatalogError(ValueError):
     """A catalog that does not fit the schema or the files on disk. The message lists every problem."""
 
 
+def column_list(columns, limit: int = 30) -> str:
+    """A catalog's column names for a message, the first ``limit`` of them."""
+    names = [str(c) for c in columns]
+    return ", ".join(names[:limit]) + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
 def missing_columns(missing: Sequence[str], present) -> str:
     """``missing`` column names for a message, each with the catalog's closest names when it has any
     (``'bar_stronk' (did you mean 'bar_strong', 'bar_no'?)``), at most 10."""

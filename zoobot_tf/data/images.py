@@ -63,12 +63,12 @@ def asinh_stretch(data: np.ndarray, q: float = 8.0, clip_percentile: float = 99.
     level, then ``asinh(q * x) / asinh(q)`` (Lupton et al. 2004 style), clipped to [0, 1]."""
     data = np.asarray(data, dtype=np.float64)
     finite = np.isfinite(data)
-    if not finite.any():
-        return np.zeros(data.shape)
-    background = np.median(data[finite])
-    # masked (NaN) pixels as background; saturated (+-inf) ones at the finite extremes
-    data = np.where(np.isnan(data), background, np.clip(data, data[finite].min(), data[finite].max()))
-    data = data - background
+    if not finite.all():  # masked (NaN) pixels as the background; saturated (+-inf) ones at the finite extremes
+        if not finite.any():
+            return np.zeros(data.shape)
+        values = data[finite]
+        data = np.where(np.isnan(data), np.median(values), np.clip(data, values.min(), values.max()))
+    data = data - np.median(data)  # the background (saturated pixels count among the bright ones)
     scale = np.percentile(data, clip_percentile)
     if scale <= 0:
         scale = np.max(np.abs(data)) or 1.0

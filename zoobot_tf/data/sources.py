@@ -32,6 +32,7 @@ from zoobot_tf.data.catalogs import (
     FILE_COL,
     ID_COL,
     CatalogError,
+    column_list,
     folder_catalog,
     read_catalog,
     resolve_file_locs,
@@ -194,7 +195,7 @@ class CatalogSource(DataSource):
         if missing:
             raise CatalogError(f"A catalog needs columns {ID_COL!r} (each galaxy's id) and {FILE_COL!r} (its image "
                                f"file); {self.origin} has no {' and no '.join(map(repr, missing))}. Its columns: "
-                               f"{', '.join(map(str, list(catalog.columns)[:20]))}")
+                               f"{column_list(catalog.columns)}")
         self.catalog = catalog.reset_index(drop=True)
         self.task = task
         self.label_cols = task.label_columns(label_cols) if task is not None else []

@@ -256,19 +256,13 @@ def run_inference(job: str, model: str, source, output, runner: str = "direct", 
                     _ = (p | "units" >> beam.Create(todo) | "spread" >> beam.Reshuffle()
                          | job >> beam.ParDo(_dofn(fn)))
         parts.rescan()
-        if job == "predict":
-            n = parts.write_streamed(output)
-        else:
-            result = parts.merge_table()
-            n = len(result)
+        table = parts.merge_table() if job == "embed" else None
+        n = len(table) if job == "embed" else parts.write_streamed(output)
         skipped = list_skipped(expected, parts.done_ids, output)
-        if job == "predict":
-            result = skipped
+        result = table if job == "embed" else skipped
     finally:
         parts.close()
-    if n == 0:
-        parts.cleanup()  # nothing in them
-    require_some_read(n, source, skipped, output)
+    require_some_read(n, source, skipped, output, parts)
     if job == "embed":
         from zoobot_tf.representations import finish_embeddings
 

@@ -56,14 +56,12 @@ def make_task_for_catalog(task: "Task | str", catalog, columns=None, **options) 
 
 def _require_columns(catalog, columns: list[str]) -> None:
     """The label columns a task is made from must be in the catalog (before a classifier reads its classes)."""
-    from zoobot_tf.data.catalogs import CatalogError, missing_columns
+    from zoobot_tf.data.catalogs import CatalogError, column_list, missing_columns
 
     missing = [c for c in columns if c not in catalog.columns]
     if missing:
-        present = [str(c) for c in catalog.columns]
-        shown = ", ".join(present[:30]) + (f", ... (+{len(present) - 30} more)" if len(present) > 30 else "")
-        raise CatalogError(f"missing {len(missing)} label column(s): {missing_columns(missing, present)}. "
-                           f"The catalog's columns: {shown}")
+        raise CatalogError(f"missing {len(missing)} label column(s): {missing_columns(missing, catalog.columns)}. "
+                           f"The catalog's columns: {column_list(catalog.columns)}")
 
 
 def _accepted_options(fn, options: dict) -> dict:
