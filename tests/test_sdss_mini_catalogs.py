@@ -1,0 +1,64 @@
+"""The catalogs that make the packaged zoobot_sdss_mini encoder (training/sdss_mini/make_catalogs.py), on a
+small stand-in for ../shared/data and a rendered catalog made here: the face-on spirals labelled by their
+true handedness, GZ1 galaxies split by id with only training galaxies mirrored (winding swapped), and the
+galaxies a benchmark scores on absent."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["elliptical", "clockwise_spiral", "anticlockwise_spiral", "edge_on", "dont_know", "merger"]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("make_catalogs", REPO / "training" / "sdss_mini" / "make_catalogs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_catalogs(tmp_path):
+    rng = np.random.default_rng(0)
+    shared = tmp_path / "shared"
+    (shared / "gz1_sdss" / "images").mkdir(parents=True)
+    gz1 = pd.DataFrame({"dr7objid": [str(5000 + i) for i in range(60)], "gz1_class_name": [CLASSES[i % 6] for i in range(60)]})
+    gz1["file"] = [f"images/{i}.jpeg" for i in gz1["dr7objid"]]
+    for f in gz1["file"]:
+        pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+        pixels[:, :10] = 0  # dark left half: a mirror puts it on the right
+        Image.fromarray(pixels).save(shared / "gz1_sdss" / f)
+    gz1.to_csv(shared / "gz1_sdss" / "labels.csv", index=False)
+    synthetic = pd.DataFrame({"id_str": [f"s{i}" for i in range(8)], "file_loc": [f"/x/s{i}.png" for i in range(8)],
+                              "true_kind": ["disk"] * 6 + ["elliptical"] * 2,
+                              "true_spiral": [True, True, True, False, True, False, False, False],
+                              "true_edge_on": [False, False, True, False, False, False, False, False],
+                              "true_handedness": [1, -1, 1, 1, -1, 1, 1, 1]})
+    synthetic.to_csv(tmp_path / "synthetic.csv", index=False)
+    (tmp_path / "scored.txt").write_text("gz1_sdss-5000\ngz1_sdss-5001\ngz2_kaggle_spiral-5002\n")
+
+    _module().main(["--synthetic", str(tmp_path / "synthetic.csv"), "--out", str(tmp_path / "out"),
+                    "--shared", str(shared), "--exclude_ids", str(tmp_path / "scored.txt")])
+
+    spirals = pd.read_csv(tmp_path / "out" / "spirals.csv", dtype=str)
+    assert spirals["id_str"].tolist() == ["s0", "s1", "s4"]  # face-on spiral disks only
+    assert spirals["label"].tolist() == ["clockwise", "anticlockwise", "anticlockwise"]
+
+    catalog = pd.read_csv(tmp_path / "out" / "gz1.csv", dtype=str)
+    originals = catalog[~catalog["id_str"].str.endswith("_mirrored")].set_index("id_str")
+    assert set(originals.index) == set(gz1["dr7objid"]) - {"5000", "5001"}  # the scored GZ1 ones left out
+    assert set(originals["split"]) == {"train", "val", "test"}
+    mirrors = catalog[catalog["id_str"].str.endswith("_mirrored")]
+    assert (mirrors["split"] == "train").all()
+    assert len(mirrors) == (originals["split"] == "train").sum()
+    swap = {"clockwise_spiral": "anticlockwise_spiral", "anticlockwise_spiral": "clockwise_spiral"}
+    for row in mirrors.itertuples():
+        original = originals.loc[row.id_str.removesuffix("_mirrored")]
+        assert row.label == swap.get(original["label"], original["label"])
+        before, after = (np.asarray(Image.open(f)) for f in (original["file_loc"], row.file_loc))
+        assert after[:, 10:].mean() < 10  # the dark half moved to the right (up to JPEG ringing)
+        assert before[:, 10:].mean() > 50
