@@ -4,6 +4,9 @@
     # the scaling study's real-data view: 50 labels to all, 3 seeds, fitted by `zoobot-tf scaling analyse`
     python benchmarks/finetune_real.py --sizes 50,100,300,1000,all --seeds 0,1,2 \\
         --out benchmarks/scaling_mini/labels.json --csv benchmarks/scaling_mini/labels.csv
+    # what `zoobot-tf finetune` does with no tuning flags (the packaged model's card), 1,000 labels
+    python benchmarks/finetune_real.py --defaults --pretrained zoobot_sdss_mini --sets gz1_sdss,gz2_kaggle_spiral \
+        --sizes 1000 --seeds 0,1,2 --out benchmarks/results/defaults_zoobot_sdss_mini.json
 
 For each set in ../shared/data (gz_decals_rings: ring vs not; gz1_sdss: 6 GZ1 classes; gz2_kaggle_spiral:
 binary), a fixed part is held aside as the test set; training sets of 100, 300 and 1000 labels (or all
@@ -91,6 +94,9 @@ def main(argv=None):
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="label counts, or 'all' (of the pool)")
     parser.add_argument("--seeds", default="0", help="seeds: each draws its own labelled galaxies and initialisation")
+    parser.add_argument("--defaults", action="store_true", help="finetune --pretrained with zoobot-tf's defaults (its "
+                        "model card), only the survey's crop and flip given, as `zoobot-tf finetune` would; no "
+                        "random-init rows")
     parser.add_argument("--csv", default=None, help="also write the rows as CSV (e.g. benchmarks/scaling_mini/"
                         "labels.csv, which `zoobot-tf scaling analyse` fits and plots)")
     args = parser.parse_args(argv)
@@ -103,9 +109,11 @@ def main(argv=None):
             continue
         pool, test, _ = load_set(data, name)
         sizes = {len(pool) if v == "all" else min(int(v), len(pool)) for v in args.sizes.split(",")}
-        for n, seed, (encoder, source) in itertools.product(
-                sorted(sizes), seeds, (("pretrained (synthetic GZ)", args.pretrained), ("random init", "resnet_micro"))):
-            r = run_one(source, pool, test, n, SETS[name][4], SETS[name][5], seed=seed)
+        encoders = ((f"{Path(args.pretrained).name} (defaults)", args.pretrained),) if args.defaults else (
+            ("pretrained (synthetic GZ)", args.pretrained), ("random init", "resnet_micro"))
+        for n, seed, (encoder, source) in itertools.product(sorted(sizes), seeds, encoders):
+            r = run_one(source, pool, test, n, SETS[name][4], SETS[name][5], seed=seed,
+                        recipe=None if args.defaults else WHOLE_ENCODER)
             r.update(dataset=name, labels=n, encoder=encoder)
             results.append(r)
             print(f"{name:18s} {r['labels']:5d} labels seed {seed} {encoder:26s} acc {r['accuracy']:.3f}  "
@@ -116,8 +124,10 @@ def main(argv=None):
     print(table[["dataset", "labels", "encoder", "accuracy", "balanced_accuracy", "majority_accuracy",
                  "n_test"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"setup": {"backbone": "resnet_micro", "image_size": 64, "channels": 1,
-                                                     "max_epochs": 30, "patience": 6, "learning_rate": 1e-3},
+    setup = ({"pretrained": args.pretrained, "recipe": "zoobot-tf's defaults (the model's card)"} if args.defaults else
+             {"backbone": "resnet_micro", "image_size": 64, "channels": 1, "max_epochs": 30, "patience": 6,
+              "learning_rate": 1e-3})
+    Path(args.out).write_text(json.dumps({"setup": setup,
                                           "results": results}, indent=2))
     if args.csv:
         table.to_csv(args.csv, index=False)
