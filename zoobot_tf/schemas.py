@@ -525,6 +525,14 @@ def list_schemas() -> list[str]:
     return sorted(BUILTIN_SCHEMAS)
 
 
+def schemas_with_columns(columns) -> list[str]:
+    """The built-in schemas whose every label column is among ``columns`` (a catalog's), largest first: what a
+    catalog that does not match the schema it was given could be read with."""
+    have = {str(c) for c in columns}
+    return [name for _, name in sorted((-s.n_answers, name) for name, s in BUILTIN_SCHEMAS.items()
+                                       if set(s.label_cols) <= have)]
+
+
 def get_schema(name_or_schema: "str | Path | Mapping | Schema") -> Schema:
     """A built-in schema by name, a Schema, a dict, or a path to a ``.yaml``/``.json`` file."""
     if isinstance(name_or_schema, Schema):

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from zoobot_tf.schemas import Schema, get_schema
+from zoobot_tf.schemas import Schema, get_schema, schemas_with_columns
 
 ID_COL = "id_str"
 FILE_COL = "file_loc"
@@ -86,7 +86,10 @@ def validate_catalog(
         problems.append(f"missing image path column {file_col!r}")
     missing = [c for c in label_cols if c not in catalog.columns]
     if missing:
-        problems.append(f"missing {len(missing)} label column(s): {missing_columns(missing, catalog.columns)}")
+        problem = f"missing {len(missing)} label column(s): {missing_columns(missing, catalog.columns)}"
+        if schema is not None and (fits := schemas_with_columns(catalog.columns)):
+            problem += f"; the catalog has every label column of {', '.join(fits[:5])}: give one as the schema"
+        problems.append(problem)
     if len(catalog) == 0:
         problems.append("the catalog has no rows")
 
