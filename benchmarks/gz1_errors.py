@@ -43,22 +43,6 @@ CROP, FLIP = SETS["gz1_sdss"][4], SETS["gz1_sdss"][5]
 SPIRALS = {"clockwise_spiral": "anticlockwise_spiral", "anticlockwise_spiral": "clockwise_spiral"}
 
 
-def mirrored(rows: pd.DataFrame, work: Path) -> pd.DataFrame:
-    """The rows' images mirrored left-right (written once into ``work``), with winding directions swapped."""
-    from PIL import Image, ImageOps
-
-    work.mkdir(parents=True, exist_ok=True)
-    locs = []
-    for f in rows["file_loc"]:
-        out = work / Path(f).name
-        if not out.exists():
-            with Image.open(f) as im:
-                ImageOps.mirror(im).save(out, quality=95)
-        locs.append(str(out))
-    return rows.assign(file_loc=locs, id_str=rows["id_str"] + "_mirrored",
-                       label=rows["label"].map(lambda v: SPIRALS.get(v, v)))
-
-
 def balanced(confusion: pd.DataFrame) -> float:
     c = confusion.to_numpy(float)
     return float(np.mean(np.diag(c) / c.sum(axis=1)))
@@ -83,12 +67,14 @@ def default_finetuning(pool: pd.DataFrame, seed: int, pretrained="zoobot_synthet
 
 def winding_only(pool: pd.DataFrame, work: Path, pretrained: str, seed: int, **options) -> float:
     import zoobot_tf as zt
+    from zoobot_tf.data.catalogs import mirrored_rows
 
     spirals = pool[pool["label"].isin(SPIRALS)].sample(frac=1, random_state=seed).reset_index(drop=True)
     dev, chosen = spirals[:150], spirals[150:]
     train = chosen[40:]
     catalog = pd.concat([chosen[:40].assign(split="val"), train.assign(split="train"),
-                         mirrored(train, work).assign(split="train"), dev.assign(split="test")], ignore_index=True)
+                         mirrored_rows(train, work, SPIRALS).assign(split="train"), dev.assign(split="test")],
+                        ignore_index=True)
     result = zt.finetune(pretrained, catalog, label_cols="label", seed=seed, verbose=0, crop_fraction=CROP,
                          augment={"flip": False}, **options)
     return float(result.test_table.set_index("question").loc["total", "balanced_accuracy"])

@@ -21,8 +21,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, ImageOps
-
+from zoobot_tf.data.catalogs import mirrored_rows
 from zoobot_tf.data.splits import split_by_id
 
 MIRROR = {"clockwise_spiral": "anticlockwise_spiral", "anticlockwise_spiral": "clockwise_spiral"}
@@ -43,21 +42,11 @@ def gz1_catalog(shared: Path, out: Path, exclude_ids: frozenset[str]) -> pd.Data
     folder = shared / "gz1_sdss"
     labels = pd.read_csv(folder / "labels.csv", dtype={"dr7objid": str})
     labels = labels[~("gz1_sdss-" + labels["dr7objid"]).isin(exclude_ids)].reset_index(drop=True)
-    rows = pd.DataFrame({"id_str": labels["dr7objid"], "file_loc": [str((folder / f).resolve()) for f in labels["file"]],
-                         "label": labels["gz1_class_name"]})
+    rows = pd.DataFrame({"id_str": labels["dr7objid"], "label": labels["gz1_class_name"],
+                         "file_loc": [str((folder / f).resolve()) for f in labels["file"]]})
     # a salt of its own: the benchmarks chose which galaxies they score by the default salt
     rows["split"] = split_by_id(rows["id_str"].tolist(), (0.8, 0.1, 0.1), ("train", "val", "test"), salt="sdss_mini")
-    train = rows[rows["split"] == "train"]
-    (out / "mirrored").mkdir(parents=True, exist_ok=True)
-    mirrored_locs = []
-    for f in train["file_loc"]:
-        target = out / "mirrored" / Path(f).name
-        if not target.exists():
-            with Image.open(f) as im:
-                ImageOps.mirror(im).save(target, quality=95)
-        mirrored_locs.append(str(target.resolve()))
-    mirrored = train.assign(id_str=train["id_str"] + "_mirrored", file_loc=mirrored_locs,
-                            label=train["label"].map(lambda v: MIRROR.get(v, v)))
+    mirrored = mirrored_rows(rows[rows["split"] == "train"], out / "mirrored", MIRROR)
     return pd.concat([rows, mirrored], ignore_index=True)
 
 

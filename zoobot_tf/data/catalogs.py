@@ -41,6 +41,27 @@ def missing_columns(missing: Sequence[str], present) -> str:
     return ", ".join(named) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
 
 
+def mirrored_rows(rows: pd.DataFrame, folder: str | Path, swap: dict[str, str], label_col: str = "label",
+                  quality: int = 95) -> pd.DataFrame:
+    """``rows`` again with each image mirrored left-right (written once into ``folder``, under its own file
+    name, as JPEG ``quality``), ids suffixed ``_mirrored`` and the labels a mirror changes swapped
+    (``{"clockwise_spiral": "anticlockwise_spiral", ...}``): flip augmentation, as catalog rows, for a task that
+    labels chirality (train with ``flip=False``)."""
+    from PIL import Image, ImageOps
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    locs = []
+    for f in rows[FILE_COL]:
+        target = folder / Path(f).name
+        if not target.exists():
+            with Image.open(f) as im:
+                ImageOps.mirror(im).save(target, quality=quality)
+        locs.append(str(target.resolve()))
+    return rows.assign(**{FILE_COL: locs, ID_COL: rows[ID_COL] + "_mirrored",
+                          label_col: rows[label_col].map(lambda v: swap.get(v, v))})
+
+
 def _rows(df: pd.DataFrame, mask: np.ndarray, id_col: str) -> str:
     idx = np.flatnonzero(mask)
     shown = ", ".join(
