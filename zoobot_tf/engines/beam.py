@@ -256,10 +256,13 @@ def run_inference(job: str, model: str, source, output, runner: str = "direct", 
                     _ = (p | "units" >> beam.Create(todo) | "spread" >> beam.Reshuffle()
                          | job >> beam.ParDo(_dofn(fn)))
         parts.rescan()
-        table = parts.merge_table() if job == "embed" else None
-        n = len(table) if job == "embed" else parts.write_streamed(output)
+        if job == "embed":
+            table = parts.merge_table()
+            n = len(table)
+        else:  # predict streams the parts into the output table
+            table, n = None, parts.write_streamed(output)
         skipped = list_skipped(expected, parts.done_ids, output)
-        result = table if job == "embed" else skipped
+        result = skipped if table is None else table
     finally:
         parts.close()
     require_some_read(n, source, skipped, output, parts)
