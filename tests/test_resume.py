@@ -146,3 +146,46 @@ def test_zoobot_prediction_layout(setup, tmp_path):
     assert list(table.columns) == ["id_str"] + [f"{c}_pred" for c in get_schema("gz_decals_dr5").label_cols]
     samples = table["smooth-or-featured_smooth_pred"].apply(json.loads)
     assert samples.map(len).eq(2).all() and all(1 <= v <= 101 for s in samples for v in s)
+
+
+_THREADS_AFTER_PARTS = r"""
+import os, sys
+import numpy as np, pandas as pd
+from pathlib import Path
+from zoobot_tf.data.catalogs import read_catalog
+from zoobot_tf.outputs import Parts, read_table
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+out = Path(sys.argv[1]) / "out.parquet"
+before = threads()
+parts = Parts(out, {"job": "test"}, chunk=50)
+for i in range(4):
+    parts.add(pd.DataFrame({"id_str": [f"g{i}_{j}" for j in range(30)], "v": np.arange(30.0)}))
+parts.write_streamed(out)
+parts.cleanup()
+rows = len(read_table(out)) + len(read_catalog(out))
+after = threads()
+if sys.argv[2] == "pandas":  # the control: how pandas reads Parquet
+    pd.read_parquet(out)
+print(rows, before, after, threads())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
+def test_parquet_reads_leave_no_arrow_thread_running(tmp_path):
+    """A job's last step reads its parts back; Arrow threads still alive at exit can abort the process after
+    the output is written (exit 134, seen once in CI). Parts, tables and catalogs are read on the calling
+    thread, so a job that has written its output has nothing of Arrow's left running. The control, pandas'
+    own reader, starts Arrow's thread pools: the count can tell the two apart."""
+    script = tmp_path / "threads.py"
+    script.write_text(_THREADS_AFTER_PARTS)
+    ours = subprocess.run([sys.executable, str(script), str(tmp_path), "ours"], capture_output=True, text=True)
+    assert ours.returncode == 0, ours.stderr
+    rows, before, after, _ = map(int, ours.stdout.split())
+    assert rows == 240 and after == before
+    control = subprocess.run([sys.executable, str(script), str(tmp_path), "pandas"], capture_output=True, text=True)
+    assert control.returncode == 0, control.stderr
+    _, before, after, with_pandas = map(int, control.stdout.split())
+    assert after == before and with_pandas > after

@@ -120,6 +120,21 @@ def write_json(obj, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file's rows, read on the calling thread alone.
+
+    ``pd.read_parquet`` goes through Arrow's dataset scanner, whose I/O tasks can outlive the call; one
+    still running when Python shuts down aborts the process ("terminate called without an active
+    exception", exit 134) after the job has written its output (apache/arrow#34314, #36389); CI saw
+    ``zoobot-tf predict`` end so, once, right after it read its parts back. ``ParquetFile`` without
+    pre-buffering or threads reads synchronously, so nothing of Arrow's is left running when a job returns.
+    """
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path, pre_buffer=False) as f:
+        return f.read(columns=columns, use_threads=False, use_pandas_metadata=True).to_pandas(use_threads=False)
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """A table written by :func:`write_table` (CSV, Parquet, or an embeddings HDF5 file)."""
     path = Path(path)
@@ -137,7 +152,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             table[k] = v
         return table
     if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
+        return read_parquet(path)
     return pd.read_csv(path, dtype={ID_COL: str})
 
 
@@ -182,7 +197,7 @@ class Parts:
         """The galaxies held by the parts on disk (also parts other processes wrote, e.g. Beam workers)."""
         self.done_ids: set[str] = set()
         for part in self.part_files():
-            self.done_ids.update(pd.read_parquet(part, columns=[ID_COL])[ID_COL].astype(str))
+            self.done_ids.update(read_parquet(part, columns=[ID_COL])[ID_COL].astype(str))
 
     @property
     def resumed(self) -> bool:
@@ -222,7 +237,7 @@ class Parts:
         """Each part's rows, in part order (parts with no rows, from a unit whose images were all unreadable,
         are left out)."""
         for part in self.part_files():
-            table = pd.read_parquet(part)
+            table = read_parquet(part)
             if len(table):
                 yield table
 

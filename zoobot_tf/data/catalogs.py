@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from zoobot_tf.outputs import read_parquet
 from zoobot_tf.schemas import Schema, get_schema, schemas_with_columns
 
 ID_COL = "id_str"
@@ -169,7 +170,7 @@ def read_catalog(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"Catalog not found: {path}")
     parquet = path.suffix.lower() in (".parquet", ".pq")
     try:
-        df = pd.read_parquet(path) if parquet else pd.read_csv(path, dtype={ID_COL: str})
+        df = read_parquet(path) if parquet else pd.read_csv(path, dtype={ID_COL: str})
     except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types for a garbled file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CatalogError(f"Cannot read the catalog {path} as {'Parquet' if parquet else 'CSV'}: {first}") from None
