@@ -77,6 +77,7 @@ def main(argv=None):
     if args.write_ids:
         ids = scored_ids(Path(args.data))
         tmp = Path(f"{args.write_ids}.{os.getpid()}.tmp")  # atomic: parallel benchmark runs write it too
+        tmp.parent.mkdir(parents=True, exist_ok=True)  # data/ does not exist in a fresh checkout
         tmp.write_text("\n".join(ids) + "\n")
         os.replace(tmp, args.write_ids)
         print(f"wrote {len(ids)} galaxy ids to {args.write_ids}")
