@@ -8,19 +8,21 @@ import tensorflow as tf
 from helpers import write_images
 
 from zoobot_tf import export
-from zoobot_tf.config import DEFAULT_MODEL, FinetuneConfig, PredictConfig
-from zoobot_tf.data.images import decode_image_bytes
+from zoobot_tf.config import DEFAULT_ENCODER, DEFAULT_MODEL, FinetuneConfig, PredictConfig
+from zoobot_tf.data.images import decode_image_bytes, resize_if_needed
 from zoobot_tf.finetuning import ZOOBOT_DEFAULTS
 from zoobot_tf.models.resolve import load_model, model_card, packaged_models
 
 PACKAGED = sorted(packaged_models())
+GZ1_FRAMING = 0.35  # the galaxy fills about the central third of a GZ1 cutout
 
 
 def test_the_defaults_are_packaged():
-    assert DEFAULT_MODEL in PACKAGED
+    assert DEFAULT_MODEL in PACKAGED and DEFAULT_ENCODER in PACKAGED
     defaults = {c: {f.name: f.default for f in dataclasses.fields(c)} for c in (FinetuneConfig, PredictConfig)}
-    assert defaults[FinetuneConfig]["pretrained"] == DEFAULT_MODEL == defaults[PredictConfig]["model"]
-    assert model_card(DEFAULT_MODEL)["finetuning"]  # finetune's defaults come from the model's card
+    assert defaults[PredictConfig]["model"] == DEFAULT_MODEL
+    assert defaults[FinetuneConfig]["pretrained"] == DEFAULT_ENCODER
+    assert model_card(DEFAULT_ENCODER)["finetuning"]  # finetune's defaults come from the model's card
 
 
 @pytest.mark.parametrize("name", PACKAGED)
@@ -43,7 +45,8 @@ def test_a_packaged_export_serves_what_its_keras_model_predicts(name, tmp_path):
 
 def test_the_sdss_encoder_classifies_gz1_galaxies_it_never_saw():
     """zoobot_sdss_mini's own head, on 300 galaxies of GZ1's test split (left out of its pretraining, as
-    training/sdss_mini/make_catalogs.py --exclude_ids does): well above chance on the six classes (1/6), and
+    training/sdss_mini/make_catalogs.py --exclude_ids does), framed as GZ1 framed them: well above chance on
+    the six classes (1/6), and
     it tells the two winding directions apart, which zoobot_synthetic's encoder could not."""
     import pandas as pd
     from conftest import shared_data_dir
@@ -54,7 +57,9 @@ def test_the_sdss_encoder_classifies_gz1_galaxies_it_never_saw():
     labels = pd.read_csv(folder / "labels.csv", dtype={"dr7objid": str})
     test = labels[split_by_id(labels["dr7objid"].tolist(), (0.75, 0.25), ("pool", "test")) == "test"].head(300)
     model = load_model("zoobot_sdss_mini", compile=False)
-    pixels = tf.stack([decode_image_bytes(tf.io.read_file(str(folder / f)), model.view.load_size) for f in test["file"]])
+    framing = GZ1_FRAMING / model.crop_fraction  # what the model does not cut itself
+    pixels = tf.stack([resize_if_needed(tf.image.central_crop(decode_image_bytes(tf.io.read_file(str(folder / f))),
+                                                              framing), model.view.load_size) for f in test["file"]])
     names = np.asarray(model.task.class_names)
     predicted = names[np.argmax(model.predict(pixels, batch_size=64, verbose=0), axis=1)]
     truth = test["gz1_class_name"].to_numpy()

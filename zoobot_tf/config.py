@@ -21,7 +21,10 @@ from typing import Any, Callable, ClassVar
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored", "tpu")
-DEFAULT_MODEL = "zoobot_synthetic"  # the packaged default model (see zoobot_tf.models.resolve)
+DEFAULT_MODEL = "zoobot_synthetic"  # the packaged default model of predict, embed... (see zoobot_tf.models.resolve)
+# the packaged encoder finetune starts from: the GZ1 classes of real SDSS galaxies and of rendered ones
+# (training/sdss_mini/README.md): GZ1 balanced accuracy 0.58 against 0.43 from zoobot_synthetic, the rest level
+DEFAULT_ENCODER = "zoobot_sdss_mini"
 
 
 class ConfigError(ValueError):
@@ -368,7 +371,7 @@ class FinetuneConfig(RuntimeConfig):
 
     command: ClassVar[str] = "finetune"
     output_dir: str = option("runs/finetune", "run folder (model.keras, metrics.json, history)")
-    pretrained: str = option(DEFAULT_MODEL, "pretrained model: a packaged name, a .keras file, an export folder, "
+    pretrained: str = option(DEFAULT_ENCODER, "pretrained model: a packaged name, a .keras file, an export folder, "
                              "hf_hub:<repo>, a timm folder or .safetensors, or a backbone name (random encoder)")
     catalog: str | None = option(None, "catalog CSV/Parquet with id_str, file_loc and the label column(s); an "
                                  "optional split column (train/val/test)", exists="file")
