@@ -31,7 +31,8 @@ from finetune_real import SETS, load_set, run_one  # noqa: E402
 CARDS = {"none (Zoobot's defaults: head only, lr 1e-4)": {},
          "whole encoder, lr 3e-4": {"n_blocks": -1, "learning_rate": 3e-4},
          "whole encoder, lr 1e-3": {"n_blocks": -1, "learning_rate": 1e-3},
-         "whole encoder, lr 1e-4": {"n_blocks": -1, "learning_rate": 1e-4}}
+         "whole encoder, lr 1e-4": {"n_blocks": -1, "learning_rate": 1e-4},
+         "whole encoder, lr 3e-4, up to 60 epochs": {"n_blocks": -1, "learning_rate": 3e-4, "epochs": 60}}
 HOLDOUT, HOLDOUT_SEED = 0.25, 123
 
 
@@ -65,7 +66,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="default: benchmarks/results/embedded_card.json for zoobot_synthetic, "
                    "card_<name>.json for another model")
     p.add_argument("--pretrained", default="zoobot_synthetic", help="the packaged model (or export) to choose for")
-    p.add_argument("--cards", default=None, help="only these cards (comma-separated keys of CARDS' order: 0,1,2,3)")
+    p.add_argument("--cards", default=None, help="only these cards (comma-separated keys of CARDS' order: 0,1,2,3,4)")
     p.add_argument("--write", action="store_true", help="write the best card into --pretrained (a packaged model's "
                    "name or an export folder)")
     p.add_argument("--write_ids", default=None, help="only write the galaxies scored here and in finetune_real.py "
