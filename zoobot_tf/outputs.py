@@ -233,11 +233,11 @@ class Parts:
         self.done_ids.update(table[ID_COL].astype(str))
         self._tables, self._arrays, self._buffered = [], {}, 0
 
-    def tables(self) -> Iterable[pd.DataFrame]:
-        """Each part's rows, in part order (parts with no rows, from a unit whose images were all unreadable,
-        are left out)."""
+    def tables(self, columns: list[str] | None = None) -> Iterable[pd.DataFrame]:
+        """Each part's rows (only ``columns``, if given), in part order (parts with no rows, from a unit whose
+        images were all unreadable, are left out)."""
         for part in self.part_files():
-            table = read_parquet(part)
+            table = read_parquet(part, columns)
             if len(table):
                 yield table
 
@@ -301,8 +301,8 @@ def write_zoobot_predictions(path: str | Path, parts: "Parts", label_cols: list[
     path = Path(path)
     tmp = partial_path(path)
     if path.suffix.lower() in (".hdf5", ".h5"):
-        samples = [s for s in parts.arrays("samples")]
-        ids = [t[ID_COL].astype(str).tolist() for t in parts.tables()]
+        samples = list(parts.arrays("samples"))
+        ids = [t[ID_COL].astype(str).tolist() for t in parts.tables([ID_COL])]
         data = np.concatenate(samples) if samples else np.zeros((0, len(label_cols), 0), np.float32)
         with h5py.File(tmp, "w") as f:
             f.create_dataset("predictions", data=data)
@@ -310,7 +310,7 @@ def write_zoobot_predictions(path: str | Path, parts: "Parts", label_cols: list[
             f.create_dataset("label_cols", data=list(label_cols), dtype=h5py.string_dtype("utf-8"))
     elif path.suffix.lower() == ".csv":
         first = True
-        for table, samples in zip(parts.tables(), parts.arrays("samples")):
+        for table, samples in zip(parts.tables([ID_COL]), parts.arrays("samples")):
             rows = {ID_COL: table[ID_COL].astype(str).tolist()}
             for j, col in enumerate(label_cols):
                 rows[f"{col}_pred"] = [json.dumps([float(v) for v in s]) for s in samples[:, j, :]]

@@ -83,7 +83,7 @@ def _write_hdf5(path: Path, model: Zoobot, parts: Parts, n_samples: int) -> None
         data.attrs["outputs"] = json.dumps(task.output_labels)
         data.attrs["shape"] = "galaxy x output x sample"
         f.attrs["task"] = json.dumps(task.get_config())
-        for table, samples in zip(parts.tables(), parts.arrays("samples")):
+        for table, samples in zip(parts.tables([ID_COL]), parts.arrays("samples")):
             n = data.shape[0]
             data.resize(n + len(table), axis=0)
             ids.resize(n + len(table), axis=0)
