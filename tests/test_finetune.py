@@ -62,6 +62,56 @@ def test_encoder_weights_are_carried_over_and_frozen(pretrained, tmp_path):
     assert not np.allclose(tuner.model.get_layer("head_dense").get_weights()[0], head_before)
 
 
+def red_blue_catalog(folder, n=48, seed=0):
+    """Red and blue galaxies of the same mean brightness: only colour tells them apart."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    rows = []
+    for i in range(n):
+        red = i % 2
+        colour = (150, 60, 60) if red else (60, 60, 150)  # both means 90
+        img = np.clip(rng.normal(colour, 4, (32, 32, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"c{i}.png"
+        Image.fromarray(img).save(path)
+        rows.append({"id_str": f"c{i}", "file_loc": str(path), "kind": "red" if red else "blue"})
+    return pd.DataFrame(rows)
+
+
+def test_a_greyscale_encoder_finetunes_on_colour_images(pretrained, tmp_path):
+    """channels=3 spreads the greyscale stem over the three channels: a colour image gives exactly the
+    greyscale encoder's features of its channel mean to start with, and training can then use colour."""
+    pre = load_model(pretrained)
+    assert pre.channels == 1
+    tuner = Finetuner(pretrained, task="classification", class_names=["blue", "red"], channels=3, n_blocks=-1,
+                      learning_rate=1e-2, augment=False)
+    assert tuner.model.channels == 3 and tuner.model.encoder.inputs[0].shape[-1] == 3
+    rgb = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(tuner.model.encoder(rgb).numpy(), pre.encoder(rgb.mean(-1, keepdims=True)).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    scores = {}
+    for channels in (1, 3):
+        keras.utils.set_random_seed(0)
+        tuner = Finetuner(pretrained, task="classification", class_names=["blue", "red"], channels=channels,
+                          n_blocks=-1, learning_rate=1e-2, augment=False)
+        tuner.model.fit(tuner.dataset(red_blue_catalog(tmp_path / "train"), "kind", training=True, seed=0),
+                        epochs=6, verbose=0)
+        unseen = red_blue_catalog(tmp_path / "unseen", n=32, seed=1)
+        probs = tuner.model.predict(tuner.dataset(unseen, "kind"), verbose=0)
+        scores[channels] = float(np.mean(np.argmax(probs, -1) == (unseen["kind"] == "red").to_numpy()))
+    assert scores[3] >= 0.9 and scores[1] <= 0.75, scores  # greyscale cannot see the difference
+
+
+def test_stem_adaptation_rejects_other_channel_counts():
+    from zoobot_tf.models.stem import adapt_input_channels
+
+    k = np.arange(2 * 2 * 1 * 4, dtype="float32").reshape(2, 2, 1, 4)
+    np.testing.assert_allclose(adapt_input_channels(adapt_input_channels(k, 3), 1), k)  # split, then summed
+    with pytest.raises(ValueError, match="2 input channels"):
+        adapt_input_channels(np.zeros((2, 2, 2, 4)), 3)
+
+
 def test_unfreezing_the_last_blocks_with_layerwise_lr(pretrained, tmp_path):
     tuner = Finetuner(pretrained, task="classification", class_names=["faint", "bright"], n_blocks=2,
                       lr_decay=0.5, learning_rate=1e-2)

@@ -392,6 +392,8 @@ class FinetuneConfig(RuntimeConfig):
     batch_size: int | None = option(None, "batch size", min=1, max=65536)
     dropout_rate: float | None = option(None, "dropout before the new head", min=0.0, below=1.0)
     image_size: int | None = option(None, "default: the pretrained model's", min=32, max=4096)
+    channels: int | None = option(None, "1 (greyscale) or 3 (colour; a greyscale encoder's stem is spread over "
+                                  "the three); default: the pretrained model's", choices=(1, 3))
     crop_fraction: float | None = option(None, "central fraction of each image kept (survey framing; default: "
                                          "the pretrained model's)", above=0.0, max=1.0)
     flip: bool = option(True, "flip augmentation (false for tasks that label winding direction)")

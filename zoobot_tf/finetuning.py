@@ -36,6 +36,7 @@ import pandas as pd
 from zoobot_tf.data.sources import CatalogSource, DataSource, TFDSSource
 from zoobot_tf.models.resolve import is_random_init, load_model
 from zoobot_tf.models.zoobot import Zoobot, dtype_policy
+from zoobot_tf.models.stem import transfer_encoder_weights
 from zoobot_tf.ops.optimizer import ZoobotAdamW
 from zoobot_tf.outputs import write_json
 from zoobot_tf.tasks import Task, make_task, make_task_for_catalog
@@ -120,7 +121,7 @@ class Finetuner:
                     1.0 if random else source.crop_fraction),
                 augment=augment, dropout_rate=float(s["dropout_rate"]), precision=precision)
         if source is not None:
-            self.model.encoder.set_weights(source.encoder.get_weights())
+            transfer_encoder_weights(source.encoder, self.model.encoder)  # colour <-> greyscale: the stem adapted
         train_bn = random if train_batchnorm is None else bool(train_batchnorm)
         multipliers = self._set_trainable(int(s["n_blocks"]), float(s["lr_decay"]), train_bn)
         optimizer = ZoobotAdamW(learning_rate=float(s["learning_rate"]), weight_decay=float(s["weight_decay"]),
@@ -292,7 +293,7 @@ def finetune_job(config) -> FinetuneResult:
                           logdir=Path(config.output_dir) / "logs",
                           schema=config.schema, n_blocks=config.n_blocks, learning_rate=config.learning_rate,
                           lr_decay=config.lr_decay, weight_decay=config.weight_decay, batch_size=config.batch_size,
-                          dropout_rate=config.dropout_rate, image_size=config.image_size,
+                          dropout_rate=config.dropout_rate, image_size=config.image_size, channels=config.channels,
                           crop_fraction=config.crop_fraction, augment={"flip": config.flip},
                           precision=None if config.precision == "float32" else config.precision,
                           train_batchnorm=config.train_batchnorm, cosine_schedule=config.cosine_schedule,

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from zoobot_tf.models.backbones.common import LayerScale
+from zoobot_tf.models.stem import adapt_input_channels
 from zoobot_tf.ops.layers import Pointwise
 
 HF_PREFIX = "hf_hub:"
@@ -106,11 +107,9 @@ def _to_keras(value: np.ndarray, variable, layer) -> np.ndarray:
         v = v.transpose(2, 3, 0, 1)  # (C, 1, kh, kw) -> (kh, kw, C, 1)
     elif isinstance(layer, keras.layers.Conv2D) and v.ndim == 4:
         v = v.transpose(2, 3, 1, 0)  # (O, I, kh, kw) -> (kh, kw, I, O)
-        if v.shape != target and v.shape[:2] == target[:2] and v.shape[3] == target[3]:
-            if v.shape[2] == 3 and target[2] == 1:  # colour weights, greyscale input replicated x3: sum
-                v = v.sum(axis=2, keepdims=True)
-            elif v.shape[2] == 1 and target[2] == 3:  # greyscale weights on colour input: the mean's weights
-                v = np.repeat(v / 3.0, 3, axis=2)
+        if v.shape != target and v.shape[:2] == target[:2] and v.shape[3] == target[3] and \
+                {v.shape[2], target[2]} == {1, 3}:
+            v = adapt_input_channels(v, target[2])
     elif isinstance(layer, keras.layers.Dense) and v.ndim >= 2:
         v = v.reshape(v.shape[0], -1).T  # (O, I[, 1, 1]) -> (I, O): ConvMlp 1x1 convs and Linear alike
     return v
