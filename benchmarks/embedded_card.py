@@ -32,7 +32,11 @@ CARDS = {"none (Zoobot's defaults: head only, lr 1e-4)": {},
          "whole encoder, lr 3e-4": {"n_blocks": -1, "learning_rate": 3e-4},
          "whole encoder, lr 1e-3": {"n_blocks": -1, "learning_rate": 1e-3},
          "whole encoder, lr 1e-4": {"n_blocks": -1, "learning_rate": 1e-4},
-         "whole encoder, lr 3e-4, up to 60 epochs": {"n_blocks": -1, "learning_rate": 3e-4, "epochs": 60}}
+         "whole encoder, lr 3e-4, up to 60 epochs": {"n_blocks": -1, "learning_rate": 3e-4, "epochs": 60},
+         "whole encoder, lr 3e-4, up to 60 epochs, colour": {"n_blocks": -1, "learning_rate": 3e-4, "epochs": 60,
+                                                             "channels": 3},
+         "whole encoder, lr 3e-4, up to 60 epochs, 96 px": {"n_blocks": -1, "learning_rate": 3e-4, "epochs": 60,
+                                                            "image_size": 96}}
 HOLDOUT, HOLDOUT_SEED = 0.25, 123
 
 
