@@ -82,7 +82,8 @@ class Finetuner:
         train_batchnorm: update BatchNorm statistics in the trained stages. Default: only when the encoder
             is randomly initialised (its statistics would otherwise stay at their initial values);
             pretrained encoders keep theirs, which works better with few labels.
-        image_size, channels, crop_fraction: default to the pretrained model's.
+        image_size, channels, crop_fraction: default to the pretrained model's. ``channels=3`` on a greyscale
+            encoder spreads its stem's weights over the three channels (:mod:`zoobot_tf.models.stem`).
         precision: build under this dtype policy (``mixed_bfloat16`` on CPUs with AMX).
         None elsewhere means: the pretrained model's recommendation, else Zoobot's (see the module docstring).
 
