@@ -22,6 +22,7 @@ BN -> swish (training)          one op; the backward pass recomputes the swish  
                                 input from the BN input (one XLA kernel)
 global average pool             one oneDNN average pool                          ``GlobalAveragePooling2D``
 ConvNeXt MLP                    2-D MatMul + fused GELU, layer scale folded      Dense + GELU + scale
+LayerNorm (inference, CPU)      one XLA kernel                                   ``keras.layers.LayerNormalization``
 GELU gradient (training, CPU)   one XLA kernel forward, one backward             ``tf.nn.gelu``
 MLP GELU output (training)      recomputed in fc2's backward pass, not kept      kept from the forward pass
 view shift (inference)          two 2-tap filters                                projective transform

@@ -321,6 +321,35 @@ class GlobalAveragePooling2D(layers.GlobalAveragePooling2D):
         return x if self.keepdims else tf.reshape(x, [-1, inputs.shape[-1]])
 
 
+@tf.function(jit_compile=True, autograph=False)
+def _layer_norm_last_axis(x, gamma, beta, epsilon):
+    """LayerNorm over the last axis as one XLA kernel (statistics in float32)."""
+    xf = tf.cast(x, tf.float32)
+    mean = tf.reduce_mean(xf, axis=-1, keepdims=True)
+    centred = xf - mean
+    variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
+    y = centred * tf.math.rsqrt(variance + epsilon) * tf.cast(gamma, tf.float32) + tf.cast(beta, tf.float32)
+    return tf.cast(y, x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class LayerNormalization(layers.LayerNormalization):
+    """``keras.layers.LayerNormalization``; on the fast path at inference on CPU (over the last axis, with
+    scale and centre), one XLA kernel that reads the input once for both statistics and writes the output
+    once. Keras runs it as moments, then normalisation: several passes over the tensor, which made the
+    LayerNorms a quarter of ConvNeXt-Nano's inference time on an AMX CPU (55 -> 74 img/s without them;
+    2x faster each, 30 -> 14 ms on a 32x56x56x80 tensor). Training keeps Keras' (an XLA LayerNorm was within
+    noise on the whole training step). Same weights and config; same numbers to float rounding."""
+
+    def call(self, inputs, training=None):
+        if (not fast() or training or self.rms_scaling or not (self.center and self.scale)
+                or list(self.axis) not in ([-1], [len(inputs.shape) - 1]) or not on_cpu_only()):
+            return super().call(inputs)
+        y = _layer_norm_last_axis(inputs, tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta),
+                                  tf.constant(self.epsilon, tf.float32))
+        return tf.cast(y, self.compute_dtype)
+
+
 def _gelu_cdf_pdf(x):
     xf = tf.cast(x, tf.float32)  # bfloat16 activations are computed in float32 inside the fused kernels
     cdf = 0.5 * tf.math.erfc(xf * (-1.0 / math.sqrt(2.0)))  # erfc: exact for x << 0

@@ -160,6 +160,17 @@ def _mlp_gelu(size):
     return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
 
 
+def _layer_norm(size):
+    from zoobot_tf.ops.layers import LayerNormalization
+
+    norm = LayerNormalization(epsilon=1e-6)
+    x = _rng(16).normal(3.0, 2.0, size=(8, size, size, 48)).astype("float32")
+    norm.build(x.shape)
+    norm.gamma.assign(_rng(17).normal(1.0, 0.3, size=48).astype("float32"))
+    norm.beta.assign(_rng(18).normal(0.0, 0.3, size=48).astype("float32"))
+    return (lambda t: norm(t, training=False)), (x,)
+
+
 def _view(size):
     from zoobot_tf.models.preprocessing import GalaxyView
 
@@ -228,6 +239,7 @@ CASES = [
     Case("global average pool as one pool (gradients)", _pool, tol=1e-5),
     Case("ConvNeXt MLP: 2-D MatMul, fused GELU, folded layer scale (gradients)", _pointwise),
     Case("ConvNeXt MLP in training, GELU output recomputed (gradients)", _mlp_gelu),
+    Case("LayerNorm as one XLA kernel (inference)", _layer_norm, tol=1e-5),
     Case("view layer inference shift as 2-tap filters", _view, tol=1e-4),
     Case("EfficientNetB0 model (inference, gradients)", _model("efficientnet_b0"), tol=2e-3),
     Case("ConvNeXt model (inference, gradients)", _model("convnext_atto"), tol=2e-3),

@@ -20,7 +20,7 @@ from zoobot_tf.models.backbones.common import (
     drop_path_rates,
     float32_under_bfloat16,
 )
-from zoobot_tf.ops.layers import GlobalAveragePooling2D, Pointwise
+from zoobot_tf.ops.layers import GlobalAveragePooling2D, LayerNormalization, Pointwise
 
 # name: depths, dims, conv_mlp (as timm defines them; conv_mlp only changes the weight layout)
 VARIANTS = {
@@ -41,7 +41,7 @@ def convnext_block(x, dim: int, prefix: str, ls_init_value: float = 1e-6, drop_p
     shortcut = x
     f32 = float32_under_bfloat16()  # only the MLP's MatMuls run in bfloat16 under mixed_bfloat16
     x = layers.DepthwiseConv2D(7, padding="same", use_bias=True, name=f"{prefix}.conv_dw", **f32)(x)
-    x = layers.LayerNormalization(epsilon=LN_EPS, name=f"{prefix}.norm", **f32)(x)
+    x = LayerNormalization(epsilon=LN_EPS, name=f"{prefix}.norm", **f32)(x)
     # exact (erf) GELU, as torch.nn.GELU, fused into fc1's MatMul on CPU (see common.Pointwise)
     x = Pointwise(4 * dim, activation="gelu", name=f"{prefix}.mlp.fc1")(x)
     # timm's LayerScale (``{prefix}.gamma``) folded into fc2's weights (see common.Pointwise)
@@ -71,16 +71,16 @@ def build_convnext(
     inputs = keras.Input(shape=tuple(input_shape), name="pixels")
     f32 = float32_under_bfloat16()
     x = layers.Conv2D(dims[0], 4, strides=4, padding="valid", name="stem.0")(inputs)
-    x = layers.LayerNormalization(epsilon=LN_EPS, name="stem.1", **f32)(x)
+    x = LayerNormalization(epsilon=LN_EPS, name="stem.1", **f32)(x)
     rates = drop_path_rates(depths, drop_path_rate)
     for i, (depth, dim) in enumerate(zip(depths, dims)):
         if i > 0:
-            x = layers.LayerNormalization(epsilon=LN_EPS, name=f"stages.{i}.downsample.0", **f32)(x)
+            x = LayerNormalization(epsilon=LN_EPS, name=f"stages.{i}.downsample.0", **f32)(x)
             x = layers.Conv2D(dim, 2, strides=2, padding="valid", name=f"stages.{i}.downsample.1")(x)
         for j in range(depth):
             x = convnext_block(x, dim, f"stages.{i}.blocks.{j}", ls_init_value, rates[i][j])
     x = GlobalAveragePooling2D(name="head.global_pool", **f32)(x)
-    x = layers.LayerNormalization(epsilon=LN_EPS, name="head.norm", **f32)(x)
+    x = LayerNormalization(epsilon=LN_EPS, name="head.norm", **f32)(x)
     return keras.Model(inputs, x, name=name)
 
 
