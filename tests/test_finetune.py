@@ -25,22 +25,28 @@ def pretrained(tmp_path_factory):
     return path
 
 
-def bright_faint_catalog(folder, n=48, seed=0):
-    """An easy task: the class is the image brightness."""
+def two_class_catalog(folder, classes: dict, n=48, seed=0, sd=20.0, prefix="b"):
+    """Uniform 32-px images of two classes alternating, each ``{name: (mean RGB, extra columns)}``, with
+    Gaussian pixel noise ``sd``."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
     rows = []
     for i in range(n):
-        label = i % 2
-        level = 200 if label else 40
-        img = np.clip(rng.normal(level, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-        path = folder / f"b{i}.png"
+        kind = list(classes)[i % 2]
+        mean, extra = classes[kind]
+        img = np.clip(rng.normal(mean, sd, (32, 32, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"{prefix}{i}.png"
         Image.fromarray(img).save(path)
-        rows.append({"id_str": f"b{i}", "file_loc": str(path), "kind": "bright" if label else "faint",
-                     "brightness": level / 255})
+        rows.append({"id_str": f"{prefix}{i}", "file_loc": str(path), "kind": kind, **extra})
     return pd.DataFrame(rows)
+
+
+def bright_faint_catalog(folder, n=48, seed=0):
+    """An easy task: the class is the image brightness."""
+    return two_class_catalog(folder, {"faint": (40, {"brightness": 40 / 255}),
+                                      "bright": (200, {"brightness": 200 / 255})}, n=n, seed=seed)
 
 
 def _stage_weights(model, stage):
@@ -63,20 +69,9 @@ def test_encoder_weights_are_carried_over_and_frozen(pretrained, tmp_path):
 
 
 def red_blue_catalog(folder, n=48, seed=0):
-    """Red and blue galaxies of the same mean brightness: only colour tells them apart."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
-    rows = []
-    for i in range(n):
-        red = i % 2
-        colour = (150, 60, 60) if red else (60, 60, 150)  # both means 90
-        img = np.clip(rng.normal(colour, 4, (32, 32, 3)), 0, 255).astype(np.uint8)
-        path = folder / f"c{i}.png"
-        Image.fromarray(img).save(path)
-        rows.append({"id_str": f"c{i}", "file_loc": str(path), "kind": "red" if red else "blue"})
-    return pd.DataFrame(rows)
+    """Red and blue galaxies of the same mean brightness (90): only colour tells them apart."""
+    return two_class_catalog(folder, {"blue": ((60, 60, 150), {}), "red": ((150, 60, 60), {})}, n=n, seed=seed,
+                             sd=4.0, prefix="c")
 
 
 def test_a_greyscale_encoder_finetunes_on_colour_images(pretrained, tmp_path):
