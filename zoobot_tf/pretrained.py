@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from zoobot_tf.models.backbones.common import LayerScale
-from zoobot_tf.models.stem import adapt_input_channels
+from zoobot_tf.models.stem import adapt_input_channels, is_channel_mismatch
 from zoobot_tf.ops.layers import Pointwise
 
 HF_PREFIX = "hf_hub:"
@@ -107,8 +107,7 @@ def _to_keras(value: np.ndarray, variable, layer) -> np.ndarray:
         v = v.transpose(2, 3, 0, 1)  # (C, 1, kh, kw) -> (kh, kw, C, 1)
     elif isinstance(layer, keras.layers.Conv2D) and v.ndim == 4:
         v = v.transpose(2, 3, 1, 0)  # (O, I, kh, kw) -> (kh, kw, I, O)
-        if v.shape != target and v.shape[:2] == target[:2] and v.shape[3] == target[3] and \
-                {v.shape[2], target[2]} == {1, 3}:
+        if is_channel_mismatch(v.shape, target):
             v = adapt_input_channels(v, target[2])
     elif isinstance(layer, keras.layers.Dense) and v.ndim >= 2:
         v = v.reshape(v.shape[0], -1).T  # (O, I[, 1, 1]) -> (I, O): ConvMlp 1x1 convs and Linear alike

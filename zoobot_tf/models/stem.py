@@ -26,6 +26,14 @@ def adapt_input_channels(kernel: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"Cannot adapt a stem kernel with {have} input channels to {channels}.")
 
 
+def is_channel_mismatch(have: tuple, want: tuple) -> bool:
+    """True for a conv kernel shape ``have`` that differs from ``want`` only in its input channels, one
+    greyscale and the other colour: what :func:`adapt_input_channels` converts."""
+    have, want = tuple(have), tuple(want)
+    return (len(have) == len(want) == 4 and have[:2] == want[:2] and have[3] == want[3]
+            and {have[2], want[2]} == {1, 3})
+
+
 def transfer_encoder_weights(source, target) -> int:
     """Copy ``source`` encoder's weights into ``target``, the same architecture built for the same or the
     other channel count (the stem kernel adapted). Returns how many kernels were adapted (0 or 1)."""
@@ -35,7 +43,7 @@ def transfer_encoder_weights(source, target) -> int:
     values, adapted = [], 0
     for value, variable in zip(src, dst):
         shape = tuple(variable.shape)
-        if value.shape != shape and value.ndim == 4 and value.shape[:2] == shape[:2] and value.shape[3] == shape[3]:
+        if is_channel_mismatch(value.shape, shape):
             value = adapt_input_channels(value, shape[2])
             adapted += 1
         values.append(value)
