@@ -64,7 +64,8 @@ def test_make_shards_on_beam_writes_the_same_shards(inputs, tmp_path):
 
 
 def test_predict_and_embed_on_beam_match_the_single_process_tables(inputs, tmp_path):
-    common = ["--input", str(inputs / "plain.csv"), "--n_samples", "1", "--progress", "false"]
+    # MC dropout and test-time views: a galaxy's draws follow its id, so its samples are the same on any worker
+    common = ["--input", str(inputs / "plain.csv"), "--n_samples", "5", "--tta", "true", "--progress", "false"]
     cli("predict", *common, "--output", "one.csv", cwd=tmp_path)
     cli("predict", *common, "--output", "beam.parquet", "--runner", "direct", "--workers", "2", "--chunk", "16",
         cwd=tmp_path)

@@ -162,3 +162,60 @@ def test_cli_predict_with_precision_and_a_clear_error_for_an_unknown_one(folder,
     table = pd.read_csv(out, dtype={"id_str": str})
     assert len(table) == 10 and table["smooth-or-featured_smooth_fraction"].between(0, 1).all()
     assert main(["predict", "--input", str(folder), "--output", str(tmp_path / "x.csv"), "--precision", "fp8"]) == 2
+
+
+def test_a_galaxys_samples_depend_only_on_its_id_the_model_and_the_seed(tmp_path):
+    """MC-dropout masks and test-time views are drawn per galaxy id and seed: the same samples in another
+    batch size, from a new copy of the model (as another process would load it), and after a second call;
+    another seed or another id draws others. The function is traced once per model and options."""
+    import gc
+    import weakref
+
+    from zoobot_tf.models.resolve import load_model
+    from zoobot_tf.predictions import sample_fn
+
+    write_images(tmp_path / "imgs", 7, size=40)
+    (tmp_path / "imgs" / "twin.jpg").write_bytes((tmp_path / "imgs" / "g0000.jpg").read_bytes())
+    m = Zoobot(backbone="resnet_micro", image_size=32, dropout_rate=0.5)
+    m.save(tmp_path / "m.keras")
+
+    def samples(model, name, **kw):
+        predict(model, tmp_path / "imgs", tmp_path / f"{name}.csv", n_samples=4, tta=True, progress=False,
+                hdf5=tmp_path / f"{name}.h5", **kw)
+        with h5py.File(tmp_path / f"{name}.h5") as f:
+            return dict(zip([i.decode() for i in f["id_str"][:]], f["concentrations"][:]))
+
+    a = samples(m, "a", batch_size=4)
+    traces = sample_fn(m, 4, True).experimental_get_tracing_count()
+    b = samples(m, "b", batch_size=4)
+    assert sample_fn(m, 4, True).experimental_get_tracing_count() == traces  # not traced again
+    c = samples(load_model(tmp_path / "m.keras"), "c", batch_size=3)
+    d = samples(m, "d", batch_size=4, seed=1)
+    for other in (b, c):
+        for i in a:
+            np.testing.assert_allclose(other[i], a[i], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(a["g0000"][..., 0], a["g0000"][..., 1])  # the samples differ from each other
+    assert not np.allclose(d["g0000"], a["g0000"])  # another seed
+    assert not np.allclose(a["twin"], a["g0000"])  # the same image under another id
+    alive = weakref.ref(m)
+    del m
+    gc.collect()
+    assert alive() is None  # the cache does not keep its models alive
+
+
+def test_seeded_mc_dropout_drops_the_layers_rate_and_keeps_the_mean():
+    """The head's MC dropout with given draws is Keras' inverted dropout: units whose draw is below the rate
+    are zeroed, the rest scaled by 1 / (1 - rate), so the mean over draws is the deterministic output."""
+    from zoobot_tf.predictions import galaxy_keys, galaxy_uniforms
+
+    m = Zoobot(task="regression", n_targets=1, backbone="resnet_micro", image_size=32, dropout_rate=0.4)
+    dense = m.get_layer("head_dense")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([np.ones_like(kernel), np.zeros_like(bias)])  # the output is the sum of the embedding
+    emb = np.ones((1, m.embedding_dim), np.float32)
+    draws = galaxy_uniforms(galaxy_keys(["a"]), 0, (400, m.embedding_dim))[0].numpy()
+    assert 0.45 < draws.mean() < 0.55 and draws.min() >= 0 and draws.max() < 1
+    outs = np.array([float(np.ravel(m.apply_head(emb, noise=draws[k:k + 1]))[0]) for k in range(400)])
+    kept = (draws >= 0.4).sum(axis=1)
+    np.testing.assert_allclose(outs, kept / 0.6, rtol=1e-5)  # the units kept, each scaled by 1 / (1 - 0.4)
+    assert abs(outs.mean() / m.embedding_dim - 1.0) < 0.02  # unbiased: the deterministic output on average

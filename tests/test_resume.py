@@ -51,7 +51,7 @@ def test_killed_job_continues_without_duplicate_or_lost_rows(setup, tmp_path, jo
     args = [job, "--model", str(setup / "m.keras"), "--input", str(setup / "imgs"), "--output", str(out),
             "--batch_size", "16", "--chunk", "48", "--progress", "false"]
     if job == "predict":
-        args += ["--n_samples", "1", "--hdf5", str(tmp_path / "s.h5")]
+        args += ["--n_samples", "3", "--hdf5", str(tmp_path / "s.h5")]  # MC samples: the same per galaxy
     reference = tmp_path / ("ref" + out.suffix)
     ref_args = [a if a != str(out) else str(reference) for a in args]
     ref_args = [a if a != str(tmp_path / "s.h5") else str(tmp_path / "ref.h5") for a in ref_args]

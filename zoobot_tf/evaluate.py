@@ -49,7 +49,8 @@ def predict_batches(model, dataset: tf.data.Dataset, fn=None) -> tuple[np.ndarra
     return np.concatenate(outputs), np.concatenate(labels)
 
 
-def calibrate(model, data, split: str = "val", n_samples: int = 5, batch_size: int = 64) -> np.ndarray:
+def calibrate(model, data, split: str = "val", n_samples: int = 5, batch_size: int = 64,
+              seed: int = 0) -> np.ndarray:
     """Fit a vote model's credible intervals on held-out votes (a validation split, never the test one):
     per question, the concentration scale that makes the observed votes most likely under ``n_samples``
     MC-dropout passes, as ``predict`` draws them (:func:`stats.fit_concentration_scale`). ``data``: a
@@ -64,8 +65,14 @@ def calibrate(model, data, split: str = "val", n_samples: int = 5, batch_size: i
                          f"this model's task is {model.task!r}.")
     dataset = data if isinstance(data, tf.data.Dataset) else \
         open_source(data, model.task).dataset(split, batch_size, model.load_size)
-    run = sample_fn(model, n_samples)
-    samples, labels = predict_batches(model, dataset, fn=lambda x: run(x)[0])
+    run, seen = sample_fn(model, n_samples), [0]
+
+    def draw(images):  # galaxies keyed by their place in the split
+        keys = tf.range(seen[0], seen[0] + tf.shape(images)[0], dtype=tf.int64)
+        seen[0] += int(images.shape[0])
+        return run(images, keys, tf.constant(seed, tf.int64))[0]
+
+    samples, labels = predict_batches(model, dataset, fn=draw)
     scale = stats.fit_concentration_scale(samples, labels, model.task.schema)
     model.task.concentration_scale = [float(v) for v in scale]
     return scale

@@ -180,14 +180,11 @@ class _InferenceFn:
         self.model = None
 
     def setup(self):
-        import tensorflow as tf
-
         from zoobot_tf.models.resolve import load_model
 
         self.model = load_model(self.model_spec, compile=False)
         if self.options.get("precision"):
             self.model = self.model.with_precision(self.options["precision"])
-        tf.random.set_seed(self.options.get("seed", 0))
 
     def process(self, unit):
         from zoobot_tf.predictions import predicted_batches
@@ -197,7 +194,7 @@ class _InferenceFn:
         if self.job == "predict":
             o = self.options
             tables = [t for t, _ in predicted_batches(self.model, unit_images(unit), self.batch_size,
-                                                      o["n_samples"], o["tta"], o["interval"])]
+                                                      o["n_samples"], o["tta"], o["interval"], o.get("seed", 0))]
         else:
             tables = list(embedded_batches(self.model, unit_images(unit), self.batch_size))
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"id_str": pd.Series([], dtype=str)})

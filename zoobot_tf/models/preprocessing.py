@@ -35,6 +35,8 @@ import tensorflow as tf
 from zoobot_tf.ops import fast
 from zoobot_tf.ops.layers import centre_shift
 
+# Uniform draws per image of a random view: crop area, aspect ratio, x and y shift, angle, two flips.
+N_RANDOM = 7
 # Sub-pixel phase of the inference resampling: f (1 - f) = 1/6, the mean over uniform random phases.
 INFERENCE_PHASE = (1.0 - 1.0 / math.sqrt(3.0)) / 2.0
 
@@ -113,25 +115,27 @@ class GalaxyView(keras.layers.Layer):
                        lambda: tf.ensure_shape(images, [None, p, p, images.shape[-1]]),
                        lambda: tf.image.resize(images, (p, p), antialias=True))
 
-    def _transforms(self, batch: tf.Tensor, random: bool) -> tf.Tensor:
-        """(B, 8) projective transforms mapping output pixels to input (load_size) pixels."""
+    def _transforms(self, batch: tf.Tensor, random: bool, uniforms: tf.Tensor | None = None) -> tf.Tensor:
+        """(B, 8) projective transforms mapping output pixels to input (load_size) pixels. ``uniforms``: the
+        random transforms' (B, :data:`N_RANDOM`) draws in [0, 1), drawn here when not given."""
         s_out = float(self.image_size)
         region = s_out  # the central region of the pre-sized image is image_size pixels across
         c_out = (s_out - 1.0) / 2.0
         c_in = (self.load_size - 1.0) / 2.0
         ones = tf.ones([batch])
         if random:
-            area = tf.random.uniform([batch], *self.crop_scale)
-            log_r = tf.random.uniform([batch], math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]))
-            ratio = tf.exp(log_r)
+            u = tf.random.uniform([batch, N_RANDOM]) if uniforms is None else tf.cast(uniforms, tf.float32)
+            area = self.crop_scale[0] + (self.crop_scale[1] - self.crop_scale[0]) * u[:, 0]
+            lo, hi = math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])
+            ratio = tf.exp(lo + (hi - lo) * u[:, 1])
             w = region * tf.sqrt(area * ratio)
             h = region * tf.sqrt(area / ratio)
-            tx = tf.random.uniform([batch], -1.0, 1.0) * tf.maximum(region - w, 0.0) / 2.0
-            ty = tf.random.uniform([batch], -1.0, 1.0) * tf.maximum(region - h, 0.0) / 2.0
-            theta = tf.random.uniform([batch], 0.0, 2.0 * math.pi) if self.rotate else tf.zeros([batch])
+            tx = (2.0 * u[:, 2] - 1.0) * tf.maximum(region - w, 0.0) / 2.0
+            ty = (2.0 * u[:, 3] - 1.0) * tf.maximum(region - h, 0.0) / 2.0
+            theta = 2.0 * math.pi * u[:, 4] if self.rotate else tf.zeros([batch])
             if self.flip:
-                fx = tf.where(tf.random.uniform([batch]) < 0.5, -ones, ones)
-                fy = tf.where(tf.random.uniform([batch]) < 0.5, -ones, ones)
+                fx = tf.where(u[:, 5] < 0.5, -ones, ones)
+                fy = tf.where(u[:, 6] < 0.5, -ones, ones)
             else:
                 fx = fy = ones
         else:
@@ -148,8 +152,9 @@ class GalaxyView(keras.layers.Layer):
         zeros = tf.zeros([batch])
         return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
-    def call(self, images, training=None, augment=None):
-        """``augment`` overrides ``training`` for the augmentation alone (test-time augmentation)."""
+    def call(self, images, training=None, augment=None, uniforms=None):
+        """``augment`` overrides ``training`` for the augmentation alone (test-time augmentation);
+        ``uniforms`` (B, :data:`N_RANDOM`) in [0, 1) fix its random draws (else the layer draws them)."""
         x = tf.cast(images, tf.float32)
         x = to_channels(x, self.channels)
         x = self.resize_to_load_size(x)
@@ -157,7 +162,7 @@ class GalaxyView(keras.layers.Layer):
         if not do_augment and self.fill_mode != "wrap" and fast():
             margin = (self.load_size - self.image_size) // 2
             return centre_shift(x, self.image_size, margin, INFERENCE_PHASE, self.fill_mode) / 255.0
-        transforms = self._transforms(tf.shape(x)[0], random=do_augment)
+        transforms = self._transforms(tf.shape(x)[0], random=do_augment, uniforms=uniforms)
         x = tf.raw_ops.ImageProjectiveTransformV3(
             images=x, transforms=transforms, output_shape=[self.image_size, self.image_size],
             fill_value=0.0, interpolation="BILINEAR", fill_mode=self.fill_mode.upper())

@@ -247,11 +247,18 @@ class Zoobot(KerasFitFixes, FastStart, keras.Model):
         """images [0, 255] -> pooled embedding (a view of this model: same layers, same weights)."""
         return keras.Model(self.inputs[0], self._embedding_tensor, name="embedding")
 
-    def apply_head(self, embeddings, training: bool = False):
-        """Run the head on (batch, embedding_dim) embeddings; ``training=True`` keeps dropout on (MC dropout)."""
+    def apply_head(self, embeddings, training: bool = False, noise=None):
+        """Run the head on (batch, embedding_dim) embeddings; ``training=True`` keeps dropout on (MC dropout).
+        ``noise``: (batch, embedding_dim) uniform draws in [0, 1) that choose the dropout mask (a unit is
+        dropped where its draw is below the rate), for MC dropout whose randomness the caller fixes."""
         x = embeddings
         for layer in self.head:
-            x = layer(x, training=training) if isinstance(layer, keras.layers.Dropout) else layer(x)
+            if not isinstance(layer, keras.layers.Dropout):
+                x = layer(x)
+            elif noise is None or layer.rate == 0:
+                x = layer(x, training=training)
+            else:  # Keras' inverted dropout, with the given draws
+                x = keras.ops.where(noise >= layer.rate, x / (1.0 - layer.rate), keras.ops.zeros_like(x))
         return x
 
     def init_head_prior(self, prior: np.ndarray, kernel_scale: float = 0.1) -> None:
