@@ -179,6 +179,22 @@ def test_partial_batches_are_padded_with_zero_weight_rows():
     np.testing.assert_array_equal(px.numpy()[5:], x.numpy()[:3])  # real rows repeated, not zeros
 
 
+def test_pipelines_turn_tf_data_autotuning_off_on_the_fast_path_only():
+    """Autotuning makes deleting an iterator wait for its tuning thread (benchmarks/pipeline_autotune.py):
+    every training/evaluation and prediction pipeline has it off on the fast path, on under the stock path."""
+    from zoobot_tf.ops import fast_path
+
+    raw = tf.data.Dataset.from_tensor_slices(([tf.io.encode_jpeg(tf.zeros([8, 8, 3], tf.uint8)).numpy()] * 3,
+                                              ["a", "b", "c"]))
+    for fast in (True, False):
+        with fast_path(fast):
+            made = [pipeline.finish(raw, 2, 8, training=True, n_examples=3, seed=0),
+                    pipeline.decoded_batches(raw, 2, 8)]
+        for ds in made:
+            assert (ds.options().autotune.enabled is False) == fast  # unset (on) under the stock path
+            assert len(list(ds)) == 2  # and they still read every galaxy
+
+
 def test_keras_evaluate_equals_the_mean_over_real_galaxies(tmp_path):
     """Padding, weights and cardinality together: Keras' reported loss is the true mean loss."""
     df = vote_catalog(tmp_path / "img", n=21)

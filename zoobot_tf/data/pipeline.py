@@ -72,12 +72,26 @@ def finish(ds: tf.data.Dataset, batch_size: int, load_size: int, training: bool,
         ds = ds.map(lambda x, y: pad_batch(x, y, batch_size), num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.map(lambda x, y: (x, y, tf.ones([tf.shape(x)[0]], tf.float32)))
-    options = tf.data.Options()
+    options = pipeline_options()
     if deterministic is not None:
         options.deterministic = deterministic
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = policy.FILE if file_based else policy.DATA
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def pipeline_options() -> tf.data.Options:
+    """The options every pipeline here starts from. On the fast path (:mod:`zoobot_tf.ops`) tf.data's
+    autotuning is off: deleting an iterator waits for the autotuning thread's next wake-up, whose period
+    doubles from 10 ms (measured: an epoch of 5.9 s of model work took 10.24 s), and Keras deletes one at
+    every epoch and validation pass, ``predict`` at its end (benchmarks/pipeline_autotune.py). ``AUTOTUNE``
+    parallelism then means one call per core."""
+    from zoobot_tf.ops import fast
+
+    options = tf.data.Options()
+    if fast():
+        options.autotune.enabled = False
+    return options
 
 
 def weight_by_label(ds: tf.data.Dataset, table: np.ndarray | None) -> tf.data.Dataset:
@@ -93,4 +107,4 @@ def decoded_batches(ds: tf.data.Dataset, batch_size: int, load_size: int) -> tf.
     dropped (callers list them by comparing the ids that came out with the ones that went in)."""
     ds = ds.map(lambda raw, i: (decode_image_bytes(raw, load_size), i), num_parallel_calls=AUTOTUNE)
     ds = ds.ignore_errors()
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    return ds.batch(batch_size).with_options(pipeline_options()).prefetch(AUTOTUNE)

@@ -31,6 +31,7 @@ gradient clipping               one ``L2Loss`` per tensor                       
 Dirichlet-multinomial loss      every question at once, sums as one matmul       tfp, one question at a time
 Grappler (first call)           one round of passes, no memory optimizer         two rounds, memory optimizer
 loss/metrics build (strategy)   from the built model's output shapes             a symbolic forward trace
+tf.data pipelines               autotuning off (AUTOTUNE: one call per core)     autotuning on
 =============================  ==============================================  ===========================
 
 Correctness fixes for Keras 3 bugs that also reach into internals (gradient clipping after the
