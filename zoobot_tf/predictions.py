@@ -163,8 +163,8 @@ def predict(model, source, output: str | Path, n_samples: int = 5, tta: bool = F
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     parts = Parts(output, {"job": "predict", "model": _identity(model), "source": str(data), "split": split,
-                           "n_samples": n_samples, "tta": tta, "interval": interval, "precision": precision, "seed": seed,
-                           "samples": bool(hdf5 or zoobot_output)}, chunk)
+                           "n_samples": n_samples, "tta": tta, "interval": interval, "precision": precision,
+                           "seed": seed, "samples": bool(hdf5 or zoobot_output)}, chunk)
     try:
         with data.reading():  # a corrupt shard or data file is named, with how to remake it
             expected, ds = data.images(split, exclude=parts.done_ids)  # read once; done galaxies left out
