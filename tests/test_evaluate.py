@@ -70,6 +70,7 @@ def test_predict_batches_traces_the_model_once_and_drops_the_padding_rows():
 
     from zoobot_tf import evaluate
     from zoobot_tf.models import Zoobot
+    from zoobot_tf.models.traced import inference_fn
 
     model = Zoobot(backbone="resnet_micro", image_size=32, channels=1)
     rng = np.random.default_rng(0)
@@ -81,7 +82,7 @@ def test_predict_batches_traces_the_model_once_and_drops_the_padding_rows():
     np.testing.assert_array_equal(labels, [0, 1, 2, 3])
     np.testing.assert_allclose(outputs, model(x[:4], training=False).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(again, outputs)
-    assert evaluate._local_predict(model).experimental_get_tracing_count() == 1  # one trace for both calls
+    assert inference_fn(model).experimental_get_tracing_count() == 1  # one trace for both calls
     ref = weakref.ref(model)
     del model
     gc.collect()

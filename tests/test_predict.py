@@ -3,6 +3,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from helpers import write_images
 from scipy import stats as sps
 
@@ -219,3 +220,21 @@ def test_seeded_mc_dropout_drops_the_layers_rate_and_keeps_the_mean():
     kept = (draws >= 0.4).sum(axis=1)
     np.testing.assert_allclose(outs, kept / 0.6, rtol=1e-5)  # the units kept, each scaled by 1 / (1 - 0.4)
     assert abs(outs.mean() / m.embedding_dim - 1.0) < 0.02  # unbiased: the deterministic output on average
+
+
+def test_embed_traces_its_model_once_and_matches_the_embedding_model(model, folder, tmp_path):
+    """Two ``embed`` calls with one model trace it once (a new function per call traced it every time),
+    and the features are the embedding model's."""
+    from zoobot_tf.data.images import decode_image_bytes
+    from zoobot_tf.models.traced import embedding_fn
+
+    first = embed(model, folder, tmp_path / "a.parquet", progress=False)
+    traces = embedding_fn(model).experimental_get_tracing_count()
+    assert traces >= 1  # embed ran through the model's one embedding function
+    second = embed(model, folder, tmp_path / "b.parquet", progress=False)
+    assert embedding_fn(model).experimental_get_tracing_count() == traces
+    pd.testing.assert_frame_equal(first, second)
+    image = decode_image_bytes(tf.constant((folder / "g0003.jpg").read_bytes()), model.load_size)[None]
+    want = model.embedding_model()(image, training=False).numpy()[0]
+    got = first.set_index("id_str").loc["g0003", [f"feat_{i}" for i in range(model.embedding_dim)]]
+    np.testing.assert_allclose(got.to_numpy(np.float32), want, rtol=1e-4, atol=1e-5)

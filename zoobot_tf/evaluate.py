@@ -11,27 +11,13 @@ from the images must beat it.
 """
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from zoobot_tf import losses, stats
+from zoobot_tf.models.traced import inference_fn
 from zoobot_tf.schemas import Schema
-
-
-_PREDICT = weakref.WeakKeyDictionary()  # model -> its inference function, traced once per model
-
-
-def _local_predict(model):
-    """``model(x, training=False)`` as a tf.function run in this process only (no cross-worker collectives,
-    unlike Keras' predict function under a multi-worker strategy), made once per model: a new function per
-    call would trace the model again each time."""
-    if model not in _PREDICT:
-        ref = weakref.ref(model)  # the function must not keep its model alive
-        _PREDICT[model] = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
-    return _PREDICT[model]
 
 
 def predict_batches(model, dataset: tf.data.Dataset, fn=None) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +25,7 @@ def predict_batches(model, dataset: tf.data.Dataset, fn=None) -> tuple[np.ndarra
 
     Returns (outputs, labels) for the real rows only (padding rows, weight 0, are dropped).
     """
-    step = fn or _local_predict(model)
+    step = fn or inference_fn(model)
 
     outputs, labels = [], []
     for x, y, w in dataset:

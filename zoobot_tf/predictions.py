@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +30,13 @@ from zoobot_tf.data.pipeline import decoded_batches
 from zoobot_tf.data.sources import open_source
 from zoobot_tf.models.preprocessing import N_RANDOM
 from zoobot_tf.models.resolve import load_model
+from zoobot_tf.models.traced import traced_once
 from zoobot_tf.models.zoobot import Zoobot
 from zoobot_tf.outputs import Parts, list_skipped, require_some_read, write_zoobot_predictions
 
 log = logging.getLogger(__name__)
 
 CHUNK = 4096  # galaxies per part of a long run
-
-
-_SAMPLE_FNS = weakref.WeakKeyDictionary()  # model -> {(n_samples, tta): its traced function}
 
 
 def galaxy_keys(ids) -> tf.Tensor:
@@ -60,12 +57,8 @@ def sample_fn(model: Zoobot, n_samples: int, tta: bool = False):
     from its key (:func:`galaxy_keys` of its id) and the seed: the same galaxy gets the same samples in
     any batch, process or resumed run.
 
-    Made once per model and options: a new function per call would trace the model again for every
-    ``predict`` (seconds for EfficientNetB0, a tenth of a 500-galaxy folder's time)."""
-    made = _SAMPLE_FNS.setdefault(model, {})
-    if (n_samples, tta) not in made:
-        made[(n_samples, tta)] = _make_sample_fn(weakref.ref(model), n_samples, tta)
-    return made[(n_samples, tta)]
+    Traced once per model and options (:mod:`zoobot_tf.models.traced`)."""
+    return traced_once(model, ("samples", n_samples, tta), lambda ref: _make_sample_fn(ref, n_samples, tta))
 
 
 def _make_sample_fn(ref, n_samples: int, tta: bool):

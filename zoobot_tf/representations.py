@@ -51,14 +51,9 @@ def read_embeddings(path: str | Path) -> pd.DataFrame:
 def embedded_batches(model, ds, batch_size: int):
     """(encoded bytes, id) -> per batch a table ``id_str, feat_0..``: what every embed path (this process, or a
     worker of a distributed job) computes; unreadable images are dropped."""
-    import tensorflow as tf
+    from zoobot_tf.models.traced import embedding_fn
 
-    embedder = model.embedding_model()
-
-    @tf.function(reduce_retracing=True)
-    def run(images):
-        return embedder(images, training=False)
-
+    run = embedding_fn(model)
     for images, batch_ids in decoded_batches(ds, batch_size, model.load_size):
         x = run(images).numpy().astype(np.float32)
         yield pd.concat([pd.DataFrame({ID_COL: [i.decode() for i in batch_ids.numpy()]}),

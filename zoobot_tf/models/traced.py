@@ -1,0 +1,37 @@
+"""Inference functions traced once per model.
+
+``predict``, ``embed`` and evaluation run the same model over many batches and, in a session, over many
+calls; a new ``tf.function`` per call traces the model again each time (seconds for EfficientNetB0, a
+tenth of a 500-galaxy folder's time). Each function here is made on first use and kept while its model
+lives (weakly: the function holds a weak reference, so it never keeps its model alive).
+"""
+from __future__ import annotations
+
+import weakref
+
+import tensorflow as tf
+
+_MADE = weakref.WeakKeyDictionary()  # model -> {key: its function}
+
+
+def traced_once(model, key, make):
+    """``make(ref)`` for ``model`` and ``key`` (``ref()`` is the model), made on first use, then reused."""
+    made = _MADE.setdefault(model, {})
+    if key not in made:
+        made[key] = make(weakref.ref(model))
+    return made[key]
+
+
+def inference_fn(model):
+    """``model(images, training=False)`` as a tf.function run in this process only (no cross-worker
+    collectives, unlike Keras' predict function under a multi-worker strategy)."""
+    return traced_once(model, "inference", lambda ref: tf.function(lambda x: ref()(x, training=False),
+                                                                   reduce_retracing=True))
+
+
+def embedding_fn(model):
+    """images [0, 255] -> the pooled embedding (the model's view, then its encoder), as a tf.function."""
+    def make(ref):
+        return tf.function(lambda x: ref().encoder(ref().view(x, training=False), training=False),
+                           reduce_retracing=True)
+    return traced_once(model, "embedding", make)
