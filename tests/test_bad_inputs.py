@@ -119,11 +119,14 @@ CASES = [
     ("finetuning label column misspelt", lambda d, t: ["finetune", "--catalog", d / "catalog.csv", "--label_cols",
                                                        "bar_stronk", "--output_dir", t / "ft"], 2,
      r"missing 1 label column\(s\): 'bar_stronk' \(did you mean 'bar_strong'.*\)\. The catalog's columns: id_str, "),
-    # --schema defaults to gz_rings: a DR5 vote catalog finetuned without it is told which trees it fits
+    # without --schema, the one built-in tree whose columns the catalog has; DR5's columns are also DR8's and DESI's
     ("vote finetuning without --schema", lambda d, t: ["finetune", "--task", "votes", "--catalog", d / "catalog.csv",
                                                       "--output_dir", t / "ftv"], 2,
-     r"Catalog does not match schema 'gz_rings':\n  - missing 2 label column\(s\): 'ring_yes'.*; the catalog has "
-     r"every label column of gz_decals_dr5, gz_decals_dr8, gz_desi: give one as the schema"),
+     r"The catalog has every answer column of gz_decals_dr5, gz_decals_dr8, gz_desi, whose decision trees differ; "
+     r"give the one its votes were collected with as the schema \(--schema\)"),
+    ("vote finetuning of a catalog of no tree", lambda d, t: ["finetune", "--task", "votes", "--catalog", _catalog(
+        d, t, lambda c: c.drop(columns=["bar_weak"])), "--output_dir", t / "ftv"], 2,
+     r"The catalog has the answer columns of no built-in decision tree; give its tree as the schema"),
     ("catalog with NaN and negative votes", lambda d, t: TRAIN + ["--catalog", _catalog(d, t, lambda c: c.assign(
         **{"bar_no": [np.nan] + [-1] + list(c["bar_no"][2:])}))], 2,
      r"'bar_no' has missing or non-finite values at row 0.*\n.*'bar_no' has negative counts at row 1"),

@@ -181,8 +181,9 @@ def test_class_weights_balance_and_reach_the_loss(tmp_path):
 
 
 def test_finetuning_a_new_decision_tree_calibrates_its_intervals(pretrained, tmp_path, capsys):
-    """`zoobot-tf finetune --task votes` ends with the intervals fitted on the val votes (saved and reported)
-    and prints the test metrics per question."""
+    """`zoobot-tf finetune --task votes` reads the catalog with the only built-in tree whose columns it has (no
+    --schema), ends with the intervals fitted on the val votes (saved and reported) and prints the test metrics
+    per question."""
     from zoobot_tf.cli import main
     from zoobot_tf.evaluate import calibrate
 
@@ -193,14 +194,15 @@ def test_finetuning_a_new_decision_tree_calibrates_its_intervals(pretrained, tmp
     df.to_csv(tmp_path / "votes.csv", index=False)
     out = tmp_path / "ft"
     assert main(["finetune", "--pretrained", str(pretrained), "--catalog", str(tmp_path / "votes.csv"),
-                 "--task", "votes", "--schema", "gz_rings", "--label_cols", "ring_yes,ring_no", "--epochs", "2",
+                 "--task", "votes", "--label_cols", "ring_yes,ring_no", "--epochs", "2",
                  "--batch_size", "8", "--output_dir", str(out), "--progress", "false"]) == 0
     printed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["task:", "VoteTask('gz_rings':"] in [words[:2] for words in printed], printed
     header = next(i for i, words in enumerate(printed) if words[:1] == ["question"])
     assert "loss" in printed[header] and printed[header + 1][0] == "ring", printed
     scale = json.loads((out / "metrics.json").read_text())["concentration_scale"]
     model = load_model(out / "model.keras")
-    assert len(scale) == 1 and model.task.concentration_scale == pytest.approx(scale)
+    assert model.schema.name == "gz_rings" and len(scale) == 1 and model.task.concentration_scale == pytest.approx(scale)
     # the saved factor is what calibrate() fits for the finished model on the same val split
     refit = calibrate(model, str(tmp_path / "votes.csv"), batch_size=8)
     assert 0.1 < scale[0] < 10 and refit == pytest.approx(scale, rel=0.1)  # fitted, not at a bound; MC noise

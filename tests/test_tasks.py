@@ -154,3 +154,22 @@ def test_vote_task_concentration_scale_widens_intervals_and_is_saved():
     classifier = Zoobot(task="classification", n_classes=2, backbone="resnet_micro", image_size=32)
     with pytest.raises(ValueError, match="vote models"):
         calibrate(classifier, tf.data.Dataset.from_tensors((tf.zeros((1, 32, 32, 3)), tf.zeros((1,)), tf.ones((1,)))))
+
+
+@pytest.mark.parametrize("tree", ["gz_candels", "gz_rings", "gz_cosmic_dawn"])
+def test_a_vote_catalog_is_read_with_the_only_tree_whose_columns_it_has(tree):
+    """`finetune --task votes` without a schema: the catalog's columns name its tree (extra columns ignored);
+    columns that several trees share, or that no tree has, are an error that says so."""
+    from zoobot_tf.data.catalogs import CatalogError
+    from zoobot_tf.schemas import get_schema
+    from zoobot_tf.tasks import make_task_for_catalog
+
+    columns = get_schema(tree).label_cols + ["id_str", "file_loc", "redshift"]
+    catalog = pd.DataFrame(np.ones((2, len(columns)), int), columns=columns)
+    assert make_task_for_catalog("votes", catalog).schema.name == tree
+    assert make_task_for_catalog("votes", catalog, schema="gz_decals_dr5").schema.name == "gz_decals_dr5"
+    with pytest.raises(CatalogError, match="answer columns of no built-in decision tree"):
+        make_task_for_catalog("votes", catalog.drop(columns=get_schema(tree).label_cols[0]))
+    shared = pd.DataFrame(columns=get_schema("gz_decals_dr8").label_cols)
+    with pytest.raises(CatalogError, match="every answer column of gz_decals_dr5, gz_decals_dr8, gz_desi, whose "):
+        make_task_for_catalog("votes", shared)

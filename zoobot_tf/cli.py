@@ -94,6 +94,7 @@ def cmd_finetune(config: zconfig.FinetuneConfig) -> int:
     total = result.test_table.iloc[-1].to_dict()
     shown = {k: v if isinstance(v, bool) else round(float(v), 4) for k, v in total.items()  # bools: `collapsed`
              if isinstance(v, (int, float)) and k != "n" and math.isfinite(v)}  # the per-class columns are NaN here
+    print("task:", result.model.task)  # e.g. the decision tree a vote catalog was read with
     print("settings:", result.settings)
     print("test:", shown)
     per_part = result.test_table.iloc[:-1].dropna(axis=1, how="all")  # per class (with the confusion matrix)

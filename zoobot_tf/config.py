@@ -379,7 +379,8 @@ class FinetuneConfig(RuntimeConfig):
     tfds: str | None = option(None, "a prepared TFDS classification set instead of a catalog, e.g. gz_rings")
     tfds_data_dir: str | None = option(None, "TFDS data folder (default ~/tensorflow_datasets)")
     task: str = option("classification", "what to learn", choices=_task_names)
-    schema: str = option("gz_rings", "decision tree for --task votes", check=_schema_check)
+    schema: str | None = option(None, "decision tree for --task votes (default: the built-in tree whose every "
+                                "answer column the catalog has, when only one does)", check=_schema_check)
     n_blocks: int | None = option(None, "encoder stages to train from the top (0: linear probe, -1: all; default: "
                                   "the model's recommendation)", min=-1)
     epochs: int | None = option(None, "maximum epochs (default: the model's recommendation)", min=1, max=100_000)

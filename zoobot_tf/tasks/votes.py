@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from zoobot_tf.schemas import Schema, get_schema
+from zoobot_tf.schemas import Schema, get_schema, schemas_with_columns
 from zoobot_tf.tasks.base import Task, register_task
 
 
@@ -45,8 +45,11 @@ class VoteTask(Task):
             self.concentration_scale = [float(v) for v in scale]
 
     @classmethod
-    def for_catalog(cls, catalog, columns=None, schema="gz_decals_dr5", **options) -> "VoteTask":
-        return cls(schema)
+    def for_catalog(cls, catalog, columns=None, schema=None, **options) -> "VoteTask":
+        """``schema`` None: the one built-in tree whose every answer column the catalog has (several that fit,
+        e.g. DR5, DR8 and DESI, which share their columns but not which question follows which, or none: an
+        error that says so)."""
+        return cls(schema if schema is not None else schema_of_catalog(catalog))
 
     def get_config(self) -> dict:
         config = {"name": self.name, "schema": self.schema.to_dict()}
@@ -187,3 +190,17 @@ class VoteTask(Task):
 
     def metadata(self) -> dict:
         return {**super().metadata(), "schema": self.schema.to_dict(), "label_cols": self.schema.label_cols}
+
+
+def schema_of_catalog(catalog: pd.DataFrame) -> str:
+    """The name of the only built-in decision tree whose every answer column is in ``catalog``."""
+    from zoobot_tf.data.catalogs import CatalogError
+
+    fits = schemas_with_columns(catalog.columns)
+    if len(fits) == 1:
+        return fits[0]
+    if fits:
+        raise CatalogError(f"The catalog has every answer column of {', '.join(fits)}, whose decision trees "
+                           f"differ; give the one its votes were collected with as the schema (--schema).")
+    raise CatalogError("The catalog has the answer columns of no built-in decision tree; give its tree as the "
+                       "schema (--schema: a built-in name or a YAML/JSON file).")
