@@ -432,6 +432,41 @@ def test_efficientnet_inference_under_mixed_bfloat16_matches_float32():
     assert 1e-4 < _relative_error(tf.cast(e_mix, tf.float32), e_ref) < 0.05
 
 
+def test_efficientnet_training_under_mixed_bfloat16_runs_depthwise_convs_in_float32():
+    """TensorFlow's bfloat16 depthwise-convolution gradients are slow on CPUs, so in training under
+    mixed_bfloat16 the depthwise convs run in float32 (inference keeps them in bfloat16, folded). The
+    training step stays within bfloat16 rounding of the float32 model's (a random EfficientNet's batch
+    norms over 8 galaxies amplify that rounding, hence the loose bounds)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    ref = Zoobot(schema="gz_rings", backbone="efficientnet_b0", image_size=64, dropout_rate=0.0, augment=False)
+    mixed = ref.with_precision("mixed_bfloat16")
+    x = tf.constant(np.random.default_rng(8).uniform(0, 255, (8, 64, 64, 1)), tf.float32)
+    counts = tf.constant(np.random.default_rng(9).integers(0, 12, (8, 2)), tf.float32)
+    results = []
+    for m in (ref, mixed):
+        m.compile()
+
+        @tf.function
+        def step(m=m):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(m.loss(counts, m(x, training=True)))
+            return loss, tape.gradient(loss, m.trainable_weights)
+
+        results.append(step())
+        if m is mixed:
+            for training, dtype in ((True, tf.float32), (False, tf.bfloat16)):
+                graph = (step if training else tf.function(lambda: m(x, training=False))).get_concrete_function().graph
+                convs = [op for op in graph.get_operations() if op.type == "DepthwiseConv2dNative"]
+                assert len(convs) == 16 and {op.get_attr("T") for op in convs} == {dtype}, training
+    (l_ref, g_ref), (l_mix, g_mix) = results
+    assert abs(float(l_mix) / float(l_ref) - 1) < 0.03
+    a, b = (np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in g]) for g in (g_mix, g_ref))
+    assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.95  # the same direction of descent
+
+
 def _randomise_batch_norms(encoder, seed=0):
     from zoobot_tf.ops.layers import FusedBatchNormalization
 
