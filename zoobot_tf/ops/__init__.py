@@ -16,6 +16,8 @@ speed-up                        fast path                                       
 batch norm                      ``tf.raw_ops.FusedBatchNormV3`` (one kernel)     ``keras.layers.BatchNormalization``
 conv -> batch norm (inference)  batch norm folded into the conv's kernel/bias    conv, then batch norm
 strided conv padding            padding inside the conv op                       ``tf.pad`` then a valid conv
+bfloat16 depthwise training     the conv in float32 (bfloat16 gradients are      Keras' bfloat16 depthwise conv
+                                slow on CPUs)
 swish                           Sigmoid * Mul (fused by oneDNN) at inference;     ``keras.activations.silu``
                                 a four-op gradient in training
 BN -> swish (training)          one op; the backward pass recomputes the swish   batch norm, then swish

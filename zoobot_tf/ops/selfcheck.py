@@ -97,6 +97,19 @@ def _depthwise_padded(size):
     return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
 
 
+def _depthwise_bfloat16_training(size):
+    import keras
+
+    from zoobot_tf.models.backbones.common import conv2d
+    from zoobot_tf.models.zoobot import dtype_policy
+
+    with dtype_policy("mixed_bfloat16"):
+        inputs = keras.Input((size, size, 32))
+        model = keras.Model(inputs, conv2d(inputs, 32, 3, 1, name="dw", depthwise=True, use_bias=True))
+    x = _rng(12).normal(size=(8, size, size, 32)).astype("float32")
+    return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
+
+
 def _batch_norm_swish(size):
     import keras
 
@@ -233,6 +246,8 @@ CASES = [
     Case("fused batch norm (training, with gradients)", _batch_norm),
     Case("conv -> batch norm folded (inference)", _folded_conv),
     Case("strided depthwise conv, padding in the op (gradients)", _depthwise_padded),
+    Case("depthwise conv in float32 when training under mixed_bfloat16 (gradients)", _depthwise_bfloat16_training,
+         tol=1e-2),
     Case("swish as Sigmoid*Mul (inference)", _silu),
     Case("swish in training, four-op gradient (gradients)", _silu_training, tol=1e-5),
     Case("batch norm -> swish in training, swish input recomputed (gradients)", _batch_norm_swish),
