@@ -221,6 +221,10 @@ def test_a_folder_of_awkward_images_predicts_the_readable_and_lists_the_rest(dat
     skipped = pd.read_csv(tmp_path / "p.csv.skipped.csv", dtype={"id_str": str})
     assert set(table["id_str"]) == {"g0000", "g0001", "g0002", "rgba", "deep", "huge", "tiny"}
     assert set(skipped["id_str"]) == {"truncated", "empty", "notes"}
+    reasons = dict(zip(skipped["id_str"], skipped["reason"]))  # each says why, in TensorFlow's words
+    assert reasons["empty"] == "empty file", reasons
+    assert reasons["truncated"].startswith("not a readable image: "), reasons
+    assert reasons["notes"].startswith("not a readable image: Unknown image file format"), reasons
     assert table.drop(columns="id_str").notna().any(axis=1).all()
     assert "skipped 3 unreadable image(s)" in out
 

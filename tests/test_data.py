@@ -114,6 +114,20 @@ def test_fits_cubes_lose_length_one_axes_and_an_unreadable_one_says_why(tmp_path
     assert "four.fits (skipped): FITS image must be 2D or 3D. Received shape (2, 3, 16, 16)" in caplog.text
 
 
+def test_why_an_image_was_skipped(tmp_path):
+    """The reason column of ``<table>.skipped.csv``: what reading and decoding the file as the pipelines do
+    says, in a few words."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "fine.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "fine.jpg").read_bytes()[:60])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "folder.jpg").mkdir()
+    why = {p: images.why_unreadable(tmp_path / p) for p in ("fine.jpg", "cut.jpg", "empty.png", "folder.jpg",
+                                                            "gone.jpg")}
+    assert why["fine.jpg"] == "could not be read during the run (it reads now)"
+    assert why["cut.jpg"].startswith("not a readable image: ") and why["empty.png"] == "empty file", why
+    assert why["folder.jpg"].startswith("cannot be read: ") and why["gone.jpg"] == "file not found", why
+
+
 def test_shards_round_trip_ids_votes_and_manifest(tmp_path):
     df = vote_catalog(tmp_path / "img", n=40)
     manifest = tfrecords.write_shards(df, tmp_path / "shards", task=VoteTask("gz_decals_dr5"), galaxies_per_shard=10,

@@ -38,7 +38,12 @@ def list_skipped(expected: pd.DataFrame, done: set[str], output: str | Path | No
     path = Path(output).with_name(Path(output).name + ".skipped.csv") if output else None
     if len(skipped):
         if path:
-            skipped.assign(reason="missing or unreadable image").to_csv(path, index=False)
+            from zoobot_tf.data.catalogs import FILE_COL
+            from zoobot_tf.data.images import why_unreadable
+
+            reasons = ([why_unreadable(f) for f in skipped[FILE_COL]] if FILE_COL in skipped
+                       else "missing or unreadable image")
+            skipped.assign(reason=reasons).to_csv(path, index=False)
         log.warning("Skipped %d of %d galaxies (missing or unreadable images)%s: %s", len(skipped), len(expected),
                     f", listed in {path}" if path else "", skipped[ID_COL].tolist()[:5])
     elif path and path.exists():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,28 @@ def _read_saying_why(path: bytes) -> bytes:
     except Exception as e:
         logging.getLogger(__name__).warning("Cannot read %s (skipped): %s", path.decode(), e)
         raise
+
+
+def why_unreadable(path: str | Path) -> str:
+    """Why an image file cannot be used (for the list of skipped galaxies), or "" if it now can. Reads and
+    decodes it as the pipelines do, once, so call it only for the files a run had to skip."""
+    def first_line(e: Exception) -> str:  # without TensorFlow's "{{function_node ...}}" and "[Op:...]" wrapping
+        text = (getattr(e, "message", None) or str(e) or type(e).__name__).strip().splitlines()[0]
+        return re.sub(r"\s*\[Op:.*$", "", re.sub(r"\{\{.*?\}\}\s*", "", text))[:200]
+
+    try:
+        raw = read_image_file(path) if is_fits(path) else tf.io.read_file(str(path)).numpy()
+    except (FileNotFoundError, tf.errors.NotFoundError):
+        return "file not found"
+    except Exception as e:  # a folder, no permission, a FITS file that does not convert...
+        return f"cannot be read: {first_line(e)}"
+    if not raw:
+        return "empty file"
+    try:
+        decode_image_bytes(tf.constant(raw))
+    except (tf.errors.OpError, ValueError) as e:
+        return f"not a readable image: {first_line(e)}"
+    return "could not be read during the run (it reads now)"
 
 
 def bytes_reader(paths):
