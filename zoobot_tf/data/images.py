@@ -133,8 +133,8 @@ def _read_saying_why(path: bytes) -> bytes:
 
 
 def why_unreadable(path: str | Path) -> str:
-    """Why an image file cannot be used (for the list of skipped galaxies), or "" if it now can. Reads and
-    decodes it as the pipelines do, once, so call it only for the files a run had to skip."""
+    """Why an image file cannot be used, in a few words, for the list of skipped galaxies (a file that reads
+    now says so). Reads and decodes it as the pipelines do, once: call it only for the files a run skipped."""
     def first_line(e: Exception) -> str:  # without TensorFlow's "{{function_node ...}}" and "[Op:...]" wrapping
         text = (getattr(e, "message", None) or str(e) or type(e).__name__).strip().splitlines()[0]
         return re.sub(r"\s*\[Op:.*$", "", re.sub(r"\{\{.*?\}\}\s*", "", text))[:200]
