@@ -220,7 +220,9 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
         source: a catalog (DataFrame or CSV/Parquet path; its ``split_col`` column if present, else a 70/15/15
             split by id), ``tfds:<name>``, or any :class:`~zoobot_tf.data.sources.DataSource`.
         label_cols: the catalog's label column(s).
-        task: the new head (a Task, or a name: classes are taken from the label column).
+        task: the new head (a Task, or a name: classes are taken from the label column; for ``"votes"``
+            without ``schema=``, the decision tree is the only built-in one whose every answer column the
+            catalog has).
         balance_classes: weight classes by inverse frequency (classification).
         logdir: write TensorBoard logs here (losses, metrics, grids of validation galaxies).
     """
