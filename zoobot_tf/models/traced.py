@@ -30,8 +30,6 @@ def inference_fn(model):
 
 
 def embedding_fn(model):
-    """images [0, 255] -> the pooled embedding (the model's view, then its encoder), as a tf.function."""
-    def make(ref):
-        return tf.function(lambda x: ref().encoder(ref().view(x, training=False), training=False),
-                           reduce_retracing=True)
-    return traced_once(model, "embedding", make)
+    """images [0, 255] -> the pooled embedding (``model.embedding_model()``), as a tf.function."""
+    return traced_once(model, "embedding", lambda ref: tf.function(
+        lambda x: ref().embedding_model()(x, training=False), reduce_retracing=True))
