@@ -84,8 +84,9 @@ print(json.dumps({{"out": out, "emb": emb, "raw": raw, "mc": mc}}))
     frac = np.asarray(got["out"]["vote_fractions"])
     np.testing.assert_allclose(frac[:, :3].sum(1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(frac[:, 0], conc[:, 0] / conc[:, :3].sum(1), rtol=1e-5)
-    # 50 px images were resized in the graph in both paths
-    np.testing.assert_allclose(got["raw"], conc, rtol=1e-4, atol=1e-4)
+    # 50 px images were resized in the graph in both paths; the pixels signature is another graph, whose
+    # float32 round-off differs by up to ~1e-4 relative (1.06e-4 seen once in ~40 runs)
+    np.testing.assert_allclose(got["raw"], conc, rtol=3e-4, atol=1e-4)
     mc = np.asarray(got["mc"])
     assert mc.shape == (4, 34, 3) and not np.allclose(mc[..., 0], mc[..., 1])
 

@@ -64,3 +64,27 @@ def test_a_model_saved_on_the_fast_path_loads_and_agrees_on_the_stock_path(tmp_p
         again = keras.models.load_model(tmp_path / "m.keras")
         got = tf.function(lambda t: again(t, training=False))(x).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_convnext_mlp_runs_as_a_1x1_conv_in_bfloat16_inference_only():
+    """oneDNN runs a bfloat16 fused MatMul as a generic GEMM here and a 1x1 conv on its AMX kernels, so the
+    fast path's bfloat16 inference graph holds convolutions; float32 and training keep the 2-D MatMul, and
+    the stock path Keras' Dense (its outputs are compared in the selfcheck case)."""
+    import keras
+    import tensorflow as tf
+
+    from zoobot_tf.models.zoobot import dtype_policy
+    from zoobot_tf.ops import fast_path
+    from zoobot_tf.ops.layers import Pointwise
+
+    def op_types(policy, training, enabled):
+        with fast_path(enabled), dtype_policy(policy):
+            layer = Pointwise(16, activation="gelu")
+            x = tf.zeros((2, 4, 4, 8))
+            graph = tf.function(lambda t: layer(t, training=training)).get_concrete_function(x).graph
+            return {op.type for op in graph.get_operations()}
+
+    assert "Conv2D" in op_types("mixed_bfloat16", False, True)
+    for policy, training, enabled in [("mixed_bfloat16", True, True), ("float32", False, True),
+                                      ("mixed_bfloat16", False, False)]:
+        assert "Conv2D" not in op_types(policy, training, enabled), (policy, training, enabled)

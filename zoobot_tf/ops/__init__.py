@@ -24,6 +24,8 @@ BN -> swish (training)          one op; the backward pass recomputes the swish  
                                 input from the BN input (one XLA kernel)
 global average pool             one oneDNN average pool                          ``GlobalAveragePooling2D``
 ConvNeXt MLP                    2-D MatMul + fused GELU, layer scale folded      Dense + GELU + scale
+ConvNeXt MLP (bfloat16          1x1 conv (oneDNN's AMX kernels) + erf GELU as    Dense + GELU + scale
+inference, CPU)                 one XLA kernel
 LayerNorm (inference, CPU)      one XLA kernel                                   ``keras.layers.LayerNormalization``
 GELU gradient (training, CPU)   one XLA kernel forward, one backward             ``tf.nn.gelu``
 MLP GELU output (training)      recomputed in fc2's backward pass, not kept      kept from the forward pass
