@@ -24,10 +24,10 @@ BN -> swish (training)          one op; the backward pass recomputes the swish  
                                 input from the BN input (one XLA kernel)
 global average pool             one oneDNN average pool                          ``GlobalAveragePooling2D``
 ConvNeXt MLP                    2-D MatMul + fused GELU, layer scale folded      Dense + GELU + scale
-ConvNeXt MLP (bfloat16          1x1 conv (oneDNN's AMX kernels) + erf GELU as    Dense + GELU + scale
-inference, CPU)                 one XLA kernel
+ConvNeXt MLP (bfloat16, CPU)    forward as a 1x1 conv (oneDNN's AMX kernels),    Dense + GELU + scale
+                                MatMul gradients, GELU as one XLA pass
 LayerNorm (inference, CPU)      one XLA kernel                                   ``keras.layers.LayerNormalization``
-GELU gradient (training, CPU)   one XLA kernel forward, one backward             ``tf.nn.gelu``
+GELU gradient (training, CPU)   one XLA kernel forward, one backward (erf)       ``tf.nn.gelu`` (erfc)
 MLP GELU output (training)      recomputed in fc2's backward pass, not kept      kept from the forward pass
 view shift (inference)          two 2-tap filters                                projective transform
 AdamW update                    one ``ResourceApplyAdam`` per variable           Keras' AdamW update

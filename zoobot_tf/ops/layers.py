@@ -358,7 +358,11 @@ class LayerNormalization(layers.LayerNormalization):
 
 def _gelu_cdf_pdf(x):
     xf = tf.cast(x, tf.float32)  # bfloat16 activations are computed in float32 inside the fused kernels
-    cdf = 0.5 * tf.math.erfc(xf * (-1.0 / math.sqrt(2.0)))  # erfc: exact for x << 0
+    # erf, not erfc (as tf.nn.gelu): these passes are compute-bound in XLA's erfc (ConvNeXt-Nano, bfloat16:
+    # inference 76-79 -> 89-91 img/s, training +6-10%). In the negative tail 1 + erf keeps erfc's absolute
+    # precision, not its relative one (GELU within 1e-6 absolute, far below bfloat16's rounding of O(1)
+    # activations); XLA's erf stops 1.8e-7 short of -1, so below x = -5.5 (GELU > -1.1e-7) the CDF is 0.
+    cdf = tf.where(xf < -5.5, 0.0, 0.5 + 0.5 * tf.math.erf(xf * (1.0 / math.sqrt(2.0))))
     return xf, cdf, tf.exp(-0.5 * tf.square(xf)) * (1.0 / math.sqrt(2.0 * math.pi))
 
 
@@ -374,28 +378,41 @@ def _gelu_backward(x, dy):
     return tf.cast(tf.cast(dy, tf.float32) * (cdf + xf * pdf), dy.dtype)
 
 
-@tf.function(jit_compile=True, autograph=False)
-def _gelu_inference(x):
-    """Exact GELU through erf, as one XLA kernel: 0.5 x (1 + erf(x / sqrt 2)). erf is cheaper than the erfc
-    of :func:`_gelu_forward` (ConvNeXt-Nano's bfloat16 inference 76-79 -> 89-91 img/s here: the pass is
-    compute-bound in erfc); for x << 0 its absolute error stays below 1e-6 |x|, far under bfloat16's rounding,
-    but training keeps erfc for the gradient's sake."""
-    xf = tf.cast(x, tf.float32)
-    return tf.cast(xf * (0.5 + 0.5 * tf.math.erf(xf * (1.0 / math.sqrt(2.0)))), x.dtype)
-
-
 @tf.custom_gradient
 def fused_gelu(x):
     """Exact (erf) GELU whose forward and backward passes are each one XLA-fused elementwise kernel.
 
     TensorFlow differentiates ``tf.nn.gelu`` into a dozen elementwise ops, each a full pass over
     ConvNeXt's widest activations; fused, the backward pass reads x and dy once (240 -> 100 ms on a
-    32x56x56x384 tensor on this CPU). Same numbers as ``tf.nn.gelu(x, approximate=False)`` to float rounding.
+    32x56x56x384 tensor on this CPU). Same numbers as ``tf.nn.gelu(x, approximate=False)`` to float rounding
+    (within 1e-6 absolute in the far negative tail, where it uses erf and TensorFlow erfc).
     """
     def grad(dy):
         return _gelu_backward(x, dy)
 
     return _gelu_forward(x), grad
+
+
+def _dense_forward(x, kernel, bias):
+    """x @ kernel + bias for 2-D x; in bfloat16 on CPU as a 1x1 Conv2D + BiasAdd. oneDNN runs TensorFlow's
+    fused bfloat16 MatMul + BiasAdd (+ GELU) as a generic GEMM inner product (ONEDNN_VERBOSE:
+    ``x64:gemm:jit``) and the 1x1 convolution on its AMX kernels (``brgconv_1x1``): fc1 of ConvNeXt-Nano's
+    second stage 26-34 -> 3-4 ms. float32 keeps the fused MatMul (the convolution was 5% slower there)."""
+    if x.dtype == tf.bfloat16 and on_cpu_only():
+        y = tf.nn.conv2d(tf.reshape(x, [1, -1, 1, x.shape[-1]]), kernel[None, None], 1, "VALID")
+        return tf.reshape(tf.nn.bias_add(y, bias), [-1, kernel.shape[-1]])
+    return tf.nn.bias_add(tf.matmul(x, kernel), bias)
+
+
+@tf.custom_gradient
+def _dense(x, kernel, bias):
+    """:func:`_dense_forward` with the MatMul's gradient (AMX MatMuls), not a convolution's; the bias
+    gradient summed in float32."""
+    def grad(dy):
+        return (tf.matmul(dy, kernel, transpose_b=True), tf.matmul(x, dy, transpose_a=True),
+                tf.cast(tf.reduce_sum(tf.cast(dy, tf.float32), axis=0), bias.dtype))
+
+    return _dense_forward(x, kernel, bias), grad
 
 
 def _gelu_matmul(h, kernel, bias):
@@ -407,7 +424,7 @@ def _gelu_matmul(h, kernel, bias):
 
     @tf.custom_gradient
     def run(h, kernel, bias):
-        y = tf.nn.bias_add(tf.matmul(_gelu_forward(h), kernel), bias)
+        y = _dense_forward(_gelu_forward(h), kernel, bias)
 
         def grad(dy):
             with tf.control_dependencies([dy]):  # recomputed when the gradient arrives, not kept
@@ -430,11 +447,9 @@ class Pointwise(layers.Dense):
     TensorFlow's graph optimiser cannot fuse; flattened to (positions, channels), MatMul + BiasAdd + exact
     GELU is rewritten into one oneDNN kernel with the activation as a post-op (ConvNeXt's MLP forward 1.8x
     faster here: 109 vs 200 ms for a 32x56x56x96 block). In training on CPU the GELU is :func:`fused_gelu`.
-    In bfloat16 at inference on CPU it is a 1x1 Conv2D + BiasAdd instead, then :func:`_gelu_inference`:
-    oneDNN runs that fused MatMul in bfloat16 as a generic GEMM inner product (ONEDNN_VERBOSE:
-    ``x64:gemm:jit``), the 1x1 convolution on its AMX kernels (``brgconv_1x1``): fc1 of ConvNeXt-Nano's
-    second stage 26-34 -> 3-4 ms, the whole model's bfloat16 inference 1.3x faster with the GELU as its
-    own pass. In float32 the fused MatMul stays (the convolution was 5% slower there).
+    In bfloat16 on CPU the forward MatMul is a 1x1 convolution (:func:`_dense`; oneDNN's bfloat16 fused
+    MatMul is a generic GEMM) and the GELU its own XLA pass: ConvNeXt-Nano's bfloat16 inference 1.3x and
+    training 1.2x faster.
     ``layer_scale`` (ConvNeXt's per-channel ``gamma``, initial value) is folded into the kernel and bias
     (``x @ (W g) + b g``). Stock path: ``Dense`` then ``x * gamma``. Same weights either way (kernel,
     bias[, gamma]); ``layer_scale_name`` is the timm key of ``gamma`` (for :mod:`zoobot_tf.pretrained`).
@@ -465,32 +480,29 @@ class Pointwise(layers.Dense):
         if self.layer_scale is not None:
             kernel = kernel * self.gamma
             bias = None if bias is None else bias * self.gamma
-        if not training and inputs.dtype == tf.bfloat16 and len(inputs.shape) == 4 and on_cpu_only():
-            return self._bfloat16_inference(inputs, kernel, bias)
         shape = tf.shape(inputs)
         x = tf.reshape(inputs, [-1, inputs.shape[-1]])
         before = _linked(self, "_gelu_from")
         if before is not None and before.defers_gelu(training):
             x = _gelu_matmul(x, tf.cast(kernel, x.dtype), tf.cast(bias, x.dtype))
+        elif bias is not None and x.dtype == tf.bfloat16 and on_cpu_only():
+            x = _dense(x, tf.cast(kernel, x.dtype), tf.cast(bias, x.dtype))
         else:
             x = tf.matmul(x, tf.cast(kernel, x.dtype))
             if bias is not None:
                 x = tf.nn.bias_add(x, tf.cast(bias, x.dtype))
         if self.activation is keras.activations.gelu:
-            if not self.defers_gelu(training):
-                x = fused_gelu(x) if training and on_cpu_only() else tf.nn.gelu(x, approximate=False)
+            if self.defers_gelu(training):
+                pass  # the next Pointwise applies it
+            elif training and on_cpu_only():
+                x = fused_gelu(x)
+            elif x.dtype == tf.bfloat16 and on_cpu_only():
+                x = _gelu_forward(x)  # after a convolution (_dense): one XLA pass
+            else:
+                x = tf.nn.gelu(x, approximate=False)  # fused into the MatMul by oneDNN
         elif self.activation is not keras.activations.linear:
             x = self.activation(x)
         return tf.reshape(x, tf.concat([shape[:-1], [self.units]], axis=0))
-
-    def _bfloat16_inference(self, inputs, kernel, bias):
-        """1x1 Conv2D + BiasAdd (oneDNN's AMX convolution), then the activation (see the class docstring)."""
-        x = tf.nn.conv2d(inputs, tf.cast(kernel, inputs.dtype)[None, None], 1, "VALID")
-        if bias is not None:
-            x = tf.nn.bias_add(x, tf.cast(bias, x.dtype))
-        if self.activation is keras.activations.gelu:
-            return _gelu_inference(x)
-        return x if self.activation is keras.activations.linear else self.activation(x)
 
     def defers_gelu(self, training) -> bool:
         """True when this layer returns its GELU's input and the Pointwise after it applies the GELU (fast
