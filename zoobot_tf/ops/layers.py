@@ -448,8 +448,8 @@ class Pointwise(layers.Dense):
     GELU is rewritten into one oneDNN kernel with the activation as a post-op (ConvNeXt's MLP forward 1.8x
     faster here: 109 vs 200 ms for a 32x56x56x96 block). In training on CPU the GELU is :func:`fused_gelu`.
     In bfloat16 on CPU the forward MatMul is a 1x1 convolution (:func:`_dense`; oneDNN's bfloat16 fused
-    MatMul is a generic GEMM) and the GELU its own XLA pass: ConvNeXt-Nano's bfloat16 inference 1.3x and
-    training 1.2x faster.
+    MatMul is a generic GEMM) and the GELU its own XLA pass: ConvNeXt-Nano's bfloat16 inference 1.25-1.35x
+    and training 1.1x as fast.
     ``layer_scale`` (ConvNeXt's per-channel ``gamma``, initial value) is folded into the kernel and bias
     (``x @ (W g) + b g``). Stock path: ``Dense`` then ``x * gamma``. Same weights either way (kernel,
     bias[, gamma]); ``layer_scale_name`` is the timm key of ``gamma`` (for :mod:`zoobot_tf.pretrained`).
