@@ -124,3 +124,23 @@ def test_bfloat16_mlp_gradients_are_as_near_the_float32_model_as_keras_own():
         scale = np.max(np.abs(r))
         err_ours, err_keras = np.max(np.abs(a - r)) / scale, np.max(np.abs(b - r)) / scale
         assert err_ours <= max(1.5 * err_keras, 1e-2), (name, err_ours, err_keras)
+
+
+def test_bias_gradient_accumulates_bfloat16_in_float32():
+    """The MLP's bias gradient (a MatMul with ones) is the exact sum of bfloat16 rows rounded once, where a
+    bfloat16 accumulation (TensorFlow's BiasAddGrad) drifts far from it over many rows."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops.layers import _bias_gradient
+
+    rows = np.random.default_rng(3).normal(size=(50_000, 64)).astype("float32") + 0.01
+    dy = tf.cast(rows, tf.bfloat16)
+    exact = np.asarray(tf.cast(dy, tf.float64)).sum(axis=0)
+    ours = _bias_gradient(dy, tf.bfloat16)
+    assert ours.dtype == tf.bfloat16
+    np.testing.assert_allclose(np.asarray(tf.cast(ours, tf.float64)), exact, rtol=2.0 ** -8, atol=1e-3)
+    # float32: a float32 accumulation over 50,000 rows (~300 in size) is good to ~1e-2 absolute
+    np.testing.assert_allclose(_bias_gradient(tf.constant(rows), tf.float32), rows.sum(axis=0, dtype=np.float64),
+                               rtol=1e-5, atol=2e-2)
+    drifted = np.asarray(tf.cast(tf.raw_ops.BiasAddGrad(out_backprop=dy), tf.float64))
+    assert np.max(np.abs(drifted - exact)) > 10 * np.max(np.abs(np.asarray(tf.cast(ours, tf.float64)) - exact))
