@@ -26,7 +26,8 @@ global average pool             one oneDNN average pool                         
 ConvNeXt MLP                    2-D MatMul + fused GELU, layer scale folded      Dense + GELU + scale
 ConvNeXt MLP (bfloat16, CPU)    forward as a 1x1 conv (oneDNN's AMX kernels),    Dense + GELU + scale
                                 MatMul gradients, GELU as one XLA pass
-LayerNorm (inference, CPU)      one XLA kernel                                   ``keras.layers.LayerNormalization``
+LayerNorm (CPU)                 one XLA kernel at inference; in training one     ``keras.layers.LayerNormalization``
+                                forward, one backward, column sums as MatMuls
 GELU gradient (training, CPU)   one XLA kernel forward, one backward (erf)       ``tf.nn.gelu`` (erfc)
 MLP GELU output (training)      recomputed in fc2's backward pass, not kept      kept from the forward pass
 view shift (inference)          two 2-tap filters                                projective transform
