@@ -195,26 +195,19 @@ def _mlp_gelu(size):
     return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
 
 
-def _layer_norm(size):
-    from zoobot_tf.ops.layers import LayerNormalization
+def _layer_norm(training):
+    def make(size):
+        from zoobot_tf.ops.layers import LayerNormalization
 
-    norm = LayerNormalization(epsilon=1e-6)
-    x = _rng(16).normal(3.0, 2.0, size=(8, size, size, 48)).astype("float32")
-    norm.build(x.shape)
-    norm.gamma.assign(_rng(17).normal(1.0, 0.3, size=48).astype("float32"))
-    norm.beta.assign(_rng(18).normal(0.0, 0.3, size=48).astype("float32"))
-    return (lambda t: norm(t, training=False)), (x,)
-
-
-def _layer_norm_training(size):
-    from zoobot_tf.ops.layers import LayerNormalization
-
-    norm = LayerNormalization(epsilon=1e-6)
-    x = _rng(26).normal(3.0, 2.0, size=(8, size, size, 48)).astype("float32")
-    norm.build(x.shape)
-    norm.gamma.assign(_rng(27).normal(1.0, 0.3, size=48).astype("float32"))
-    norm.beta.assign(_rng(28).normal(0.0, 0.3, size=48).astype("float32"))
-    return _with_grads(lambda t: norm(t, training=True), lambda: norm.trainable_weights), (x,)
+        norm = LayerNormalization(epsilon=1e-6)
+        x = _rng(16).normal(3.0, 2.0, size=(8, size, size, 48)).astype("float32")
+        norm.build(x.shape)
+        norm.gamma.assign(_rng(17).normal(1.0, 0.3, size=48).astype("float32"))
+        norm.beta.assign(_rng(18).normal(0.0, 0.3, size=48).astype("float32"))
+        if not training:
+            return (lambda t: norm(t, training=False)), (x,)
+        return _with_grads(lambda t: norm(t, training=True), lambda: norm.trainable_weights), (x,)
+    return make
 
 
 def _view(size):
@@ -289,8 +282,8 @@ CASES = [
     Case("ConvNeXt MLP in training, GELU output recomputed (gradients)", _mlp_gelu),
     Case("ConvNeXt MLP in bfloat16 (inference): 1x1 conv forward", _mlp_bfloat16(False), tol=1e-2),
     Case("ConvNeXt MLP in bfloat16 in training: 1x1 conv forward (gradients)", _mlp_bfloat16(True), tol=1e-2),
-    Case("LayerNorm as one XLA kernel (inference)", _layer_norm, tol=1e-5),
-    Case("LayerNorm in training: XLA forward and backward (gradients)", _layer_norm_training, tol=1e-5),
+    Case("LayerNorm as one XLA kernel (inference)", _layer_norm(False), tol=1e-5),
+    Case("LayerNorm in training: XLA forward and backward (gradients)", _layer_norm(True), tol=1e-5),
     Case("view layer inference shift as 2-tap filters", _view, tol=1e-4),
     Case("EfficientNetB0 model (inference, gradients)", _model("efficientnet_b0"), tol=2e-3),
     Case("ConvNeXt model (inference, gradients)", _model("convnext_atto"), tol=2e-3),
