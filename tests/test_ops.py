@@ -94,22 +94,11 @@ def test_bfloat16_mlp_gradients_are_as_near_the_float32_model_as_keras_own():
     """Training a bfloat16 ConvNeXt MLP on the fast path (1x1 conv forward, MatMul gradients, bias gradients
     summed in float32) against the same MLP in float32: every gradient at least as near as stock Keras'
     bfloat16 Dense gets (whose bias gradients, summed in bfloat16, are far off)."""
-    import keras
     import tensorflow as tf
 
-    from zoobot_tf.models.zoobot import dtype_policy
     from zoobot_tf.ops import fast_path
-    from zoobot_tf.ops.layers import Pointwise, fuse_mlp_gelu
 
-    def build(policy):
-        with dtype_policy(policy):
-            inputs = keras.Input((16, 16, 32))
-            hidden = Pointwise(128, activation="gelu", name="fc1")(inputs)
-            model = keras.Model(inputs, Pointwise(32, layer_scale=0.5, name="fc2")(hidden))
-        fuse_mlp_gelu(model)
-        return model
-
-    bf16, f32 = build("mixed_bfloat16"), build(None)
+    bf16, f32 = selfcheck.mlp_model(16, "mixed_bfloat16"), selfcheck.mlp_model(16)
     f32.set_weights(bf16.get_weights())
     x = tf.constant((np.random.default_rng(25).normal(size=(8, 16, 16, 32)) * 2).astype("float32"))
 

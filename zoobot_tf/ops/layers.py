@@ -394,12 +394,11 @@ class LayerNormalization(layers.LayerNormalization):
                 or (training and inputs.dtype != tf.float32)
                 or list(self.axis) not in ([-1], [len(inputs.shape) - 1]) or not on_cpu_only()):
             return super().call(inputs)
+        gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
+        epsilon = tf.constant(self.epsilon, tf.float32)
         if training:
-            return _layer_norm_trained(inputs, tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta),
-                                       tf.constant(self.epsilon, tf.float32))
-        y = _layer_norm_last_axis(inputs, tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta),
-                                  tf.constant(self.epsilon, tf.float32))
-        return tf.cast(y, self.compute_dtype)
+            return _layer_norm_trained(inputs, gamma, beta, epsilon)
+        return tf.cast(_layer_norm_last_axis(inputs, gamma, beta, epsilon), self.compute_dtype)
 
 
 def _gelu_cdf_pdf(x):
@@ -530,16 +529,18 @@ class Pointwise(layers.Dense):
         if not fast():
             x = super().call(inputs)
             return x * tf.cast(self.gamma, x.dtype) if self.layer_scale is not None else x
+        shape = tf.shape(inputs)
+        x = tf.reshape(inputs, [-1, inputs.shape[-1]])
         kernel, bias = self.kernel, self.bias if self.use_bias else None
         if self.layer_scale is not None:
             kernel = kernel * self.gamma
             bias = None if bias is None else bias * self.gamma
-        shape = tf.shape(inputs)
-        x = tf.reshape(inputs, [-1, inputs.shape[-1]])
+        # bfloat16 on CPU: the forward MatMul as a 1x1 convolution, so no MatMul to fuse the GELU into
+        as_conv = bias is not None and x.dtype == tf.bfloat16 and on_cpu_only()
         before = _linked(self, "_gelu_from")
         if before is not None and before.defers_gelu(training):
             x = _gelu_matmul(x, tf.cast(kernel, x.dtype), tf.cast(bias, x.dtype))
-        elif bias is not None and x.dtype == tf.bfloat16 and on_cpu_only():
+        elif as_conv:
             x = _dense(x, tf.cast(kernel, x.dtype), tf.cast(bias, x.dtype))
         else:
             x = tf.matmul(x, tf.cast(kernel, x.dtype))
@@ -550,8 +551,8 @@ class Pointwise(layers.Dense):
                 pass  # the next Pointwise applies it
             elif training and on_cpu_only():
                 x = fused_gelu(x)
-            elif x.dtype == tf.bfloat16 and on_cpu_only():
-                x = _gelu_forward(x)  # after a convolution (_dense): one XLA pass
+            elif as_conv:
+                x = _gelu_forward(x)  # after the convolution: one XLA pass
             else:
                 x = tf.nn.gelu(x, approximate=False)  # fused into the MatMul by oneDNN
         elif self.activation is not keras.activations.linear:

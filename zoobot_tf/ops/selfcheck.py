@@ -160,18 +160,25 @@ def _pointwise(size):
                        lambda: fc1.trainable_weights + fc2.trainable_weights), (x,)
 
 
+def mlp_model(size: int, precision: str | None = None):
+    """A ConvNeXt MLP (fc1 with GELU, fc2 with layer scale) on ``size`` x ``size`` x 32 inputs, its GELU
+    linked into fc2 for training (:func:`~zoobot_tf.ops.layers.fuse_mlp_gelu`)."""
+    import keras
+
+    from zoobot_tf.models.zoobot import dtype_policy
+    from zoobot_tf.ops.layers import Pointwise, fuse_mlp_gelu
+
+    with dtype_policy(precision):
+        inputs = keras.Input((size, size, 32))
+        hidden = Pointwise(128, activation="gelu", name="fc1")(inputs)
+        model = keras.Model(inputs, Pointwise(32, layer_scale=0.5, name="fc2")(hidden))
+    assert fuse_mlp_gelu(model) == 1
+    return model
+
+
 def _mlp_bfloat16(training):
     def make(size):
-        import keras
-
-        from zoobot_tf.models.zoobot import dtype_policy
-        from zoobot_tf.ops.layers import Pointwise, fuse_mlp_gelu
-
-        with dtype_policy("mixed_bfloat16"):
-            inputs = keras.Input((size, size, 32))
-            hidden = Pointwise(128, activation="gelu", name="fc1")(inputs)
-            model = keras.Model(inputs, Pointwise(32, layer_scale=0.5, name="fc2")(hidden))
-        assert fuse_mlp_gelu(model) == 1
+        model = mlp_model(size, "mixed_bfloat16")
         x = (_rng(25).normal(size=(8, size, size, 32)) * 2).astype("float32")
         if not training:
             return (lambda t: model(t, training=False)), (x,)
@@ -183,14 +190,7 @@ def _mlp_bfloat16(training):
 
 
 def _mlp_gelu(size):
-    import keras
-
-    from zoobot_tf.ops.layers import Pointwise, fuse_mlp_gelu
-
-    inputs = keras.Input((size, size, 32))
-    hidden = Pointwise(128, activation="gelu", name="fc1")(inputs)
-    model = keras.Model(inputs, Pointwise(32, layer_scale=0.5, name="fc2")(hidden))
-    assert fuse_mlp_gelu(model) == 1
+    model = mlp_model(size)
     x = _rng(24).normal(size=(8, size, size, 32)).astype("float32")
     return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
 
