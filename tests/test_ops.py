@@ -38,6 +38,36 @@ def test_the_stock_path_really_differs_in_what_runs():
     assert "FusedBatchNormV3" in ops[True] and "FusedBatchNormV3" not in ops[False]
 
 
+def test_strided_depthwise_training_pads_inside_the_op_and_pools_by_broadcast():
+    """EfficientNet's training graph on the fast path: a strided depthwise conv without a bias pads inside
+    the convolution (no Pad forward, no Slice in its gradient) and the global average pool's gradient is a
+    broadcast (no AvgPoolGrad); with a bias, the conv pads first (TF 2.21 aborts on the fused form)."""
+    import keras
+    import tensorflow as tf
+
+    from zoobot_tf.models.backbones.common import conv2d
+    from zoobot_tf.ops.layers import GlobalAveragePooling2D
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 16, 16, 8)).astype("float32"))
+    ops = {}
+    for use_bias in (False, True):
+        inputs = keras.Input((16, 16, 8))
+        y = conv2d(inputs, 8, 5, 2, name="dw", depthwise=True, use_bias=use_bias)
+        model = keras.Model(inputs, GlobalAveragePooling2D()(y))
+
+        def step(t):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                loss = tf.reduce_sum(model(t, training=True))
+            return tape.gradient(loss, [t] + model.trainable_weights)
+
+        graph = tf.function(step).get_concrete_function(x).graph
+        ops[use_bias] = {op.type for op in graph.get_operations()}
+    assert "Pad" not in ops[False] and "Slice" not in ops[False] and "DepthwiseConv2dNative" in ops[False]
+    assert "Pad" in ops[True]
+    assert "BroadcastTo" in ops[False] and "AvgPoolGrad" not in ops[False]
+
+
 def test_keras_internals_used_by_the_fixes_are_present():
     assert all(r["ok"] for r in selfcheck.check_internals())
 

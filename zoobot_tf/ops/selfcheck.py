@@ -86,15 +86,17 @@ def _folded_conv(size):
     return (lambda t: model(t, training=False)), (x,)
 
 
-def _depthwise_padded(size):
-    import keras
+def _depthwise_padded(use_bias: bool):
+    def make(size):
+        import keras
 
-    from zoobot_tf.models.backbones.common import conv2d
+        from zoobot_tf.models.backbones.common import conv2d
 
-    inputs = keras.Input((size, size, 8))
-    model = keras.Model(inputs, conv2d(inputs, 8, 5, 2, name="dw", depthwise=True, use_bias=True))
-    x = _rng(11).normal(size=(8, size, size, 8)).astype("float32")
-    return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
+        inputs = keras.Input((size, size, 8))
+        model = keras.Model(inputs, conv2d(inputs, 8, 5, 2, name="dw", depthwise=True, use_bias=use_bias))
+        x = _rng(11).normal(size=(8, size, size, 8)).astype("float32")
+        return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
+    return make
 
 
 def _depthwise_bfloat16_training(size):
@@ -271,7 +273,8 @@ def _dirichlet_multinomial(size):
 CASES = [
     Case("fused batch norm (training, with gradients)", _batch_norm),
     Case("conv -> batch norm folded (inference)", _folded_conv),
-    Case("strided depthwise conv, padding in the op (gradients)", _depthwise_padded),
+    Case("strided depthwise conv, padding in the op (gradients)", _depthwise_padded(False)),
+    Case("strided depthwise conv with a bias, padded first (gradients)", _depthwise_padded(True)),
     Case("depthwise conv in float32 when training under mixed_bfloat16 (gradients)", _depthwise_bfloat16_training,
          tol=1e-2),
     Case("swish as Sigmoid*Mul (inference)", _silu),
