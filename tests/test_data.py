@@ -62,6 +62,29 @@ def test_decode_handles_png_alpha_16bit_and_greyscale(tmp_path):
     assert a.max() > 1  # pixels stay in [0, 255]: only the model divides by 255
 
 
+def test_decode_gives_8bit_pixels_exactly_in_every_format(tmp_path):
+    """A pixel of value v reads as v.0 from an 8-bit PNG, a BMP, a GIF (PIL's decoding as the reference) and a
+    JPEG (TensorFlow's own 8-bit JPEG decoder as the reference: JPEG decoders differ in their IDCT and
+    chroma upsampling). TensorFlow's uint16 decoding widens non-PNG formats by 256, not 257: before this
+    test a JPEG's 255 came out as 254.0."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    rgb[:4, :4] = 255
+    Image.fromarray(rgb).convert("P").save(tmp_path / "x.gif")
+    for name in ["x.png", "x.bmp", "x.gif"]:
+        if name != "x.gif":
+            Image.fromarray(rgb).save(tmp_path / name)
+        expected = np.asarray(Image.open(tmp_path / name).convert("RGB"), np.float32)
+        got = images.decode_image_bytes(tf.io.read_file(str(tmp_path / name))).numpy()
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+    for name, array in [("x.jpg", rgb), ("g.jpg", rgb[..., 0])]:
+        Image.fromarray(array).save(tmp_path / name, quality=95)
+        raw = tf.io.read_file(str(tmp_path / name))
+        got = images.decode_image_bytes(raw).numpy()
+        np.testing.assert_array_equal(got, tf.io.decode_jpeg(raw, channels=3).numpy().astype(np.float32))
+        assert got.max() == 255.0, name
+
+
 def test_fits_images_become_png_with_an_asinh_stretch(tmp_path):
     fits = pytest.importorskip("astropy.io.fits")
     data = np.zeros((16, 16), np.float32)

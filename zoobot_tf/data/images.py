@@ -29,12 +29,21 @@ def decode_image_bytes(encoded: tf.Tensor, load_size: int | None = None, channel
     to 3 channels. With ``load_size`` the image is resized (antialiased) to ``load_size`` square
     unless it already has that size.
     """
-    # Decoding as uint16 scales 8-bit data by 257 exactly, so dividing by 257 restores it exactly.
-    img = tf.io.decode_image(encoded, channels=channels, dtype=tf.uint16, expand_animations=False)
-    img = tf.cast(img, tf.float32) / 257.0
+    # PNGs decode at 16 bits: libpng widens 8-bit data by 257 exactly, so dividing by 257 restores it exactly,
+    # and 16-bit PNGs keep their precision. Every other format is 8-bit and decodes as uint8 (decode_image's
+    # uint16 output would widen it by 256 - a JPEG's 255 would become 254.0 - and take twice as long).
+    img = tf.cond(is_png(encoded),
+                  lambda: tf.cast(tf.io.decode_png(encoded, channels=channels, dtype=tf.uint16), tf.float32) / 257.0,
+                  lambda: tf.cast(tf.io.decode_image(encoded, channels=channels, expand_animations=False),
+                                  tf.float32))
     if load_size is not None:
         img = resize_if_needed(img, load_size)
     return img
+
+
+def is_png(encoded: tf.Tensor) -> tf.Tensor:
+    """True when the bytes start with the PNG signature."""
+    return tf.equal(tf.strings.substr(encoded, 0, 8), b"\x89PNG\r\n\x1a\n")
 
 
 def resize_if_needed(img: tf.Tensor, size: int) -> tf.Tensor:

@@ -31,6 +31,7 @@ LayerNorm (CPU)                 one XLA kernel at inference; in training one    
 GELU gradient (training, CPU)   one XLA kernel forward, one backward (erf)       ``tf.nn.gelu`` (erfc)
 MLP GELU output (training)      recomputed in fc2's backward pass, not kept      kept from the forward pass
 view shift (inference)          two 2-tap filters                                projective transform
+greyscale view                  the channel mean as a 1x1 convolution            ``tf.reduce_mean``
 AdamW update                    one ``ResourceApplyAdam`` per variable           Keras' AdamW update
 gradient clipping               one ``L2Loss`` per tensor                        Keras' clip_by_global_norm
 Dirichlet-multinomial loss      every question at once, sums as one matmul       tfp, one question at a time

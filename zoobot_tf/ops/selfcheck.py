@@ -287,7 +287,7 @@ CASES = [
     Case("ConvNeXt MLP in bfloat16 in training: 1x1 conv forward (gradients)", _mlp_bfloat16(True), tol=1e-2),
     Case("LayerNorm as one XLA kernel (inference)", _layer_norm(False), tol=1e-5),
     Case("LayerNorm in training: XLA forward and backward (gradients)", _layer_norm(True), tol=1e-5),
-    Case("view layer inference shift as 2-tap filters", _view, tol=1e-4),
+    Case("view layer: channel mean as a 1x1 conv, inference shift as 2-tap filters", _view, tol=1e-4),
     Case("EfficientNetB0 model (inference, gradients)", _model("efficientnet_b0"), tol=2e-3),
     Case("ConvNeXt model (inference, gradients)", _model("convnext_atto"), tol=2e-3),
     Case("AdamW fused update + L2Loss clipping (3 steps)", _adamw, tol=1e-5, trace=False),
