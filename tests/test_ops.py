@@ -166,3 +166,21 @@ def test_bias_gradient_accumulates_bfloat16_in_float32():
                                rtol=1e-5, atol=2e-2)
     drifted = np.asarray(tf.cast(tf.raw_ops.BiasAddGrad(out_backprop=dy), tf.float64))
     assert np.max(np.abs(drifted - exact)) > 10 * np.max(np.abs(np.asarray(tf.cast(ours, tf.float64)) - exact))
+
+
+def test_bfloat16_global_pool_gradient_is_correctly_rounded():
+    """The fast global pool's gradient in bfloat16 is dy / (H W) computed in float32 and rounded once, as
+    float64 arithmetic rounded to bfloat16 gives (1 / 49 itself in bfloat16 is off by 0.1%)."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops.layers import _global_average_pool
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 7, 7, 16)), tf.bfloat16)
+    dy = tf.constant(rng.normal(size=(2, 1, 1, 16)), tf.bfloat16)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = _global_average_pool(x)
+    got = tape.gradient(y, x, output_gradients=dy).numpy().astype(np.float64)
+    expected = tf.cast(tf.cast(dy, tf.float64) / 49.0, tf.bfloat16).numpy().astype(np.float64)
+    np.testing.assert_array_equal(got, np.broadcast_to(expected, got.shape))
