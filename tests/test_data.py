@@ -70,10 +70,9 @@ def test_decode_gives_8bit_pixels_exactly_in_every_format(tmp_path):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
     rgb[:4, :4] = 255
-    Image.fromarray(rgb).convert("P").save(tmp_path / "x.gif")
-    for name in ["x.png", "x.bmp", "x.gif"]:
-        if name != "x.gif":
-            Image.fromarray(rgb).save(tmp_path / name)
+    for name, image in [("x.png", Image.fromarray(rgb)), ("x.bmp", Image.fromarray(rgb)),
+                        ("x.gif", Image.fromarray(rgb).convert("P"))]:
+        image.save(tmp_path / name)
         expected = np.asarray(Image.open(tmp_path / name).convert("RGB"), np.float32)
         got = images.decode_image_bytes(tf.io.read_file(str(tmp_path / name))).numpy()
         np.testing.assert_array_equal(got, expected, err_msg=name)

@@ -344,24 +344,25 @@ class GlobalAveragePooling2D(layers.GlobalAveragePooling2D):
         return x if self.keepdims else tf.reshape(x, [-1, inputs.shape[-1]])
 
 
-@tf.function(jit_compile=True, autograph=False)
-def _layer_norm_last_axis(x, gamma, beta, epsilon):
-    """LayerNorm over the last axis as one XLA kernel (statistics in float32)."""
+def _layer_norm_math(x, gamma, beta, epsilon):
+    """LayerNorm over the last axis in float32: (output, per-row mean, per-row 1 / std)."""
     xf = tf.cast(x, tf.float32)
     mean = tf.reduce_mean(xf, axis=-1, keepdims=True)
     centred = xf - mean
-    variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
-    y = centred * tf.math.rsqrt(variance + epsilon) * tf.cast(gamma, tf.float32) + tf.cast(beta, tf.float32)
-    return tf.cast(y, x.dtype)
+    rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True) + epsilon)
+    return centred * rstd * tf.cast(gamma, tf.float32) + tf.cast(beta, tf.float32), mean, rstd
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _layer_norm_last_axis(x, gamma, beta, epsilon):
+    """LayerNorm over the last axis as one XLA kernel (statistics in float32)."""
+    return tf.cast(_layer_norm_math(x, gamma, beta, epsilon)[0], x.dtype)
 
 
 @tf.function(jit_compile=True, autograph=False)
 def _layer_norm_forward(x, gamma, beta, epsilon):
     """LayerNorm over the last axis of a float32 tensor, one XLA kernel; also returns the statistics."""
-    mean = tf.reduce_mean(x, axis=-1, keepdims=True)
-    centred = x - mean
-    rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True) + epsilon)
-    return centred * rstd * gamma + beta, mean, rstd
+    return _layer_norm_math(x, gamma, beta, epsilon)
 
 
 @tf.function(jit_compile=True, autograph=False)
