@@ -651,6 +651,81 @@ def test_batch_norm_swish_fusion_trains_as_the_separate_layers():
     np.testing.assert_allclose(fused_mixed[0], plain_mixed[0], rtol=1e-2)
 
 
+@pytest.mark.usefixtures("on_the_fast_path")
+def test_squeeze_excite_projection_trains_as_the_separate_layers():
+    """EfficientNet's squeeze-excite gate and the 1x1 projection after it, linked so that training runs them
+    as one batched MatMul with a kernel per image (where the image is at least as large as that kernel): in
+    float32 the same outputs, loss gradients and moving statistics as the multiply and the conv one after
+    the other, also with frozen batch norms (folded into the projection)."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops.layers import ChannelScale
+
+    def linked(m):
+        return [l for l in m.encoder.layers if isinstance(l, ChannelScale) and l._projected_by is not None]
+
+    assert len(linked(Zoobot(schema="gz_rings", backbone="efficientnet_b0", image_size=224))) == 11  # of 16
+    model = Zoobot(schema="gz_rings", backbone="efficientnet_b0", image_size=64, dropout_rate=0.0, augment=False)
+    _randomise_batch_norms(model.encoder, seed=5)
+    assert len(linked(model)) == 5  # 32, 16 and 8 px: H W >= the projection's channels
+    assert all(l._projected_by()._scaled_by() is l and l._projected_by().kernel_size == (1, 1) for l in linked(model))
+    x = tf.constant(np.random.default_rng(6).uniform(0, 255, (4, 64, 64, 1)).astype("float32"))
+    mixed = model.with_precision("mixed_bfloat16")
+    assert len(linked(mixed)) == 5
+    runs = lambda: (_train_step_results(model, x), _train_step_results(model, x, True),  # noqa: E731
+                    _train_step_results(mixed, x))
+    fused = runs()
+    _unlink(model, "_projected_by")
+    _unlink(mixed, "_projected_by")
+    plain = runs()
+    for a, b in zip(fused[:2], plain[:2]):
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-4)
+        scale = max(float(np.abs(g).max()) for g in b[1])  # some gradients are ~0 (a batch norm follows them)
+        for ga, gb in zip(a[1], b[1]):
+            np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-4 * scale)
+        for sa, sb in zip(a[2], b[2]):
+            np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-6)
+    # under mixed_bfloat16 this random model's outputs move by up to ~15% with where a product is rounded,
+    # linked or not: the accuracy of the linked layers in bfloat16 is the next test's
+    assert all(np.isfinite(g).all() for g in fused[2][1]) and np.isfinite(fused[2][0]).all()
+
+
+@pytest.mark.usefixtures("on_the_fast_path")
+def test_squeeze_excite_projection_in_bfloat16_is_as_accurate_as_the_separate_layers():
+    """The linked gate and projection under mixed_bfloat16 against float64 arithmetic: output and gradients
+    (images, gate, kernel) no further from it than the multiply and the conv one after the other."""
+    import tensorflow as tf
+
+    from zoobot_tf.models.backbones.common import conv2d
+    from zoobot_tf.models.zoobot import dtype_policy
+    from zoobot_tf.ops.layers import ChannelScale, fuse_channel_scale
+
+    rng = np.random.default_rng(7)
+    x, s = rng.normal(size=(4, 16, 16, 48)), rng.uniform(0, 1, (4, 1, 1, 48))
+    kernel, dy = rng.normal(size=(48, 24)) * 0.2, rng.normal(size=(4, 16, 16, 24))
+    expected = [np.einsum("bhwc,bc,co->bhwo", x, s[:, 0, 0], kernel), np.einsum("bhwo,bc,co->bhwc", dy, s[:, 0, 0], kernel),
+                np.einsum("bhwo,bhwc,co->bc", dy, x, kernel)[:, None, None], np.einsum("bhwo,bhwc,bc->co", dy, x, s[:, 0, 0])]
+
+    def errors(link):
+        with dtype_policy("mixed_bfloat16"):
+            inputs = [keras.Input((16, 16, 48)), keras.Input((1, 1, 48))]
+            model = keras.Model(inputs, conv2d(ChannelScale()(inputs), 24, 1, name="proj"))
+        model.get_layer("proj").set_weights([kernel[None, None].astype("float32")])
+        if link:
+            assert fuse_channel_scale(model) == 1
+        xt, st = (tf.constant(a.astype("float32")) for a in (x, s))
+        with tf.GradientTape() as tape:
+            tape.watch([xt, st])
+            y = model([xt, st], training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy.astype("float32"))
+        got = [y, *tape.gradient(loss, [xt, st, model.get_layer("proj").kernel])]
+        return [float(np.linalg.norm(np.float64(tf.cast(g, tf.float32)).reshape(e.shape) - e) / np.linalg.norm(e))
+                for g, e in zip(got, expected)]
+
+    fused, plain = errors(True), errors(False)
+    assert all(0 < f <= 1.1 * p for f, p in zip(fused, plain)), (fused, plain)
+
+
 def _relative_gradient_error(grads, reference):
     """|grads - reference| / |reference| over all variables at once."""
     return np.sqrt(sum(np.sum((g - r) ** 2) for g, r in zip(grads, reference)) / sum(np.sum(r ** 2) for r in reference))

@@ -96,6 +96,7 @@ class _FoldsBatchNorm:
     """
 
     _folded_bn = None
+    _scaled_by = None  # the ChannelScale before this 1x1 conv that computes it in training, if any
 
     def __init__(self, *args, explicit_padding: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -119,24 +120,50 @@ class _FoldsBatchNorm:
             scale = tf.reshape(scale, [kernel.shape[2], kernel.shape[3]])
         return kernel * scale, bias
 
+    def _kernel_and_bias(self, training):
+        """(kernel, bias or None, folded): the batch norm after this conv folded in when it is an identity."""
+        bn = _linked(self, "_folded_bn")
+        if bn is not None and bn.folded(training):
+            return (*self._folded_kernel_and_bias(bn), True)
+        return self.kernel, self.bias if self.use_bias else None, False
+
+    def computed_by_scale(self, training) -> bool:
+        """True when this 1x1 conv is an identity because the ChannelScale before it computes it (fast path,
+        training; see :func:`fuse_channel_scale`)."""
+        scale = _linked(self, "_scaled_by")
+        return fast() and bool(training) and scale is not None and _linked(scale, "_projected_by") is self
+
+    def scaled_projection(self, x, scale, training):
+        """This 1x1 conv of ``x * scale`` (x: (B, H, W, C), scale: (B, 1, 1, C)) as one batched MatMul of x
+        with a kernel per image, ``scale[b] * W`` (B, C, O): x * scale is never formed, so neither it nor its
+        gradient (dy * scale, and the sum of dy * x over the image for the scale) is a pass over the
+        activations; the scale's and the kernel's gradients come from the per-image kernel's, (B, C, O)."""
+        kernel, bias, _ = self._kernel_and_bias(training)
+        kernel = tf.cast(kernel, tf.float32)[0, 0]  # (C, O)
+        per_image = tf.cast(tf.cast(scale, tf.float32)[:, 0, 0, :, None] * kernel, self.compute_dtype)
+        x = tf.cast(x, self.compute_dtype)
+        shape = tf.shape(x)
+        y = tf.linalg.matmul(tf.reshape(x, [shape[0], -1, kernel.shape[0]]), per_image)
+        y = tf.reshape(y, [shape[0], shape[1], shape[2], kernel.shape[1]])
+        if bias is not None:
+            y = tf.nn.bias_add(y, tf.cast(bias, self.compute_dtype))
+        return self.activation(y)
+
     def call(self, inputs, training=None):
         p = self.explicit_padding
         if not fast():
             if p:
                 inputs = tf.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
             return super().call(inputs)
-        bn = _linked(self, "_folded_bn")
-        fold = bn is not None and bn.folded(training)
+        if self.computed_by_scale(training):
+            return inputs
+        kernel, bias, fold = self._kernel_and_bias(training)
         depthwise = isinstance(self, layers.DepthwiseConv2D)
         # TensorFlow's bfloat16 depthwise-convolution gradients are slow on CPUs (EfficientNetB0 trained at 13
         # img/s in mixed_bfloat16 against 20 in float32): in training, the depthwise conv runs in float32
         wide = depthwise and bool(training) and self.compute_dtype == "bfloat16"
         if not fold and not p and not wide:
             return super().call(inputs)
-        if fold:
-            kernel, bias = self._folded_kernel_and_bias(bn)
-        else:
-            kernel, bias = self.kernel, self.bias if self.use_bias else None
         kernel = tf.cast(kernel, tf.float32 if wide else self.compute_dtype)
         padding = [[0, 0], [p, p], [p, p], [0, 0]] if p else self.padding.upper()
         strides = [1, *self.strides, 1]
@@ -175,6 +202,22 @@ class Conv2D(_FoldsBatchNorm, layers.Conv2D):
 @keras.saving.register_keras_serializable(package="zoobot_tf")
 class DepthwiseConv2D(_FoldsBatchNorm, layers.DepthwiseConv2D):
     """``keras.layers.DepthwiseConv2D`` with ``explicit_padding`` and batch-norm folding, as Conv2D."""
+
+
+@keras.saving.register_keras_serializable(package="zoobot_tf")
+class ChannelScale(layers.Multiply):
+    """``keras.layers.Multiply`` of images (B, H, W, C) by a scale per image and channel (B, 1, 1, C), as
+    squeeze-excite's gate. In training on the fast path, when linked to the 1x1 conv that is its only
+    consumer (:func:`fuse_channel_scale`), it computes that conv of its product as one batched MatMul
+    (:meth:`_FoldsBatchNorm.scaled_projection`) and the conv is an identity. Same weights and config."""
+
+    _projected_by = None  # the 1x1 Conv2D after this layer, computed here in training, if any
+
+    def call(self, inputs, training=None):
+        conv = _linked(self, "_projected_by")
+        if conv is not None and conv.computed_by_scale(training):
+            return conv.scaled_projection(inputs[0], inputs[1], training)
+        return super().call(inputs)
 
 
 def _only_consumer_pairs(model: keras.Model, first: type, second: type):
@@ -228,6 +271,28 @@ def fuse_batch_norm_swish(model: keras.Model) -> int:
         if (not bn.renorm and not bn.synchronized and bn.axis in (-1, 3)
                 and len(bn._inbound_nodes[0].input_tensors[0].shape) == 4):
             _link(bn, "_swish_into", act, "_applied_by")
+            n += 1
+    return n
+
+
+def fuse_channel_scale(model: keras.Model) -> int:
+    """Link every ChannelScale -> 1x1 Conv2D pair of a functional model (squeeze-excite's gate, then the
+    block's projection) where the conv is the scale's only consumer, so that training on the fast path runs
+    them as one batched MatMul with a kernel per image (:meth:`_FoldsBatchNorm.scaled_projection`). Only
+    where an image's activations (H x W x C) are no smaller than its kernel gradient (C x O): measured on
+    EfficientNetB0's blocks at batch 32, forward and backward, the batched MatMul took 0.3-0.8x the time of
+    the multiply and the conv at 14-112 px and 1.9-3.3x at 7 px (``H W < O``). Returns the number linked.
+    Nothing changes on the stock path or at inference."""
+    n = 0
+    for scale, conv in _only_consumer_pairs(model, ChannelScale, Conv2D):
+        x_shape, s_shape = (t.shape for t in scale._inbound_nodes[0].input_tensors)
+        h, w = x_shape[1], x_shape[2]
+        if (len(x_shape) == 4 and tuple(s_shape[1:3]) == (1, 1) and h is not None and w is not None
+                and h * w >= conv.filters and tuple(conv.kernel_size) == (1, 1) and tuple(conv.strides) == (1, 1)
+                and tuple(conv.dilation_rate) == (1, 1) and conv.groups == 1 and not conv.explicit_padding
+                and conv.data_format == "channels_last"):
+            _link(scale, "_projected_by", conv, "_scaled_by")
+            conv.input_spec = None  # in training it is handed its own output (O channels), not C
             n += 1
     return n
 

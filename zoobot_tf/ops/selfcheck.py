@@ -127,6 +127,21 @@ def _batch_norm_swish(size):
     return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
 
 
+def _se_projection(size):
+    import keras
+
+    from zoobot_tf.models.backbones.common import batch_norm, conv2d
+    from zoobot_tf.ops.layers import ChannelScale, GlobalAveragePooling2D, fuse_channel_scale
+
+    inputs = keras.Input((size, size, 32))
+    gate = keras.layers.Conv2D(8, 1, activation="silu")(GlobalAveragePooling2D(keepdims=True)(inputs))
+    gate = keras.layers.Conv2D(32, 1, activation="sigmoid")(gate)
+    model = keras.Model(inputs, batch_norm(conv2d(ChannelScale()([inputs, gate]), 16, 1, name="proj"), "bn"))
+    assert fuse_channel_scale(model) == 1
+    x = _rng(26).normal(size=(8, size, size, 32)).astype("float32")
+    return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
+
+
 def _silu(size):
     from zoobot_tf.ops.layers import SiLU
 
@@ -281,6 +296,7 @@ CASES = [
     Case("swish in training, four-op gradient (gradients)", _silu_training, tol=1e-5),
     Case("batch norm -> swish in training, swish input recomputed (gradients)", _batch_norm_swish),
     Case("global average pool as one pool (gradients)", _pool, tol=1e-5),
+    Case("squeeze-excite gate and 1x1 projection as one batched MatMul (gradients)", _se_projection),
     Case("ConvNeXt MLP: 2-D MatMul, fused GELU, folded layer scale (gradients)", _pointwise),
     Case("ConvNeXt MLP in training, GELU output recomputed (gradients)", _mlp_gelu),
     Case("ConvNeXt MLP in bfloat16 (inference): 1x1 conv forward", _mlp_bfloat16(False), tol=1e-2),

@@ -15,7 +15,7 @@ from typing import Callable
 import keras
 
 from zoobot_tf.models.backbones import convnext, efficientnet, kerascv, resnet
-from zoobot_tf.ops.layers import fold_batch_norms, fuse_batch_norm_swish, fuse_mlp_gelu
+from zoobot_tf.ops.layers import fold_batch_norms, fuse_batch_norm_swish, fuse_channel_scale, fuse_mlp_gelu
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,7 @@ def build_backbone(name: str, input_shape=(224, 224, 1), name_scope: str = "enco
     fold_batch_norms(encoder)  # fast path: conv -> batch norm pairs run as one convolution at inference
     fuse_batch_norm_swish(encoder)  # fast path: batch norm -> SiLU pairs train as one op, in less memory
     fuse_mlp_gelu(encoder)  # fast path: ConvNeXt's MLP trains without keeping its GELU's output
+    fuse_channel_scale(encoder)  # fast path: squeeze-excite's gate and the projection train as one MatMul
     return encoder
 
 

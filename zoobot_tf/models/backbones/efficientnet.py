@@ -18,7 +18,7 @@ import keras
 from keras import layers
 
 from zoobot_tf.models.backbones.common import DropPath, batch_norm, conv2d
-from zoobot_tf.ops.layers import GlobalAveragePooling2D
+from zoobot_tf.ops.layers import ChannelScale, GlobalAveragePooling2D
 
 B_ARCH = [
     "ds_r1_k3_s1_e1_c16_se0.25",
@@ -112,7 +112,7 @@ def _squeeze_excite(x, mid: int, rd: int, prefix: str, act: str):
     s = layers.Activation(act, name=f"{prefix}.se.act")(s)
     s = layers.Conv2D(mid, 1, use_bias=True, name=f"{prefix}.se.conv_expand")(s)
     s = layers.Activation("sigmoid", name=f"{prefix}.se.gate")(s)
-    return layers.Multiply(name=f"{prefix}.se.mul")([x, s])
+    return ChannelScale(name=f"{prefix}.se.mul")([x, s])
 
 
 def _block(x, b: BlockArgs, in_ch: int, out_ch: int, stride: int, prefix: str, pad: str, eps: float,
