@@ -604,6 +604,16 @@ def _train_step_results(model, x, freeze_batch_norms=False):
     return y.numpy(), [tf.cast(g, tf.float32).numpy() for g in grads], stats, fused, deferred
 
 
+def _assert_same_step(a, b):
+    """Two :func:`_train_step_results` agree: outputs, loss gradients and moving statistics."""
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-4)
+    scale = max(float(np.abs(g).max()) for g in b[1])  # some gradients are ~0 (a batch norm follows them)
+    for ga, gb in zip(a[1], b[1]):
+        np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-4 * scale)
+    for sa, sb in zip(a[2], b[2]):
+        np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-6)
+
+
 def _unlink(model, attr):
     for layer in model.encoder.layers:
         if getattr(layer, attr, None) is not None:
@@ -638,12 +648,7 @@ def test_batch_norm_swish_fusion_trains_as_the_separate_layers():
         _train_step_results(mixed, x)
     assert not any(plain[3])
     for a, b in [(fused, plain), (fused_frozen, plain_frozen)]:
-        np.testing.assert_allclose(a[0], b[0], rtol=1e-4)
-        scale = max(float(np.abs(g).max()) for g in b[1])  # some gradients are ~0 (a batch norm follows them)
-        for ga, gb in zip(a[1], b[1]):
-            np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-4 * scale)
-        for sa, sb in zip(a[2], b[2]):
-            np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-6)
+        _assert_same_step(a, b)
     assert not np.allclose(fused[2][0], fused_frozen[2][0])  # the statistics did move in training
 
     error = functools.partial(_relative_gradient_error, reference=plain[1])
@@ -679,12 +684,7 @@ def test_squeeze_excite_projection_trains_as_the_separate_layers():
     _unlink(mixed, "_projected_by")
     plain = runs()
     for a, b in zip(fused[:2], plain[:2]):
-        np.testing.assert_allclose(a[0], b[0], rtol=1e-4)
-        scale = max(float(np.abs(g).max()) for g in b[1])  # some gradients are ~0 (a batch norm follows them)
-        for ga, gb in zip(a[1], b[1]):
-            np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-4 * scale)
-        for sa, sb in zip(a[2], b[2]):
-            np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-6)
+        _assert_same_step(a, b)
     # under mixed_bfloat16 this random model's outputs move by up to ~15% with where a product is rounded,
     # linked or not: the accuracy of the linked layers in bfloat16 is the next test's
     assert all(np.isfinite(g).all() for g in fused[2][1]) and np.isfinite(fused[2][0]).all()
