@@ -184,3 +184,33 @@ def test_bfloat16_global_pool_gradient_is_correctly_rounded():
     got = tape.gradient(y, x, output_gradients=dy).numpy().astype(np.float64)
     expected = tf.cast(tf.cast(dy, tf.float64) / 49.0, tf.bfloat16).numpy().astype(np.float64)
     np.testing.assert_array_equal(got, np.broadcast_to(expected, got.shape))
+
+
+def test_layer_norm_on_bfloat16_inputs_trains_as_it_predicts():
+    """A float32 LayerNorm fed bfloat16 (ConvNeXt's stem under mixed_bfloat16) computes, in training and at
+    inference on the fast path, the LayerNorm of the bfloat16 values (float64 arithmetic) rounded to
+    bfloat16, as Keras' does."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops import fast_path
+    from zoobot_tf.ops.layers import LayerNormalization
+
+    rng = np.random.default_rng(3)
+    x = tf.cast(tf.constant(rng.normal(2.0, 3.0, (4, 8, 8, 32)).astype("float32")), tf.bfloat16)
+    norm = LayerNormalization(epsilon=1e-6)
+    norm.build(x.shape)
+    norm.gamma.assign(rng.normal(1.0, 0.3, 32).astype("float32"))
+    norm.beta.assign(rng.normal(0.0, 0.3, 32).astype("float32"))
+    xd = np.float64(tf.cast(x, tf.float32))
+    expected = (xd - xd.mean(-1, keepdims=True)) / np.sqrt(xd.var(-1, keepdims=True) + 1e-6) * \
+        np.float64(norm.gamma.numpy()) + np.float64(norm.beta.numpy())
+    rounded = np.float64(tf.cast(tf.cast(expected, tf.bfloat16), tf.float32))
+    outputs = []
+    with fast_path(True):
+        for training in (True, False):
+            y = tf.function(lambda t: norm(t, training=training))(x)
+            assert y.dtype == tf.float32
+            outputs.append(y.numpy())
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert np.mean(outputs[0] == rounded) > 0.99  # the float32 result rounded (ties may round either way)
+    np.testing.assert_allclose(outputs[0], expected, rtol=2 ** -8, atol=1e-6)

@@ -426,27 +426,31 @@ def _layer_norm_last_axis(x, gamma, beta, epsilon):
 
 @tf.function(jit_compile=True, autograph=False)
 def _layer_norm_forward(x, gamma, beta, epsilon):
-    """LayerNorm over the last axis of a float32 tensor, one XLA kernel; also returns the statistics."""
-    return _layer_norm_math(x, gamma, beta, epsilon)
+    """LayerNorm over the last axis, one XLA kernel, in float32 and the output rounded to x's dtype (as
+    Keras'); also returns the statistics."""
+    y, mean, rstd = _layer_norm_math(x, gamma, beta, epsilon)
+    return tf.cast(y, x.dtype), mean, rstd
 
 
 @tf.function(jit_compile=True, autograph=False)
 def _layer_norm_backward(x, mean, rstd, gamma, dy):
-    """The LayerNorm's input gradient from its input and statistics, and dy * x-hat (whose column sums are
-    gamma's gradient), one XLA kernel."""
-    xhat = (x - mean) * rstd
+    """The LayerNorm's input gradient (in x's dtype) from its input and statistics, and dy * x-hat (whose
+    column sums are gamma's gradient), one XLA kernel in float32."""
+    xhat = (tf.cast(x, tf.float32) - mean) * rstd
+    dy = tf.cast(dy, tf.float32)
     g = dy * gamma
     dx = rstd * (g - tf.reduce_mean(g, axis=-1, keepdims=True)
                  - xhat * tf.reduce_mean(g * xhat, axis=-1, keepdims=True))
-    return dx, dy * xhat
+    return tf.cast(dx, x.dtype), dy * xhat
 
 
 def _layer_norm_trained(x, gamma, beta, epsilon):
-    """LayerNorm over the last axis of a float32 tensor for training: one XLA kernel forward, one backward
-    and two column sums as MatMuls (:func:`_bias_gradient`; XLA's own column reductions made the step
-    slower), keeping only x and the per-row statistics. Keras differentiates its moments and
-    normalisation op by op. ConvNeXt-Nano's training step (mixed_bfloat16) 19.9-20.6 -> 21.7-21.9 img/s
-    and 110-150 MB less peak memory; its first step 0.8 s longer (the kernels' compilation)."""
+    """LayerNorm over the last axis for training: one XLA kernel forward, one backward and two column sums
+    as MatMuls (:func:`_bias_gradient`; XLA's own column reductions made the step slower), keeping only x
+    and the per-row statistics. Keras differentiates its moments and normalisation op by op.
+    ConvNeXt-Nano's training step (mixed_bfloat16) 19.9-20.6 -> 21.7-21.9 img/s and 110-150 MB less peak
+    memory; its first step 0.8 s longer (the kernels' compilation). A bfloat16 x is computed in float32 and
+    its output and input gradient rounded to bfloat16, as Keras does."""
 
     @tf.custom_gradient
     def run(x, gamma, beta):
@@ -456,7 +460,7 @@ def _layer_norm_trained(x, gamma, beta, epsilon):
             dx, dyxhat = _layer_norm_backward(x, mean, rstd, gamma, dy)
             c = x.shape[-1]
             return (dx, _bias_gradient(tf.reshape(dyxhat, [-1, c]), gamma.dtype),
-                    _bias_gradient(tf.reshape(dy, [-1, c]), beta.dtype))
+                    _bias_gradient(tf.reshape(tf.cast(dy, tf.float32), [-1, c]), beta.dtype))
 
         return y, grad
 
@@ -470,17 +474,20 @@ class LayerNormalization(layers.LayerNormalization):
     once. Keras runs it as moments, then normalisation: several passes over the tensor, which made the
     LayerNorms a quarter of ConvNeXt-Nano's inference time on an AMX CPU (55 -> 74 img/s without them;
     2x faster each, 30 -> 14 ms on a 32x56x56x80 tensor). In training (float32, as ConvNeXt's are under
-    either precision), :func:`_layer_norm_trained`. Same weights and config; same numbers to float rounding."""
+    either precision), :func:`_layer_norm_trained`, also on bfloat16 inputs (ConvNeXt's stem LayerNorm after
+    its bfloat16 convolution: ~50 ms of thread time a ConvNeXt-Nano training step op by op in Keras). Same
+    weights and config; same numbers to float rounding (on bfloat16 inputs, as Keras: computed in float32,
+    the output rounded to bfloat16)."""
 
     def call(self, inputs, training=None):
         if (not fast() or self.rms_scaling or not (self.center and self.scale)
-                or (training and inputs.dtype != tf.float32)
+                or (training and self.compute_dtype != "float32")
                 or list(self.axis) not in ([-1], [len(inputs.shape) - 1]) or not on_cpu_only()):
             return super().call(inputs)
         gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
         epsilon = tf.constant(self.epsilon, tf.float32)
         if training:
-            return _layer_norm_trained(inputs, gamma, beta, epsilon)
+            return tf.cast(_layer_norm_trained(inputs, gamma, beta, epsilon), self.compute_dtype)
         return tf.cast(_layer_norm_last_axis(inputs, gamma, beta, epsilon), self.compute_dtype)
 
 

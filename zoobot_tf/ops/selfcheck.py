@@ -214,6 +214,8 @@ def _mlp_gelu(size):
 
 def _layer_norm(training):
     def make(size):
+        import tensorflow as tf
+
         from zoobot_tf.ops.layers import LayerNormalization
 
         norm = LayerNormalization(epsilon=1e-6)
@@ -223,6 +225,9 @@ def _layer_norm(training):
         norm.beta.assign(_rng(18).normal(0.0, 0.3, size=48).astype("float32"))
         if not training:
             return (lambda t: norm(t, training=False)), (x,)
+        if training == "bfloat16 inputs":  # a float32 LayerNorm after a bfloat16 layer (ConvNeXt's stem)
+            return _with_grads(lambda t: norm(tf.cast(t, tf.bfloat16), training=True),
+                               lambda: norm.trainable_weights), (x,)
         return _with_grads(lambda t: norm(t, training=True), lambda: norm.trainable_weights), (x,)
     return make
 
@@ -303,6 +308,8 @@ CASES = [
     Case("ConvNeXt MLP in bfloat16 in training: 1x1 conv forward (gradients)", _mlp_bfloat16(True), tol=1e-2),
     Case("LayerNorm as one XLA kernel (inference)", _layer_norm(False), tol=1e-5),
     Case("LayerNorm in training: XLA forward and backward (gradients)", _layer_norm(True), tol=1e-5),
+    Case("LayerNorm in training on bfloat16 inputs: XLA kernels in float32 (gradients)",
+         _layer_norm("bfloat16 inputs"), tol=1e-2),
     Case("view layer: channel mean as a 1x1 conv, inference shift as 2-tap filters", _view, tol=1e-4),
     Case("EfficientNetB0 model (inference, gradients)", _model("efficientnet_b0"), tol=2e-3),
     Case("ConvNeXt model (inference, gradients)", _model("convnext_atto"), tol=2e-3),
