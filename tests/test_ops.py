@@ -71,6 +71,34 @@ def test_strided_depthwise_training_pads_inside_the_op_and_pools_by_broadcast():
     assert "Pad" in ops[True, True] and "Pad" in ops[False, False]
 
 
+def test_convnext_depthwise_filter_gradient_is_a_convolution_over_the_batch():
+    """ConvNeXt's 7x7 depthwise convs in training on the fast path: no oneDNN filter-gradient kernel and no
+    BiasAddGrad in the graph (both on the stock path); 3x3 depthwise convs keep TensorFlow's gradient."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops import fast_path
+    from zoobot_tf.ops.layers import DepthwiseConv2D
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 16, 16, 8)).astype("float32"))
+    ops = {}
+    for enabled, k in [(True, 7), (False, 7), (True, 3)]:
+        with fast_path(enabled):
+            layer = DepthwiseConv2D(k, padding="same", use_bias=True)
+            layer.build(x.shape)
+
+            def step(t):
+                with tf.GradientTape() as tape:
+                    tape.watch(t)
+                    loss = tf.reduce_sum(layer(t, training=True) ** 2)
+                return tape.gradient(loss, [t] + layer.trainable_weights)
+
+            ops[enabled, k] = {op.type for op in tf.function(step).get_concrete_function(x).graph.get_operations()}
+    assert "DepthwiseConv2dNativeBackpropFilter" not in ops[True, 7] and "BiasAddGrad" not in ops[True, 7]
+    assert "DepthwiseConv2dNativeBackpropInput" in ops[True, 7]
+    assert "DepthwiseConv2dNativeBackpropFilter" in ops[False, 7] and "BiasAddGrad" in ops[False, 7]
+    assert "DepthwiseConv2dNativeBackpropFilter" in ops[True, 3]
+
+
 def test_keras_internals_used_by_the_fixes_are_present():
     assert all(r["ok"] for r in selfcheck.check_internals())
 

@@ -20,7 +20,7 @@ from zoobot_tf.models.backbones.common import (
     drop_path_rates,
     float32_under_bfloat16,
 )
-from zoobot_tf.ops.layers import GlobalAveragePooling2D, LayerNormalization, Pointwise
+from zoobot_tf.ops.layers import DepthwiseConv2D, GlobalAveragePooling2D, LayerNormalization, Pointwise
 
 # name: depths, dims, conv_mlp (as timm defines them; conv_mlp only changes the weight layout)
 VARIANTS = {
@@ -40,7 +40,7 @@ LN_EPS = 1e-6
 def convnext_block(x, dim: int, prefix: str, ls_init_value: float = 1e-6, drop_path: float = 0.0):
     shortcut = x
     f32 = float32_under_bfloat16()  # only the MLP's MatMuls run in bfloat16 under mixed_bfloat16
-    x = layers.DepthwiseConv2D(7, padding="same", use_bias=True, name=f"{prefix}.conv_dw", **f32)(x)
+    x = DepthwiseConv2D(7, padding="same", use_bias=True, name=f"{prefix}.conv_dw", **f32)(x)
     x = LayerNormalization(epsilon=LN_EPS, name=f"{prefix}.norm", **f32)(x)
     # exact (erf) GELU, as torch.nn.GELU, fused into fc1's MatMul on CPU (see common.Pointwise)
     x = Pointwise(4 * dim, activation="gelu", name=f"{prefix}.mlp.fc1")(x)
