@@ -216,7 +216,7 @@ def _depthwise_same(x, kernel, bias):
     k = kernel.shape[0]
 
     def grad(dy):
-        b, h, w, c = x.shape
+        _, h, w, c = x.shape
         dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
             input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")
         p = k // 2
@@ -238,7 +238,9 @@ class Conv2D(_FoldsBatchNorm, layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")
 class DepthwiseConv2D(_FoldsBatchNorm, layers.DepthwiseConv2D):
-    """``keras.layers.DepthwiseConv2D`` with ``explicit_padding`` and batch-norm folding, as Conv2D."""
+    """``keras.layers.DepthwiseConv2D`` with ``explicit_padding`` and batch-norm folding, as Conv2D; in
+    training on the fast path a 7x7 (or larger) stride-1 'same' float32 one computes its filter gradient as a
+    convolution over the batch (:func:`_depthwise_same`)."""
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")
