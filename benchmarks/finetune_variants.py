@@ -18,6 +18,7 @@ Balanced accuracy per seed is printed and written as JSON (benchmarks/results/fi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -33,9 +34,11 @@ from embedded_card import split_pool  # noqa: E402
 from finetune_real import SETS  # noqa: E402
 
 
-def balanced_accuracy(labels: np.ndarray, scores: np.ndarray) -> float:
-    predicted = scores.argmax(1)
-    return float(np.mean([(predicted[labels == c] == c).mean() for c in np.unique(labels)]))
+def balanced_accuracy(task, labels: np.ndarray, log_scores: np.ndarray) -> float:
+    """The task's own balanced accuracy (``task.evaluate``) of class scores given as logs."""
+    scores = np.exp(log_scores - log_scores.max(axis=1, keepdims=True))
+    table = task.evaluate(labels, scores / scores.sum(axis=1, keepdims=True)).set_index("question")
+    return float(table.loc["total", "balanced_accuracy"])
 
 
 def holdout_predictions(model, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,17 +82,16 @@ def main(argv=None):
                 probabilities, labels, train_labels = holdout_predictions(result.model, catalog)
                 row = {"variant": args.variant, "set": name, "seed": seed, "member": k,
                        "epochs": len(result.history["loss"]), "seconds": time.time() - start}
+                score = functools.partial(balanced_accuracy, result.model.task, labels)
+                log_p = np.log(np.clip(probabilities, 1e-12, 1.0))
                 if args.variant == "ensemble":
                     members.append(probabilities)
-                    logs = [np.log(np.clip(m, 1e-12, 1.0)) for m in members]
-                    row.update(alone=balanced_accuracy(labels, probabilities),
-                               mean_of_members=balanced_accuracy(labels, np.mean(members, 0)),
-                               geometric_mean=balanced_accuracy(labels, np.mean(logs, 0)))
+                    row.update(alone=score(log_p), mean_of_members=score(np.log(np.mean(members, 0))),
+                               geometric_mean=score(np.mean([np.log(np.clip(m, 1e-12, 1.0)) for m in members], 0)))
                 else:
                     prior = np.bincount(train_labels, minlength=probabilities.shape[1]) + 1.0
                     for tau in (0.0, 0.5, 1.0):
-                        row[f"tau_{tau}"] = balanced_accuracy(
-                            labels, np.log(np.clip(probabilities, 1e-12, 1.0)) - tau * np.log(prior / prior.sum()))
+                        row[f"tau_{tau}"] = score(log_p - tau * np.log(prior / prior.sum()))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     out = Path(args.out)

@@ -38,6 +38,20 @@ def test_the_stock_path_really_differs_in_what_runs():
     assert "FusedBatchNormV3" in ops[True] and "FusedBatchNormV3" not in ops[False]
 
 
+def _training_graph_ops(layer, x) -> set:
+    """The op types of a traced training step of ``layer`` (a layer or model): forward and the gradients of a
+    loss for its input and weights."""
+    import tensorflow as tf
+
+    def step(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            loss = tf.reduce_sum(tf.square(layer(t, training=True)))
+        return tape.gradient(loss, [t] + layer.trainable_weights)
+
+    return {op.type for op in tf.function(step).get_concrete_function(x).graph.get_operations()}
+
+
 def test_strided_depthwise_training_pads_inside_the_op_and_pools_by_broadcast():
     """EfficientNet's training graph on the fast path: a strided depthwise conv without a bias pads inside
     the convolution (no Pad forward, no Slice in its gradient) and the global average pool's gradient is a
@@ -56,15 +70,7 @@ def test_strided_depthwise_training_pads_inside_the_op_and_pools_by_broadcast():
             inputs = keras.Input((16, 16, 8))
             y = conv2d(inputs, 8, 5, 2, name="dw", depthwise=True, use_bias=use_bias)
             model = keras.Model(inputs, GlobalAveragePooling2D()(y))
-
-            def step(t):
-                with tf.GradientTape() as tape:
-                    tape.watch(t)
-                    loss = tf.reduce_sum(model(t, training=True))
-                return tape.gradient(loss, [t] + model.trainable_weights)
-
-            graph = tf.function(step).get_concrete_function(x).graph
-            ops[enabled, use_bias] = {op.type for op in graph.get_operations()}
+            ops[enabled, use_bias] = _training_graph_ops(model, x)
     fast = ops[True, False]
     assert "Pad" not in fast and "Slice" not in fast and "DepthwiseConv2dNative" in fast
     assert "BroadcastTo" in fast and "AvgPoolGrad" not in fast
@@ -85,14 +91,7 @@ def test_convnext_depthwise_filter_gradient_is_a_convolution_over_the_batch():
         with fast_path(enabled):
             layer = DepthwiseConv2D(k, padding="same", use_bias=True)
             layer.build(x.shape)
-
-            def step(t):
-                with tf.GradientTape() as tape:
-                    tape.watch(t)
-                    loss = tf.reduce_sum(layer(t, training=True) ** 2)
-                return tape.gradient(loss, [t] + layer.trainable_weights)
-
-            ops[enabled, k] = {op.type for op in tf.function(step).get_concrete_function(x).graph.get_operations()}
+            ops[enabled, k] = _training_graph_ops(layer, x)
     assert "DepthwiseConv2dNativeBackpropFilter" not in ops[True, 7] and "BiasAddGrad" not in ops[True, 7]
     assert "DepthwiseConv2dNativeBackpropInput" in ops[True, 7]
     assert "DepthwiseConv2dNativeBackpropFilter" in ops[False, 7] and "BiasAddGrad" in ops[False, 7]

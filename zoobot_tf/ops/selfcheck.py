@@ -223,7 +223,8 @@ def _mlp_gelu(size):
     return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
 
 
-def _layer_norm(training):
+def _layer_norm(training, bfloat16_inputs=False):
+    """``bfloat16_inputs``: a float32 LayerNorm after a bfloat16 layer (ConvNeXt's stem), in training."""
     def make(size):
         import tensorflow as tf
 
@@ -236,10 +237,8 @@ def _layer_norm(training):
         norm.beta.assign(_rng(18).normal(0.0, 0.3, size=48).astype("float32"))
         if not training:
             return (lambda t: norm(t, training=False)), (x,)
-        if training == "bfloat16 inputs":  # a float32 LayerNorm after a bfloat16 layer (ConvNeXt's stem)
-            return _with_grads(lambda t: norm(tf.cast(t, tf.bfloat16), training=True),
-                               lambda: norm.trainable_weights), (x,)
-        return _with_grads(lambda t: norm(t, training=True), lambda: norm.trainable_weights), (x,)
+        cast = (lambda t: tf.cast(t, tf.bfloat16)) if bfloat16_inputs else tf.identity
+        return _with_grads(lambda t: norm(cast(t), training=True), lambda: norm.trainable_weights), (x,)
     return make
 
 
@@ -321,7 +320,7 @@ CASES = [
     Case("LayerNorm as one XLA kernel (inference)", _layer_norm(False), tol=1e-5),
     Case("LayerNorm in training: XLA forward and backward (gradients)", _layer_norm(True), tol=1e-5),
     Case("LayerNorm in training on bfloat16 inputs: XLA kernels in float32 (gradients)",
-         _layer_norm("bfloat16 inputs"), tol=1e-2),
+         _layer_norm(True, bfloat16_inputs=True), tol=1e-2),
     Case("view layer: channel mean as a 1x1 conv, inference shift as 2-tap filters", _view, tol=1e-4),
     Case("EfficientNetB0 model (inference, gradients)", _model("efficientnet_b0"), tol=2e-3),
     Case("ConvNeXt model (inference, gradients)", _model("convnext_atto"), tol=2e-3),
