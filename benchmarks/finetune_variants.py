@@ -1,7 +1,9 @@
-"""Two finetuning variants tried against `zoobot-tf finetune`'s defaults, on validation galaxies only.
+"""Finetuning variants tried against `zoobot-tf finetune`'s defaults, on validation galaxies only.
 
     python benchmarks/finetune_variants.py --variant ensemble --seeds 0,1,2,3,4,5,6
     python benchmarks/finetune_variants.py --variant logit_adjust --sets gz1_sdss --seeds 0,1,2,3
+    python benchmarks/finetune_variants.py --variant pretrained_head --sets gz1_sdss --seeds 0,1,2,3
+    python benchmarks/finetune_variants.py --variant mirrored --sets gz1_sdss --seeds 0,1,2,3
 
 On the held-out quarter of each set's pool (benchmarks/embedded_card.py; no test split is read), 1,000 labels
 drawn per seed from the rest, ``zoobot_tf.finetune`` from the packaged ``zoobot_sdss_mini`` with its card and
@@ -11,17 +13,24 @@ only the survey's crop and flip:
   their class probabilities averaged (arithmetic and geometric mean), against each member alone;
 * ``logit_adjust``: trained without class weights, the balanced decision taken after training as
   ``argmax log p - tau log prior`` (the training labels' class frequencies; Menon et al. 2021) for tau 0,
-  0.5 and 1, against the default (classes weighted by inverse frequency: the ``ensemble`` rows' first member).
+  0.5 and 1, against the default (classes weighted by inverse frequency: the ``ensemble`` rows' first member);
+* ``pretrained_head``: the new head starts as the pretrained model's own head, its classes matched by name
+  (``zoobot_sdss_mini`` already predicts GZ1's six classes), not as Keras initialises it; also the
+  pretrained model's predictions before any finetuning (``zero_shot``);
+* ``mirrored``: every training galaxy also mirrored, with the two spiral directions' labels swapped (GZ1,
+  whose winding direction rules out plain flips; the validation galaxies stay as they are).
 
 Balanced accuracy per seed is printed and written as JSON (benchmarks/results/finetune_variants.json).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,12 +60,65 @@ def holdout_predictions(model, catalog: pd.DataFrame) -> tuple[np.ndarray, np.nd
     return probabilities, labels.astype(int).ravel(), source.labels("train").astype(int).ravel()
 
 
+@contextlib.contextmanager
+def pretrained_head(pretrained: str):
+    """Inside: every ``Finetuner`` starts its head as ``pretrained``'s, class by class (a benchmark-only hook on
+    the public class; the library's finetuning always starts a new head)."""
+    from zoobot_tf import finetuning
+    from zoobot_tf.models.resolve import load_model
+
+    source = load_model(pretrained, compile=False)
+    kernel, bias = source.get_layer("head_dense").get_weights()
+    build = finetuning.Finetuner.__init__
+
+    def init(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        order = [source.task.class_names.index(c) for c in self.task.class_names]
+        self.model.get_layer("head_dense").set_weights([kernel[:, order], bias[order]])
+
+    finetuning.Finetuner.__init__ = init
+    try:
+        yield
+    finally:
+        finetuning.Finetuner.__init__ = build
+
+
+MIRRORED_LABELS = {"clockwise_spiral": "anticlockwise_spiral", "anticlockwise_spiral": "clockwise_spiral"}
+
+
+def with_mirrored(catalog: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """The catalog plus a left-right mirrored copy of each "train" row (written to ``folder``), spiral
+    directions swapped."""
+    from PIL import Image
+
+    train = catalog[catalog["split"] == "train"]
+    copies = []
+    for row in train.itertuples(index=False):
+        path = folder / f"{row.id_str}.png"
+        if not path.exists():
+            Image.open(row.file_loc).transpose(Image.FLIP_LEFT_RIGHT).save(path)
+        copies.append({**row._asdict(), "id_str": f"{row.id_str}_mirrored", "file_loc": str(path),
+                       "label": MIRRORED_LABELS.get(row.label, row.label)})
+    return pd.concat([catalog, pd.DataFrame(copies)], ignore_index=True)
+
+
+def zero_shot(pretrained: str, holdout: pd.DataFrame, crop: float) -> float:
+    """Balanced accuracy of the pretrained model's own head on the held-out galaxies, at the survey's crop."""
+    import zoobot_tf as zt
+
+    with pretrained_head(pretrained):
+        tuner = zt.Finetuner(pretrained, class_names=sorted(holdout["label"].unique()), crop_fraction=crop,
+                             augment=False)
+    probabilities, labels, _ = holdout_predictions(tuner.model, holdout.assign(split="test"))
+    return balanced_accuracy(tuner.model.task, labels, np.log(np.clip(probabilities, 1e-12, 1.0)))
+
+
 def main(argv=None):
     import zoobot_tf as zt
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("ZOOBOT_TF_SHARED_DATA", str(HERE.parents[1] / "shared" / "data")))
-    p.add_argument("--variant", choices=("ensemble", "logit_adjust"), required=True)
+    p.add_argument("--variant", choices=("ensemble", "logit_adjust", "pretrained_head", "mirrored"), required=True)
     p.add_argument("--sets", default="gz1_sdss,gz2_kaggle_spiral")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--members", type=int, default=3, help="K, for --variant ensemble")
@@ -64,21 +126,31 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results" / "finetune_variants.json"))
     args = p.parse_args(argv)
     rows = []
+    mirrors = tempfile.TemporaryDirectory()
+    hook = functools.partial(pretrained_head, args.pretrained) if args.variant == "pretrained_head" \
+        else contextlib.nullcontext
     for name in args.sets.split(","):
         crop, flip = SETS[name][4], SETS[name][5]
         rest, holdout = split_pool(Path(args.data), name)
+        if args.variant == "pretrained_head":  # the pretrained head alone, before any finetuning
+            rows.append({"variant": "zero_shot", "set": name,
+                         "balanced_accuracy": zero_shot(args.pretrained, holdout, crop)})
+            print(json.dumps(rows[-1]), flush=True)
         for seed in map(int, args.seeds.split(",")):
             chosen = rest.sample(n=min(1000, len(rest)), random_state=seed).reset_index(drop=True)
             n_val = int(0.2 * len(chosen))
             catalog = pd.concat([chosen.assign(split=["val"] * n_val + ["train"] * (len(chosen) - n_val)),
                                  holdout.assign(split="test")], ignore_index=True)
+            if args.variant == "mirrored":
+                catalog = with_mirrored(catalog, Path(mirrors.name))
             runs = range(args.members) if args.variant == "ensemble" else [0]
             members = []
             for k in runs:
                 start = time.time()
-                result = zt.finetune(args.pretrained, catalog, label_cols="label", seed=seed + 100 * k, verbose=0,
-                                     crop_fraction=crop, augment={"flip": flip},
-                                     balance_classes=args.variant == "ensemble")
+                with hook():
+                    result = zt.finetune(args.pretrained, catalog, label_cols="label", seed=seed + 100 * k,
+                                         verbose=0, crop_fraction=crop, augment={"flip": flip},
+                                         balance_classes=args.variant != "logit_adjust")
                 probabilities, labels, train_labels = holdout_predictions(result.model, catalog)
                 row = {"variant": args.variant, "set": name, "seed": seed, "member": k,
                        "epochs": len(result.history["loss"]), "seconds": time.time() - start}
@@ -88,15 +160,17 @@ def main(argv=None):
                     members.append(probabilities)
                     row.update(alone=score(log_p), mean_of_members=score(np.log(np.mean(members, 0))),
                                geometric_mean=score(np.mean([np.log(np.clip(m, 1e-12, 1.0)) for m in members], 0)))
-                else:
+                elif args.variant == "logit_adjust":
                     prior = np.bincount(train_labels, minlength=probabilities.shape[1]) + 1.0
                     for tau in (0.0, 0.5, 1.0):
                         row[f"tau_{tau}"] = score(log_p - tau * np.log(prior / prior.sum()))
+                else:
+                    row["balanced_accuracy"] = score(log_p)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.exists() else {"rows": []}
-    done["rows"] = [r for r in done["rows"] if r["variant"] != args.variant] + rows
+    done["rows"] = [r for r in done["rows"] if r["variant"] not in {row["variant"] for row in rows}] + rows
     out.write_text(json.dumps(done, indent=1) + "\n")
     print(f"wrote {out}")
 
