@@ -384,8 +384,9 @@ def _relative_error(a, b):
 
 
 def test_convnext_under_mixed_bfloat16_runs_only_matmuls_in_bfloat16_and_matches_float32():
-    """Under mixed_bfloat16 ConvNeXt keeps depthwise convs, LayerNorms and the residual stream in
-    float32; its outputs and loss gradients stay within bfloat16 rounding of the float32 model's."""
+    """Under mixed_bfloat16 ConvNeXt keeps depthwise convs and the residual stream in float32, and its
+    LayerNorms compute in float32 (those before a bfloat16 layer hand it bfloat16); its outputs and loss
+    gradients stay within bfloat16 rounding of the float32 model's."""
     import tensorflow as tf
 
 
@@ -397,8 +398,13 @@ def test_convnext_under_mixed_bfloat16_runs_only_matmuls_in_bfloat16_and_matches
     kinds = {}
     for layer in mixed.encoder.layers:
         kinds.setdefault(type(layer).__name__, set()).add(layer.compute_dtype)
-    for name in ("DepthwiseConv2D", "LayerNormalization", "Add", "GlobalAveragePooling2D"):
+    for name in ("DepthwiseConv2D", "Add", "GlobalAveragePooling2D"):
         assert kinds[name] == {"float32"}, (name, kinds[name])
+    norms = {layer.name: layer.compute_dtype for layer in mixed.encoder.layers
+             if type(layer).__name__ == "LayerNormalization"}
+    before_bfloat16 = {n for n in norms if n.startswith("stages.")}
+    assert before_bfloat16 and {norms[n] for n in before_bfloat16} == {"bfloat16"}
+    assert {norms[n] for n in set(norms) - before_bfloat16} == {"float32"}, norms  # stem.1, head.norm
     assert kinds["Pointwise"] == {"bfloat16"} and kinds["Conv2D"] == {"bfloat16"}
     assert all(v.dtype == "float32" for v in mixed.weights)
 

@@ -213,18 +213,21 @@ def test_bfloat16_global_pool_gradient_is_correctly_rounded():
     np.testing.assert_array_equal(got, np.broadcast_to(expected, got.shape))
 
 
-def test_layer_norm_on_bfloat16_inputs_trains_as_it_predicts():
-    """A float32 LayerNorm fed bfloat16 (ConvNeXt's stem under mixed_bfloat16) computes, in training and at
-    inference on the fast path, the LayerNorm of the bfloat16 values (float64 arithmetic) rounded to
-    bfloat16, as Keras' does."""
+@pytest.mark.parametrize("policy, input_dtype", [("float32", "bfloat16"), ("mixed_bfloat16", "float32")])
+def test_layer_norm_across_precisions_trains_as_it_predicts(policy, input_dtype):
+    """A LayerNorm between precisions computes, in training and at inference on the fast path, the LayerNorm
+    of its input's values (float64 arithmetic) rounded to bfloat16, as Keras' does: a float32 one fed
+    bfloat16 (ConvNeXt's stem under mixed_bfloat16; the rounded result handed on in float32) and a
+    mixed_bfloat16 one fed float32 (ConvNeXt's block norms; handed on in bfloat16). Its gradients match
+    Keras' own LayerNorm's."""
     import tensorflow as tf
 
     from zoobot_tf.ops import fast_path
     from zoobot_tf.ops.layers import LayerNormalization
 
     rng = np.random.default_rng(3)
-    x = tf.cast(tf.constant(rng.normal(2.0, 3.0, (4, 8, 8, 32)).astype("float32")), tf.bfloat16)
-    norm = LayerNormalization(epsilon=1e-6)
+    x = tf.cast(tf.constant(rng.normal(2.0, 3.0, (4, 8, 8, 32)).astype("float32")), input_dtype)
+    norm = LayerNormalization(epsilon=1e-6, dtype=policy)
     norm.build(x.shape)
     norm.gamma.assign(rng.normal(1.0, 0.3, 32).astype("float32"))
     norm.beta.assign(rng.normal(0.0, 0.3, 32).astype("float32"))
@@ -232,12 +235,29 @@ def test_layer_norm_on_bfloat16_inputs_trains_as_it_predicts():
     expected = (xd - xd.mean(-1, keepdims=True)) / np.sqrt(xd.var(-1, keepdims=True) + 1e-6) * \
         np.float64(norm.gamma.numpy()) + np.float64(norm.beta.numpy())
     rounded = np.float64(tf.cast(tf.cast(expected, tf.bfloat16), tf.float32))
-    outputs = []
-    with fast_path(True):
-        for training in (True, False):
-            y = tf.function(lambda t: norm(t, training=training))(x)
-            assert y.dtype == tf.float32
-            outputs.append(y.numpy())
+    dy = tf.constant(rng.normal(size=x.shape).astype("float32"))
+
+    def step(t, training):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = norm(t, training=training)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * dy)
+        return y, tape.gradient(loss, [t, *norm.trainable_weights])
+
+    outputs, gradients = [], {}
+    for fast in (True, False):
+        with fast_path(fast):
+            for training in (True, False):
+                y, grads = tf.function(lambda t: step(t, training))(x)
+                assert y.dtype == (tf.bfloat16 if policy == "mixed_bfloat16" else tf.float32)
+                if fast:
+                    outputs.append(np.float64(tf.cast(y, tf.float32)))
+                if training:
+                    gradients[fast] = grads
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert np.mean(outputs[0] == rounded) > 0.99  # the float32 result rounded (ties may round either way)
     np.testing.assert_allclose(outputs[0], expected, rtol=2 ** -8, atol=1e-6)
+    for got, keras_own in zip(gradients[True], gradients[False]):
+        assert got.dtype == keras_own.dtype
+        np.testing.assert_allclose(np.float64(tf.cast(got, tf.float32)), np.float64(tf.cast(keras_own, tf.float32)),
+                                   rtol=1e-2, atol=1e-2 * float(tf.reduce_max(tf.abs(tf.cast(keras_own, tf.float32)))))

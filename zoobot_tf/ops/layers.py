@@ -458,17 +458,17 @@ def _layer_norm_math(x, gamma, beta, epsilon):
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _layer_norm_last_axis(x, gamma, beta, epsilon):
-    """LayerNorm over the last axis as one XLA kernel (statistics in float32)."""
-    return tf.cast(_layer_norm_math(x, gamma, beta, epsilon)[0], x.dtype)
+def _layer_norm_last_axis(x, gamma, beta, epsilon, dtype):
+    """LayerNorm over the last axis as one XLA kernel (statistics in float32), the output in ``dtype``."""
+    return tf.cast(_layer_norm_math(x, gamma, beta, epsilon)[0], dtype)
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _layer_norm_forward(x, gamma, beta, epsilon):
-    """LayerNorm over the last axis, one XLA kernel, in float32 and the output rounded to x's dtype (as
-    Keras'); also returns the statistics."""
+def _layer_norm_forward(x, gamma, beta, epsilon, dtype):
+    """LayerNorm over the last axis, one XLA kernel, in float32 and the output rounded to ``dtype``
+    (as Keras'); also returns the statistics."""
     y, mean, rstd = _layer_norm_math(x, gamma, beta, epsilon)
-    return tf.cast(y, x.dtype), mean, rstd
+    return tf.cast(y, dtype), mean, rstd
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -483,17 +483,17 @@ def _layer_norm_backward(x, mean, rstd, gamma, dy):
     return tf.cast(dx, x.dtype), dy * xhat
 
 
-def _layer_norm_trained(x, gamma, beta, epsilon):
+def _layer_norm_trained(x, gamma, beta, epsilon, dtype):
     """LayerNorm over the last axis for training: one XLA kernel forward, one backward and two column sums
     as MatMuls (:func:`_bias_gradient`; XLA's own column reductions made the step slower), keeping only x
     and the per-row statistics. Keras differentiates its moments and normalisation op by op.
     ConvNeXt-Nano's training step (mixed_bfloat16) 19.9-20.6 -> 21.7-21.9 img/s and 110-150 MB less peak
-    memory; its first step 0.8 s longer (the kernels' compilation). A bfloat16 x is computed in float32 and
-    its output and input gradient rounded to bfloat16, as Keras does."""
+    memory; its first step 0.8 s longer (the kernels' compilation). Computed in float32 whatever x's dtype;
+    the output is rounded to ``dtype`` and the input gradient to x's dtype, as Keras does."""
 
     @tf.custom_gradient
     def run(x, gamma, beta):
-        y, mean, rstd = _layer_norm_forward(x, gamma, beta, epsilon)
+        y, mean, rstd = _layer_norm_forward(x, gamma, beta, epsilon, dtype)
 
         def grad(dy):
             dx, dyxhat = _layer_norm_backward(x, mean, rstd, gamma, dy)
@@ -514,20 +514,24 @@ class LayerNormalization(layers.LayerNormalization):
     LayerNorms a quarter of ConvNeXt-Nano's inference time on an AMX CPU (55 -> 74 img/s without them;
     2x faster each, 30 -> 14 ms on a 32x56x56x80 tensor). In training (float32, as ConvNeXt's are under
     either precision), :func:`_layer_norm_trained`, also on bfloat16 inputs (ConvNeXt's stem LayerNorm after
-    its bfloat16 convolution: ~50 ms of thread time a ConvNeXt-Nano training step op by op in Keras). Same
-    weights and config; same numbers to float rounding (on bfloat16 inputs, as Keras: computed in float32,
-    the output rounded to bfloat16)."""
+    its bfloat16 convolution: ~50 ms of thread time a ConvNeXt-Nano training step op by op in Keras). Under
+    a ``mixed_bfloat16`` policy (ConvNeXt's LayerNorms before its MLPs) the float32 input is normalised in
+    float32 and the kernel writes the bfloat16 output itself (Keras: a float32 result, then a Cast), and its
+    gradient arrives in bfloat16 (ConvNeXt-Nano mixed_bfloat16 training +2-6% in 3 interleaved rounds).
+    Same weights and config; same numbers to float rounding (as Keras: computed in float32, the output
+    rounded to the compute dtype)."""
 
     def call(self, inputs, training=None):
         if (not fast() or self.rms_scaling or not (self.center and self.scale)
-                or (training and self.compute_dtype != "float32")
+                or self.compute_dtype not in ("float32", "bfloat16")
                 or list(self.axis) not in ([-1], [len(inputs.shape) - 1]) or not on_cpu_only()):
             return super().call(inputs)
         gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
         epsilon = tf.constant(self.epsilon, tf.float32)
-        if training:
-            return tf.cast(_layer_norm_trained(inputs, gamma, beta, epsilon), self.compute_dtype)
-        return tf.cast(_layer_norm_last_axis(inputs, gamma, beta, epsilon), self.compute_dtype)
+        # as Keras: rounded to the input's dtype, then cast to the compute dtype (the lower of the two)
+        dtype = inputs.dtype if inputs.dtype == tf.bfloat16 else tf.as_dtype(self.compute_dtype)
+        norm = _layer_norm_trained if training else _layer_norm_last_axis
+        return tf.cast(norm(inputs, gamma, beta, epsilon, dtype), self.compute_dtype)
 
 
 def _gelu_cdf_pdf(x):

@@ -223,14 +223,15 @@ def _mlp_gelu(size):
     return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
 
 
-def _layer_norm(training, bfloat16_inputs=False):
-    """``bfloat16_inputs``: a float32 LayerNorm after a bfloat16 layer (ConvNeXt's stem), in training."""
+def _layer_norm(training, bfloat16_inputs=False, policy="float32"):
+    """``bfloat16_inputs``: a float32 LayerNorm after a bfloat16 layer (ConvNeXt's stem), in training;
+    ``policy="mixed_bfloat16"``: one before a bfloat16 layer (ConvNeXt's block norms)."""
     def make(size):
         import tensorflow as tf
 
         from zoobot_tf.ops.layers import LayerNormalization
 
-        norm = LayerNormalization(epsilon=1e-6)
+        norm = LayerNormalization(epsilon=1e-6, dtype=policy)
         x = _rng(16).normal(3.0, 2.0, size=(8, size, size, 48)).astype("float32")
         norm.build(x.shape)
         norm.gamma.assign(_rng(17).normal(1.0, 0.3, size=48).astype("float32"))
@@ -321,6 +322,8 @@ CASES = [
     Case("LayerNorm in training: XLA forward and backward (gradients)", _layer_norm(True), tol=1e-5),
     Case("LayerNorm in training on bfloat16 inputs: XLA kernels in float32 (gradients)",
          _layer_norm(True, bfloat16_inputs=True), tol=1e-2),
+    Case("LayerNorm in training handing bfloat16 on: XLA kernels in float32 (gradients)",
+         _layer_norm(True, policy="mixed_bfloat16"), tol=1e-2),
     Case("view layer: channel mean as a 1x1 conv, inference shift as 2-tap filters", _view, tol=1e-4),
     Case("EfficientNetB0 model (inference, gradients)", _model("efficientnet_b0"), tol=2e-3),
     Case("ConvNeXt model (inference, gradients)", _model("convnext_atto"), tol=2e-3),

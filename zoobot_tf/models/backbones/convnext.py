@@ -6,7 +6,10 @@ The 7x7 depthwise convolutions are ``DepthwiseConv2D``: keras.applications build
 same numbers as 1x1 convs).
 As in timm, the pooled features pass through a final LayerNorm (``head.norm``).
 Under ``mixed_bfloat16`` only the stem, downsampling convolutions and the MLPs compute in bfloat16;
-depthwise convolutions, LayerNorms and the residual stream stay float32 (see ``float32_under_bfloat16``).
+depthwise convolutions and the residual stream stay float32 (see ``float32_under_bfloat16``). Every
+LayerNorm computes in float32; those before a bfloat16 layer (each block's, each downsampling's) take the
+mixed policy, so they hand their output over in bfloat16 from the same kernel instead of a float32 tensor
+that a Cast then rounds (and a Cast of its gradient back).
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ def convnext_block(x, dim: int, prefix: str, ls_init_value: float = 1e-6, drop_p
     shortcut = x
     f32 = float32_under_bfloat16()  # only the MLP's MatMuls run in bfloat16 under mixed_bfloat16
     x = DepthwiseConv2D(7, padding="same", use_bias=True, name=f"{prefix}.conv_dw", **f32)(x)
-    x = LayerNormalization(epsilon=LN_EPS, name=f"{prefix}.norm", **f32)(x)
+    x = LayerNormalization(epsilon=LN_EPS, name=f"{prefix}.norm")(x)  # float32 in, the MLP's dtype out
     # exact (erf) GELU, as torch.nn.GELU, fused into fc1's MatMul on CPU (see common.Pointwise)
     x = Pointwise(4 * dim, activation="gelu", name=f"{prefix}.mlp.fc1")(x)
     # timm's LayerScale (``{prefix}.gamma``) folded into fc2's weights (see common.Pointwise)
@@ -75,7 +78,7 @@ def build_convnext(
     rates = drop_path_rates(depths, drop_path_rate)
     for i, (depth, dim) in enumerate(zip(depths, dims)):
         if i > 0:
-            x = LayerNormalization(epsilon=LN_EPS, name=f"stages.{i}.downsample.0", **f32)(x)
+            x = LayerNormalization(epsilon=LN_EPS, name=f"stages.{i}.downsample.0")(x)
             x = layers.Conv2D(dim, 2, strides=2, padding="valid", name=f"stages.{i}.downsample.1")(x)
         for j in range(depth):
             x = convnext_block(x, dim, f"stages.{i}.blocks.{j}", ls_init_value, rates[i][j])
