@@ -126,7 +126,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results" / "finetune_variants.json"))
     args = p.parse_args(argv)
     rows = []
-    mirrors = tempfile.TemporaryDirectory()
+    mirrors = tempfile.TemporaryDirectory() if args.variant == "mirrored" else None
     hook = functools.partial(pretrained_head, args.pretrained) if args.variant == "pretrained_head" \
         else contextlib.nullcontext
     for name in args.sets.split(","):
