@@ -514,10 +514,10 @@ class LayerNormalization(layers.LayerNormalization):
     LayerNorms a quarter of ConvNeXt-Nano's inference time on an AMX CPU (55 -> 74 img/s without them;
     2x faster each, 30 -> 14 ms on a 32x56x56x80 tensor). In training, :func:`_layer_norm_trained`, also on
     bfloat16 inputs (ConvNeXt's stem LayerNorm after its bfloat16 convolution: ~50 ms of thread time a
-    ConvNeXt-Nano training step op by op in Keras). Under
-    a ``mixed_bfloat16`` policy (ConvNeXt's LayerNorms before its MLPs) the float32 input is normalised in
-    float32 and the kernel writes the bfloat16 output itself (Keras: a float32 result, then a Cast), and its
-    gradient arrives in bfloat16 (ConvNeXt-Nano mixed_bfloat16 training +2-6% in 3 interleaved rounds).
+    ConvNeXt-Nano training step op by op in Keras). Under a ``mixed_bfloat16`` policy (ConvNeXt's LayerNorms
+    before its MLPs) the float32 input is normalised in float32 and the kernel writes the bfloat16 output
+    itself (Keras: a float32 result, then a Cast), and its gradient arrives in bfloat16 (ConvNeXt-Nano
+    mixed_bfloat16 training +2-6% in 3 interleaved rounds).
     Same weights and config; same numbers to float rounding (as Keras: computed in float32, the output
     rounded to the compute dtype)."""
 
