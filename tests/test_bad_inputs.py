@@ -164,6 +164,14 @@ CASES = [
     ("predict output an existing folder", lambda d, t: ((t / "out.csv").mkdir(), ["predict", "--input", d / "imgs",
                                                                                   "--output", t / "out.csv"])[1], 2,
      r"--output .*out.csv is a folder; give a file name, e.g. .*out.csv/predictions.csv"),
+    ("a path given without its option", lambda d, t: ["predict", d / "imgs", "--output", t / "p.csv"], 2,
+     r"zoobot-tf predict: error: unrecognized arguments: .*imgs\n  .*imgs: options are given by name \(e.g. --input "
+     r".*imgs\); see zoobot-tf predict --help"),
+    ("misspelt option", lambda d, t: TRAIN + ["--lerning_rate", "0.1"], 2,
+     r"zoobot-tf train: error: unrecognized arguments: --lerning_rate 0.1\n  --lerning_rate: did you mean "
+     r"--learning_rate\?"),
+    ("--verbose after the command", lambda d, t: TRAIN + ["-v"], 2,
+     r"unrecognized arguments: -v\n  -v goes before the command \(zoobot-tf -v train ...\)"),
     ("predict input missing", lambda d, t: ["predict", "--input", t / "nope", "--output", t / "p.csv"], 2,
      r"--input .*nope: no such file or folder"),
     ("scaling grid that is not YAML", lambda d, t: ((t / "g.yaml").write_text("fractions: [0.1\n"),

@@ -276,8 +276,31 @@ def build_parser() -> argparse.ArgumentParser:
             field = next(f for f in dataclasses.fields(cls) if f.name == positional)
             p.add_argument(positional, help=field.metadata.get("help", ""))
         cls.add_arguments(p, skip=(positional,) if positional else ())
-        p.set_defaults(func=fn, config_cls=cls)
+        p.set_defaults(func=fn, config_cls=cls, command_parser=p)
     return parser
+
+
+def unrecognized(extras: list[str], command: argparse.ArgumentParser) -> str:
+    """What argparse would say of arguments a command does not take, with what was probably meant: the
+    closest option names for a misspelt one, ``--input X`` for a bare value (every option is named), and
+    the place of the options that go before the command."""
+    import difflib
+
+    names = [s for a in command._actions for s in a.option_strings if s.startswith("--")]
+    hints = []
+    for i, arg in enumerate(extras):
+        name = arg.split("=", 1)[0]
+        if name in ("--verbose", "-v"):
+            hints.append(f"{name} goes before the command (zoobot-tf {name} {command.prog.split()[-1]} ...)")
+        elif name.startswith("-"):
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+            if close:
+                hints.append(f"{arg}: did you mean {' or '.join(close)}?")
+        elif i == 0 or not extras[i - 1].startswith("-"):  # not the value of an unknown option
+            example = f" (e.g. --input {arg})" if "--input" in names else ""
+            hints.append(f"{arg}: options are given by name{example}; see {command.prog} --help")
+            break
+    return f"unrecognized arguments: {' '.join(extras)}" + "".join(f"\n  {h}" for h in hints)
 
 
 def _user_errors() -> tuple:
@@ -289,7 +312,9 @@ def _user_errors() -> tuple:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        args.command_parser.error(unrecognized(extras, args.command_parser))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
