@@ -132,6 +132,11 @@ class Task(abc.ABC):
         """{class: weight} that balances imbalanced labels (classification); None for other tasks."""
         return None
 
+    def unlearnable(self, labels: np.ndarray) -> list[str]:
+        """What training on ``labels`` cannot teach this head (classification: the classes no training galaxy
+        has); logged as a warning by :func:`zoobot_tf.finetune`. Nothing for other tasks."""
+        return []
+
     def sample_weight_table(self, class_weight: Mapping[int, float] | None) -> np.ndarray | None:
         """Per-label weights for imbalanced labels (classification); None when there are none."""
         if class_weight:
