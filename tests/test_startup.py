@@ -110,3 +110,30 @@ def test_under_a_strategy_the_loss_and_metrics_are_built_without_a_forward_trace
     assert sorted(fast_logs) == sorted(stock_logs) and len(fast_logs) > 2
     for name in fast_logs:
         np.testing.assert_allclose(fast_logs[name], stock_logs[name], rtol=2e-4, err_msg=name)
+
+
+def test_training_and_predicting_on_the_fast_path_never_import_tensorflow_probability():
+    """tfp (and the tf-keras it imports) costs a process ~50 MB and ~0.7 s; only the stock loss uses it, so it
+    is imported when that runs, not with zoobot_tf. A fresh process trains a vote model a step and predicts."""
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import zoobot_tf as zt
+        from zoobot_tf.models import Zoobot
+        from zoobot_tf import cli, finetuning, predictions, evaluate, training, export  # noqa: F401
+        m = Zoobot(backbone="resnet_micro", image_size=32)
+        m.compile()
+        x = np.zeros((4, 32, 32, 3), np.float32)
+        m.train_on_batch(x, np.ones((4, m.output_shape[-1]), np.float32))
+        m.predict_on_batch(x)
+        print("imported:", sorted(k for k in sys.modules if k.split(".")[0] in ("tensorflow_probability", "tf_keras")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "ZOOBOT_TF_FAST": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "imported: []", out.stdout[-2000:]
+    with fast_path(False):  # the stock loss: tfp's DirichletMultinomial, imported on first use
+        from zoobot_tf.losses import question_log_likelihood
+
+        value = question_log_likelihood(tf.constant([[2.0, 1.0]]), tf.constant([[1.5, 0.5]]))
+    assert "tensorflow_probability" in sys.modules and np.isfinite(value.numpy()).all()

@@ -18,12 +18,9 @@ from typing import Sequence
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from zoobot_tf.ops import fast
 from zoobot_tf.schemas import Schema, get_schema, question_matrix
-
-tfd = tfp.distributions
 
 IndexGroups = Sequence[Sequence[int]]
 
@@ -49,7 +46,11 @@ def question_log_likelihood(counts: tf.Tensor, concentrations: tf.Tensor) -> tf.
     asked = total > 0
     # validate_args stays off: it rejects counts that are not exact integers in float, which
     # the caller guarantees; the catalog validation checks integrality once, up front.
-    log_p = tfd.DirichletMultinomial(total_count=total, concentration=concentrations).log_prob(counts)
+    # imported here, not with the module: only the stock path and tests use it, and importing it costs every
+    # process ~50 MB of memory and a second Keras (tfp imports tf-keras)
+    import tensorflow_probability as tfp
+
+    log_p = tfp.distributions.DirichletMultinomial(total_count=total, concentration=concentrations).log_prob(counts)
     return tf.where(asked, log_p, tf.zeros_like(log_p))
 
 
