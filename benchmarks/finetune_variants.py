@@ -4,6 +4,9 @@
     python benchmarks/finetune_variants.py --variant logit_adjust --sets gz1_sdss --seeds 0,1,2,3
     python benchmarks/finetune_variants.py --variant pretrained_head --sets gz1_sdss --seeds 0,1,2,3
     python benchmarks/finetune_variants.py --variant mirrored --sets gz1_sdss --seeds 0,1,2,3
+    python benchmarks/finetune_variants.py --variant mirror_tta --sets gz1_sdss --seeds 0,1,2,3
+    python benchmarks/finetune_variants.py --variant cosine --sets gz1_sdss --seeds 0,1,2,3
+    python benchmarks/finetune_variants.py --variant label_smoothing --sets gz1_sdss --seeds 0,1,2,3
 
 On the held-out quarter of each set's pool (benchmarks/embedded_card.py; no test split is read), 1,000 labels
 drawn per seed from the rest, ``zoobot_tf.finetune`` from the packaged ``zoobot_sdss_mini`` with its card and
@@ -19,6 +22,12 @@ only the survey's crop and flip:
   pretrained model's predictions before any finetuning (``zero_shot``);
 * ``mirrored``: every training galaxy also mirrored, with the two spiral directions' labels swapped (GZ1,
   whose winding direction rules out plain flips; the validation galaxies stay as they are).
+* ``mirror_tta``: the default finetuning, its held-out predictions averaged with those of the mirrored images
+  (spiral directions' probabilities swapped): a prediction symmetric under mirroring, as GZ1's classes are;
+* ``cosine``: Zoobot's cosine learning-rate decay (to 1% at 100 epochs, as its ``cosine_schedule``) after a
+  2-epoch linear warmup, instead of the card's constant rate;
+* ``label_smoothing``: cross-entropy against labels smoothed by 0.1 (PyTorch's definition, as Zoobot's
+  ``label_smoothing``).
 
 Balanced accuracy per seed is printed and written as JSON (benchmarks/results/finetune_variants.json).
 """
@@ -83,23 +92,40 @@ def pretrained_head(pretrained: str):
         finetuning.Finetuner.__init__ = build
 
 
+# variants that are finetuning options of zoobot_tf.finetune, and their values
+OPTIONS = {"cosine": dict(cosine_schedule=True, warmup_epochs=2), "label_smoothing": dict(label_smoothing=0.1)}
+
 MIRRORED_LABELS = {"clockwise_spiral": "anticlockwise_spiral", "anticlockwise_spiral": "clockwise_spiral"}
 
 
-def with_mirrored(catalog: pd.DataFrame, folder: Path) -> pd.DataFrame:
-    """The catalog plus a left-right mirrored copy of each "train" row (written to ``folder``), spiral
-    directions swapped."""
+def mirrored_rows(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """``rows`` with their images mirrored left-right (written to ``folder``), ids suffixed, spiral directions
+    swapped."""
     from PIL import Image
 
-    train = catalog[catalog["split"] == "train"]
     copies = []
-    for row in train.itertuples(index=False):
+    for row in rows.itertuples(index=False):
         path = folder / f"{row.id_str}.png"
         if not path.exists():
             Image.open(row.file_loc).transpose(Image.FLIP_LEFT_RIGHT).save(path)
         copies.append({**row._asdict(), "id_str": f"{row.id_str}_mirrored", "file_loc": str(path),
                        "label": MIRRORED_LABELS.get(row.label, row.label)})
-    return pd.concat([catalog, pd.DataFrame(copies)], ignore_index=True)
+    return pd.DataFrame(copies)
+
+
+def with_mirrored(catalog: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """The catalog plus a mirrored copy of each "train" row (:func:`mirrored_rows`)."""
+    return pd.concat([catalog, mirrored_rows(catalog[catalog["split"] == "train"], folder)], ignore_index=True)
+
+
+def mirror_averaged(model, catalog: pd.DataFrame, probabilities: np.ndarray, folder: Path) -> np.ndarray:
+    """``probabilities`` of the held-out rows averaged with the model's on their mirror images, whose spiral
+    directions' columns are swapped back (labels as the unmirrored galaxies')."""
+    test = catalog[catalog["split"] == "test"]
+    mirrored = mirrored_rows(test, folder).assign(label=test["label"].to_numpy())
+    on_mirrors, _, _ = holdout_predictions(model, pd.concat([catalog[catalog["split"] != "test"], mirrored]))
+    names = list(model.task.class_names)
+    return (probabilities + on_mirrors[:, [names.index(MIRRORED_LABELS.get(c, c)) for c in names]]) / 2
 
 
 def zero_shot(pretrained: str, holdout: pd.DataFrame, crop: float) -> float:
@@ -118,7 +144,9 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("ZOOBOT_TF_SHARED_DATA", str(HERE.parents[1] / "shared" / "data")))
-    p.add_argument("--variant", choices=("ensemble", "logit_adjust", "pretrained_head", "mirrored"), required=True)
+    p.add_argument("--variant", choices=("ensemble", "logit_adjust", "pretrained_head", "mirrored", "mirror_tta",
+                                            *OPTIONS),
+                   required=True)
     p.add_argument("--sets", default="gz1_sdss,gz2_kaggle_spiral")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--members", type=int, default=3, help="K, for --variant ensemble")
@@ -126,7 +154,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results" / "finetune_variants.json"))
     args = p.parse_args(argv)
     rows = []
-    mirrors = tempfile.TemporaryDirectory() if args.variant == "mirrored" else None
+    mirrors = tempfile.TemporaryDirectory() if args.variant in ("mirrored", "mirror_tta") else None
     hook = functools.partial(pretrained_head, args.pretrained) if args.variant == "pretrained_head" \
         else contextlib.nullcontext
     for name in args.sets.split(","):
@@ -150,7 +178,8 @@ def main(argv=None):
                 with hook():
                     result = zt.finetune(args.pretrained, catalog, label_cols="label", seed=seed + 100 * k,
                                          verbose=0, crop_fraction=crop, augment={"flip": flip},
-                                         balance_classes=args.variant != "logit_adjust")
+                                         balance_classes=args.variant != "logit_adjust",
+                                         **OPTIONS.get(args.variant, {}))
                 probabilities, labels, train_labels = holdout_predictions(result.model, catalog)
                 row = {"variant": args.variant, "set": name, "seed": seed, "member": k,
                        "epochs": len(result.history["loss"]), "seconds": time.time() - start}
@@ -164,6 +193,9 @@ def main(argv=None):
                     prior = np.bincount(train_labels, minlength=probabilities.shape[1]) + 1.0
                     for tau in (0.0, 0.5, 1.0):
                         row[f"tau_{tau}"] = score(log_p - tau * np.log(prior / prior.sum()))
+                elif args.variant == "mirror_tta":
+                    averaged = mirror_averaged(result.model, catalog, probabilities, Path(mirrors.name))
+                    row.update(alone=score(log_p), mirror_averaged=score(np.log(np.clip(averaged, 1e-12, 1.0))))
                 else:
                     row["balanced_accuracy"] = score(log_p)
                 rows.append(row)
