@@ -280,13 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def unrecognized(extras: list[str], command: argparse.ArgumentParser) -> str:
+def unrecognized(extras: list[str], command: argparse.ArgumentParser, config_cls) -> str:
     """What argparse would say of arguments a command does not take, with what was probably meant: the
     closest option names for a misspelt one, ``--input X`` for a bare value (every option is named), and
     the place of the options that go before the command."""
     import difflib
 
-    names = [s for a in command._actions for s in a.option_strings if s.startswith("--")]
+    names = [f"--{f.name}" for f in dataclasses.fields(config_cls)] + ["--help"]
     hints = []
     for i, arg in enumerate(extras):
         name = arg.split("=", 1)[0]
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:
-        args.command_parser.error(unrecognized(extras, args.command_parser))
+        args.command_parser.error(unrecognized(extras, args.command_parser, args.config_cls))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -234,11 +234,8 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
     head = make_task({**source.task.get_config(), "label_smoothing": smoothing}) if smoothing else source.task
     tuner = Finetuner(pretrained, task=head, **finetuner_kwargs)
     train_labels = source.labels("train")  # a pass over the split for a TFDS or shard source: read once
-    absent = source.task.unlearnable(train_labels)
-    if absent:
-        log.warning("%d of %d classes have no galaxy in the train split (%s): the new head cannot learn them, and "
-                    "their galaxies in the val and test splits will be predicted as other classes.", len(absent),
-                    source.task.n_classes, ", ".join(map(repr, absent)))
+    for message in source.task.label_warnings(train_labels):
+        log.warning(message)
     prior = source.task.prior(train_labels)
     if tuner.task.finetune_from_prior:  # a vote head starts at the no-image baseline of the training votes
         tuner.model.init_head_prior(prior)

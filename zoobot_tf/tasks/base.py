@@ -132,9 +132,9 @@ class Task(abc.ABC):
         """{class: weight} that balances imbalanced labels (classification); None for other tasks."""
         return None
 
-    def unlearnable(self, labels: np.ndarray) -> list[str]:
-        """What training on ``labels`` cannot teach this head (classification: the classes no training galaxy
-        has); logged as a warning by :func:`zoobot_tf.finetune`. Nothing for other tasks."""
+    def label_warnings(self, labels: np.ndarray) -> list[str]:
+        """What training on ``labels`` cannot teach this head, one message each (classification: the classes no
+        training galaxy has); :func:`zoobot_tf.finetune` logs them before training. None for other tasks."""
         return []
 
     def sample_weight_table(self, class_weight: Mapping[int, float] | None) -> np.ndarray | None:

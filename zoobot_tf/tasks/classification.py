@@ -149,10 +149,15 @@ class ClassificationTask(Task):
         weights = np.where(counts > 0, counts.sum() / (self.n_classes * np.maximum(counts, 1)), 0.0)
         return {i: float(w) for i, w in enumerate(weights)}
 
-    def unlearnable(self, labels: np.ndarray) -> list[str]:
+    def label_warnings(self, labels: np.ndarray) -> list[str]:
         labels = np.asarray(labels, dtype=np.int64).ravel()
         counts = np.bincount(labels[labels >= 0], minlength=self.n_classes)
-        return [c for c, n in zip(self.class_names, counts) if n == 0]
+        absent = [repr(c) for c, n in zip(self.class_names, counts) if n == 0]
+        if not absent:
+            return []
+        return [f"{len(absent)} of {self.n_classes} classes have no galaxy in the train split ({', '.join(absent)}): "
+                "the new head cannot learn them, and their galaxies in the val and test splits will be predicted as "
+                "other classes."]
 
     def sample_weight_table(self, class_weight: Mapping[int, float] | None) -> np.ndarray | None:
         if not class_weight:
