@@ -155,7 +155,8 @@ class ClassificationTask(Task):
         absent = [repr(c) for c, n in zip(self.class_names, counts) if n == 0]
         if not absent:
             return []
-        return [f"{len(absent)} of {self.n_classes} classes have no galaxy in the train split ({', '.join(absent)}): "
+        verb = "has" if len(absent) == 1 else "have"
+        return [f"{len(absent)} of {self.n_classes} classes {verb} no galaxy in the train split ({', '.join(absent)}): "
                 "the new head cannot learn them, and their galaxies in the val and test splits will be predicted as "
                 "other classes."]
 
