@@ -98,31 +98,21 @@ OPTIONS = {"cosine": dict(cosine_schedule=True, warmup_epochs=2), "label_smoothi
 MIRRORED_LABELS = {"clockwise_spiral": "anticlockwise_spiral", "anticlockwise_spiral": "clockwise_spiral"}
 
 
-def mirrored_rows(rows: pd.DataFrame, folder: Path) -> pd.DataFrame:
-    """``rows`` with their images mirrored left-right (written to ``folder``), ids suffixed, spiral directions
-    swapped."""
-    from PIL import Image
-
-    copies = []
-    for row in rows.itertuples(index=False):
-        path = folder / f"{row.id_str}.png"
-        if not path.exists():
-            Image.open(row.file_loc).transpose(Image.FLIP_LEFT_RIGHT).save(path)
-        copies.append({**row._asdict(), "id_str": f"{row.id_str}_mirrored", "file_loc": str(path),
-                       "label": MIRRORED_LABELS.get(row.label, row.label)})
-    return pd.DataFrame(copies)
-
-
 def with_mirrored(catalog: pd.DataFrame, folder: Path) -> pd.DataFrame:
-    """The catalog plus a mirrored copy of each "train" row (:func:`mirrored_rows`)."""
-    return pd.concat([catalog, mirrored_rows(catalog[catalog["split"] == "train"], folder)], ignore_index=True)
+    """The catalog plus a mirrored copy of each "train" row, spiral directions swapped
+    (:func:`zoobot_tf.data.catalogs.mirrored_rows`, as the pretraining's GZ1 stage made them)."""
+    from zoobot_tf.data.catalogs import mirrored_rows
+
+    train = catalog[catalog["split"] == "train"]
+    return pd.concat([catalog, mirrored_rows(train, folder, MIRRORED_LABELS)], ignore_index=True)
 
 
 def mirror_averaged(model, catalog: pd.DataFrame, probabilities: np.ndarray, folder: Path) -> np.ndarray:
     """``probabilities`` of the held-out rows averaged with the model's on their mirror images, whose spiral
     directions' columns are swapped back (labels as the unmirrored galaxies')."""
-    test = catalog[catalog["split"] == "test"]
-    mirrored = mirrored_rows(test, folder).assign(label=test["label"].to_numpy())
+    from zoobot_tf.data.catalogs import mirrored_rows
+
+    mirrored = mirrored_rows(catalog[catalog["split"] == "test"], folder, swap={})  # labels as the galaxies'
     on_mirrors, _, _ = holdout_predictions(model, pd.concat([catalog[catalog["split"] != "test"], mirrored]))
     names = list(model.task.class_names)
     return (probabilities + on_mirrors[:, [names.index(MIRRORED_LABELS.get(c, c)) for c in names]]) / 2
