@@ -7,6 +7,9 @@
     # what `zoobot-tf finetune` does with no tuning flags (the packaged model's card), 1,000 labels
     python benchmarks/finetune_real.py --defaults --pretrained zoobot_sdss_mini --sets gz1_sdss,gz2_kaggle_spiral \
         --sizes 1000 --seeds 0,1,2 --out benchmarks/results/defaults_zoobot_sdss_mini.json
+    # the same with GZ1's mirror pairs (`--mirror_pairs clockwise_spiral:anticlockwise_spiral`)
+    python benchmarks/finetune_real.py --defaults --mirror_pairs --pretrained zoobot_sdss_mini --sets gz1_sdss \
+        --sizes 1000 --seeds 0,1,2 --out benchmarks/results/defaults_zoobot_sdss_mini_mirror_pairs.json
 
 For each set in ../shared/data (gz_decals_rings: ring vs not; gz1_sdss: 6 GZ1 classes; gz2_kaggle_spiral:
 binary), a fixed part is held aside as the test set; training sets of 100, 300 and 1000 labels (or all
@@ -40,6 +43,8 @@ SETS = {
     "gz2_kaggle_spiral": ("gz2_kaggle_spiral", "GalaxyID", "spiral_flag", 0.3, 0.5, True),
 }
 SIZES = (100, 300, 1000)
+# the classes a mirror image swaps (``--mirror_pairs``), for sets trained without flips
+MIRROR_PAIRS = {"gz1_sdss": "clockwise_spiral:anticlockwise_spiral"}
 
 
 def load_set(data: Path, name: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -62,11 +67,12 @@ WHOLE_ENCODER = dict(n_blocks=-1, learning_rate=1e-3, dropout_rate=0.5, batch_si
 
 
 def run_one(pretrained, pool, test, n_labels, crop, flip, seed=0, recipe: dict | None = WHOLE_ENCODER,
-            random_kwargs: dict | None = None) -> dict:
+            random_kwargs: dict | None = None, mirror_pairs: str | None = None) -> dict:
     """Finetune on ``n_labels`` galaxies drawn from ``pool`` with ``seed`` (20% of them for early stopping),
     through the public ``zoobot_tf.finetune``; score the fixed ``test`` set. ``recipe``: finetuning options
     (None: zoobot-tf's defaults, with only the survey's crop and flip given); ``random_kwargs``: the
-    architecture of a randomly initialised encoder (``pretrained`` a backbone name)."""
+    architecture of a randomly initialised encoder (``pretrained`` a backbone name); ``mirror_pairs``: the
+    classes a mirror image swaps, for predictions symmetric under mirroring."""
     import zoobot_tf as zt
 
     chosen = pool.sample(n=min(n_labels, len(pool)), random_state=seed).reset_index(drop=True)
@@ -77,7 +83,8 @@ def run_one(pretrained, pool, test, n_labels, crop, flip, seed=0, recipe: dict |
         random_kwargs = dict(image_size=64, channels=1)
     start = time.time()
     result = zt.finetune(pretrained, catalog, label_cols="label", task="classification", seed=seed, verbose=0,
-                         crop_fraction=crop, augment={"flip": flip}, **(recipe or {}), **(random_kwargs or {}))
+                         crop_fraction=crop, augment={"flip": flip}, mirror_pairs=mirror_pairs, **(recipe or {}),
+                         **(random_kwargs or {}))
     total = result.test_table.set_index("question").loc["total"]
     return {"n_train": int(result.sizes["train"]), "n_val": int(result.sizes["val"]), "n_test": int(total["n"]),
             "loss": float(total["loss"]), "seed": seed, "accuracy": float(total["accuracy"]),
@@ -97,6 +104,8 @@ def main(argv=None):
     parser.add_argument("--defaults", action="store_true", help="finetune --pretrained with zoobot-tf's defaults (its "
                         "model card), only the survey's crop and flip given, as `zoobot-tf finetune` would; no "
                         "random-init rows")
+    parser.add_argument("--mirror_pairs", action="store_true", help="also give each set's mirror pairs "
+                        "(MIRROR_PAIRS: GZ1's winding directions), as `zoobot-tf finetune --mirror_pairs` would")
     parser.add_argument("--csv", default=None, help="also write the rows as CSV (e.g. benchmarks/scaling_mini/"
                         "labels.csv, which `zoobot-tf scaling analyse` fits and plots)")
     args = parser.parse_args(argv)
@@ -113,7 +122,8 @@ def main(argv=None):
             ("pretrained (synthetic GZ)", args.pretrained), ("random init", "resnet_micro"))
         for n, seed, (encoder, source) in itertools.product(sorted(sizes), seeds, encoders):
             r = run_one(source, pool, test, n, SETS[name][4], SETS[name][5], seed=seed,
-                        recipe=None if args.defaults else WHOLE_ENCODER)
+                        recipe=None if args.defaults else WHOLE_ENCODER,
+                        mirror_pairs=MIRROR_PAIRS.get(name) if args.mirror_pairs else None)
             r.update(dataset=name, labels=n, encoder=encoder)
             results.append(r)
             print(f"{name:18s} {r['labels']:5d} labels seed {seed} {encoder:26s} acc {r['accuracy']:.3f}  "
@@ -124,7 +134,8 @@ def main(argv=None):
     print(table[["dataset", "labels", "encoder", "accuracy", "balanced_accuracy", "majority_accuracy",
                  "n_test"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    setup = ({"pretrained": args.pretrained, "recipe": "zoobot-tf's defaults (the model's card)"} if args.defaults else
+    setup = ({"pretrained": args.pretrained, "recipe": "zoobot-tf's defaults (the model's card)"
+              + (", the survey's mirror pairs" if args.mirror_pairs else "")} if args.defaults else
              {"backbone": "resnet_micro", "image_size": 64, "channels": 1, "max_epochs": 30, "patience": 6,
               "learning_rate": 1e-3})
     Path(args.out).write_text(json.dumps({"setup": setup,

@@ -5,6 +5,7 @@
     python benchmarks/finetune_variants.py --variant pretrained_head --sets gz1_sdss --seeds 0,1,2,3
     python benchmarks/finetune_variants.py --variant mirrored --sets gz1_sdss --seeds 0,1,2,3
     python benchmarks/finetune_variants.py --variant mirror_tta --sets gz1_sdss --seeds 0,1,2,3
+    python benchmarks/finetune_variants.py --variant symmetric --sets gz1_sdss,gz2_kaggle_spiral,gz_decals_rings
     python benchmarks/finetune_variants.py --variant cosine --sets gz1_sdss --seeds 0,1,2,3
     python benchmarks/finetune_variants.py --variant label_smoothing --sets gz1_sdss --seeds 0,1,2,3
 
@@ -24,6 +25,9 @@ only the survey's crop and flip:
   whose winding direction rules out plain flips; the validation galaxies stay as they are).
 * ``mirror_tta``: the default finetuning, its held-out predictions averaged with those of the mirrored images
   (spiral directions' probabilities swapped): a prediction symmetric under mirroring, as GZ1's classes are;
+* ``symmetric``: the library's symmetric predictions (``Zoobot.symmetric``: each image and its exact mirror,
+  the decoded pixels flipped), GZ1 with ``mirror_pairs`` (its spiral directions), sets trained with flips with
+  their classes unchanged; against the same model's predictions from the image alone;
 * ``cosine``: Zoobot's cosine learning-rate decay (to 1% at 100 epochs, as its ``cosine_schedule``) after a
   2-epoch linear warmup, instead of the card's constant rate;
 * ``label_smoothing``: cross-entropy against labels smoothed by 0.1 (PyTorch's definition, as Zoobot's
@@ -49,7 +53,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from embedded_card import split_pool  # noqa: E402
-from finetune_real import SETS  # noqa: E402
+from finetune_real import MIRROR_PAIRS, SETS  # noqa: E402
 
 
 def balanced_accuracy(task, labels: np.ndarray, log_scores: np.ndarray) -> float:
@@ -59,13 +63,14 @@ def balanced_accuracy(task, labels: np.ndarray, log_scores: np.ndarray) -> float
     return float(table.loc["total", "balanced_accuracy"])
 
 
-def holdout_predictions(model, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probabilities, labels) of the catalog's "test" rows (the held-out quarter), and its training labels."""
+def holdout_predictions(model, catalog: pd.DataFrame, fn=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities, labels) of the catalog's "test" rows (the held-out quarter), and its training labels
+    (``fn``: images -> probabilities, instead of the model's own predictions)."""
     from zoobot_tf.data.sources import CatalogSource
     from zoobot_tf.evaluate import predict_batches
 
     source = CatalogSource(catalog, model.task, "label")
-    probabilities, labels = predict_batches(model, source.dataset("test", 64, model.load_size))
+    probabilities, labels = predict_batches(model, source.dataset("test", 64, model.load_size), fn)
     return probabilities, labels.astype(int).ravel(), source.labels("train").astype(int).ravel()
 
 
@@ -96,6 +101,15 @@ def pretrained_head(pretrained: str):
 OPTIONS = {"cosine": dict(cosine_schedule=True, warmup_epochs=2), "label_smoothing": dict(label_smoothing=0.1)}
 
 MIRRORED_LABELS = {"clockwise_spiral": "anticlockwise_spiral", "anticlockwise_spiral": "clockwise_spiral"}
+
+
+def one_view(model):
+    """images -> the model's probabilities from the image alone (a symmetric model's without its mirror image)."""
+    import tensorflow as tf
+    from zoobot_tf.models.traced import embedding_fn
+
+    embed = embedding_fn(model)
+    return tf.function(lambda x: model.apply_head(embed(x)))
 
 
 def with_mirrored(catalog: pd.DataFrame, folder: Path) -> pd.DataFrame:
@@ -135,7 +149,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("ZOOBOT_TF_SHARED_DATA", str(HERE.parents[1] / "shared" / "data")))
     p.add_argument("--variant", choices=("ensemble", "logit_adjust", "pretrained_head", "mirrored", "mirror_tta",
-                                            *OPTIONS),
+                                            "symmetric", *OPTIONS),
                    required=True)
     p.add_argument("--sets", default="gz1_sdss,gz2_kaggle_spiral")
     p.add_argument("--seeds", default="0,1,2")
@@ -166,10 +180,12 @@ def main(argv=None):
             for k in runs:
                 start = time.time()
                 with hook():
+                    pairs = {"mirror_pairs": MIRROR_PAIRS.get(name, [])} \
+                        if args.variant == "symmetric" else {}
                     result = zt.finetune(args.pretrained, catalog, label_cols="label", seed=seed + 100 * k,
                                          verbose=0, crop_fraction=crop, augment={"flip": flip},
                                          balance_classes=args.variant != "logit_adjust",
-                                         **OPTIONS.get(args.variant, {}))
+                                         **OPTIONS.get(args.variant, {}), **pairs)
                 probabilities, labels, train_labels = holdout_predictions(result.model, catalog)
                 row = {"variant": args.variant, "set": name, "seed": seed, "member": k,
                        "epochs": len(result.history["loss"]), "seconds": time.time() - start}
@@ -183,6 +199,9 @@ def main(argv=None):
                     prior = np.bincount(train_labels, minlength=probabilities.shape[1]) + 1.0
                     for tau in (0.0, 0.5, 1.0):
                         row[f"tau_{tau}"] = score(log_p - tau * np.log(prior / prior.sum()))
+                elif args.variant == "symmetric":
+                    alone, _, _ = holdout_predictions(result.model, catalog, one_view(result.model))
+                    row.update(alone=score(np.log(np.clip(alone, 1e-12, 1.0))), symmetric=score(log_p))
                 elif args.variant == "mirror_tta":
                     averaged = mirror_averaged(result.model, catalog, probabilities, Path(mirrors.name))
                     row.update(alone=score(log_p), mirror_averaged=score(np.log(np.clip(averaged, 1e-12, 1.0))))
@@ -192,7 +211,8 @@ def main(argv=None):
                 print(json.dumps(row), flush=True)
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.exists() else {"rows": []}
-    done["rows"] = [r for r in done["rows"] if r["variant"] not in {row["variant"] for row in rows}] + rows
+    key = lambda r: (r["variant"], r["set"], r.get("seed"), r.get("member"))  # noqa: E731
+    done["rows"] = [r for r in done["rows"] if key(r) not in set(map(key, rows))] + rows
     out.write_text(json.dumps(done, indent=1) + "\n")
     print(f"wrote {out}")
 

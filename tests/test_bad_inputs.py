@@ -75,6 +75,11 @@ def _corrupt_a_shard(shards: Path) -> str:
     return shard.name
 
 
+def _shapes(catalog: pd.DataFrame) -> pd.DataFrame:
+    """The catalog with a class column of three classes, two of them mirror images ('cw', 'acw')."""
+    return catalog.assign(shape=(["cw", "acw", "e"] * len(catalog))[:len(catalog)])
+
+
 def _catalog(data, tmp_path, change) -> Path:
     cat = pd.read_csv(data / "catalog.csv", dtype={"id_str": str})
     cat = change(cat)
@@ -124,6 +129,13 @@ CASES = [
                                                       "--output_dir", t / "ftv"], 2,
      r"The catalog has every answer column of gz_decals_dr5, gz_decals_dr8, gz_desi, whose decision trees differ; "
      r"give the one its votes were collected with as the schema \(--schema\)"),
+    ("mirror pairs with flips", lambda d, t: ["finetune", "--catalog", _catalog(d, t, _shapes), "--label_cols",
+                                              "shape", "--mirror_pairs", "cw:acw", "--output_dir", t / "ft"], 2,
+     r"--mirror_pairs cw:acw needs --flip false: a flipped training image would keep the label"),
+    ("mirror pair of an unknown class", lambda d, t: ["finetune", "--catalog", _catalog(d, t, _shapes), "--label_cols",
+                                                      "shape", "--flip", "false", "--mirror_pairs", "cw:spiral",
+                                                      "--output_dir", t / "ft"], 2,
+     r"mirror pair 'cw:spiral' names classes the task does not have: \['spiral'\]; its classes: \['acw', 'cw', 'e'\]"),
     ("vote finetuning of a catalog of no tree", lambda d, t: ["finetune", "--task", "votes", "--catalog", _catalog(
         d, t, lambda c: c.drop(columns=["bar_weak"])), "--output_dir", t / "ftv"], 2,
      r"The catalog has the answer columns of no built-in decision tree; give its tree as the schema"),

@@ -89,7 +89,8 @@ def _serving_functions(model: Zoobot, mc_samples: int):
 
     def outputs_from(images):
         emb = embedder(images, training=False)
-        return {"embedding": tf.cast(emb, tf.float32), **task.serving_outputs(model.apply_head(emb, training=False))}
+        outputs = model.symmetric(images, lambda x: model.apply_head(emb if x is images else embedder(x, training=False)))
+        return {"embedding": tf.cast(emb, tf.float32), **task.serving_outputs(outputs)}
 
     def decode(image_bytes):
         return tf.map_fn(lambda b: decode_image_bytes(b, load_size, channels=channels), image_bytes,
@@ -105,9 +106,11 @@ def _serving_functions(model: Zoobot, mc_samples: int):
         return {"embedding": tf.cast(embedder(decode(image_bytes), training=False), tf.float32)}
 
     def predict_mc(image_bytes):
-        emb = embedder(decode(image_bytes), training=False)
-        samples = tf.stack([model.apply_head(emb, training=True) for _ in range(mc_samples)], axis=-1)
-        return {f"{task.output_name}_samples": samples}
+        def samples_of(images):
+            emb = embedder(images, training=False)
+            return tf.stack([model.apply_head(emb, training=True) for _ in range(mc_samples)], axis=-1)
+
+        return {f"{task.output_name}_samples": model.symmetric(decode(image_bytes), samples_of)}
 
     return serving_default, predict_images, embed, predict_mc
 

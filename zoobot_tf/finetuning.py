@@ -40,6 +40,7 @@ from zoobot_tf.models.stem import transfer_encoder_weights
 from zoobot_tf.ops.optimizer import ZoobotAdamW
 from zoobot_tf.outputs import write_json
 from zoobot_tf.tasks import Task, make_task, make_task_for_catalog
+from zoobot_tf.tasks.classification import mirror_pairs as mirror_pairs_of
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ ZOOBOT_DEFAULTS = dict(n_blocks=0, learning_rate=1e-4, lr_decay=0.75, weight_dec
                        batch_size=32, epochs=30, patience=10, cosine_schedule=False, warmup_epochs=0,
                        max_cosine_epochs=100, min_lr_factor=0.01)
 
-__all__ = ["Finetuner", "finetune", "finetune_job", "FinetuneResult", "ZOOBOT_DEFAULTS", "recommended_settings"]
+__all__ = ["Finetuner", "finetune", "finetune_job", "FinetuneResult", "ZOOBOT_DEFAULTS", "recommended_settings",
+           "with_mirror"]
 
 
 # A randomly initialised encoder has nothing to keep: all of it is trained, at a from-scratch learning rate,
@@ -85,6 +87,10 @@ class Finetuner:
         image_size, channels, crop_fraction: default to the pretrained model's. ``channels=3`` on a greyscale
             encoder spreads its stem's weights over the three channels (:mod:`zoobot_tf.models.stem`).
         precision: build under this dtype policy (``mixed_bfloat16`` on CPUs with AMX).
+        mirror_pairs: the classification classes a left-right mirror image swaps (``"clockwise:anticlockwise"``
+            or pairs; GZ1's winding directions), with training without flips (``augment={"flip": False}``);
+            ``[]`` for none (mirror-invariant classes). The model then predicts the average of each galaxy and
+            its mirror image, those classes swapped back (:meth:`~zoobot_tf.models.zoobot.Zoobot.symmetric`).
         None elsewhere means: the pretrained model's recommendation, else Zoobot's (see the module docstring).
 
     The new head starts as Keras initialises it; :func:`finetune` then starts a vote head at the training
@@ -99,7 +105,7 @@ class Finetuner:
                  train_batchnorm: bool | None = None, image_size: int | None = None, channels: int | None = None,
                  crop_fraction: float | None = None, augment: dict | bool = True, batch_size: int | None = None,
                  precision: str | None = None, cosine_schedule: bool | None = None,
-                 warmup_epochs: int | None = None, label_smoothing: float = 0.0):
+                 warmup_epochs: int | None = None, label_smoothing: float = 0.0, mirror_pairs=None):
         random = is_random_init(pretrained)
         source = None if random else load_model(pretrained, compile=False)  # its encoder and settings only
         self.pretrained = source
@@ -112,6 +118,7 @@ class Finetuner:
         self.batch_size = int(s["batch_size"])
         task = make_task(task, schema=schema, class_names=class_names, n_classes=n_classes,
                          target_names=target_names, n_targets=n_targets, label_smoothing=label_smoothing or None)
+        task = with_mirror(task, mirror_pairs, augment)
         backbone = pretrained if random else source.backbone
         with dtype_policy(precision):
             self.model = Zoobot(
@@ -181,6 +188,22 @@ class Finetuner:
             if sample is not None and sample[0] is not None and len(sample[0]):
                 cbs.append(GalaxyGrids(logdir, sample[0], sample[1], self.task, every=2))
         return cbs
+
+
+def with_mirror(task: Task, mirror_pairs, augment: dict | bool) -> Task:
+    """``task`` (classification) with the class pairs a left-right mirror image swaps (``[]``: none, the classes
+    are mirror-invariant), so that its model predicts each galaxy as the average of it and its mirror image
+    (:meth:`~zoobot_tf.models.zoobot.Zoobot.symmetric`). ``None``: ``task`` as it is. Pairs need training
+    without flips: a flipped training image would keep the unflipped galaxy's label."""
+    if mirror_pairs is None:
+        return task
+    if not hasattr(task, "mirror"):
+        raise ValueError(f"mirror_pairs applies to classification; the task is {task!r}")
+    flips = augment is True or bool(augment) and dict(augment).get("flip", True)
+    if mirror_pairs_of(mirror_pairs, task.class_names) and flips:
+        raise ValueError(f"mirror_pairs={mirror_pairs!r} needs training without flips (augment={{'flip': False}}, "
+                         "--flip false): a flipped training image would keep the label of the unflipped galaxy")
+    return make_task({**task.get_config(), "mirror": mirror_pairs})
 
 
 def learning_rate_at(epoch: int, settings: dict) -> float:
@@ -302,7 +325,8 @@ def finetune_job(config) -> FinetuneResult:
                           crop_fraction=config.crop_fraction, augment={"flip": config.flip},
                           precision=None if config.precision == "float32" else config.precision,
                           train_batchnorm=config.train_batchnorm, cosine_schedule=config.cosine_schedule,
-                          warmup_epochs=config.warmup_epochs, label_smoothing=config.label_smoothing)
+                          warmup_epochs=config.warmup_epochs, label_smoothing=config.label_smoothing,
+                          mirror_pairs=config.mirror_pairs or None)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.model.save(out / "model.keras")

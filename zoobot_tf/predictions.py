@@ -65,16 +65,23 @@ def _make_sample_fn(ref, n_samples: int, tta: bool):
     @tf.function(reduce_retracing=True)
     def run(images, keys, seed):
         model = ref()  # the function must not keep its model alive
-        emb = model.encoder(model.view(images, training=False), training=False)
-        dim = emb.shape[-1]
+        dim = model.embedding_dim
         random = n_samples > 1 or tta  # one deterministic pass draws nothing
         draws = galaxy_uniforms(keys, seed, (n_samples, dim + N_RANDOM)) if random else None
-        samples = []
-        for i in range(n_samples):
-            e = model.encoder(model.view(images, augment=True, uniforms=draws[:, i, dim:]),
-                              training=False) if tta else emb
-            samples.append(model.apply_head(e, noise=draws[:, i, :dim] if n_samples > 1 else None))
-        return tf.stack(samples, axis=-1), emb
+        embeddings = []
+
+        def samples_of(x):  # a mirror image (Zoobot.symmetric) gets the same dropout masks and views
+            emb = model.encoder(model.view(x, training=False), training=False)
+            embeddings.append(emb)
+            samples = []
+            for i in range(n_samples):
+                e = model.encoder(model.view(x, augment=True, uniforms=draws[:, i, dim:]),
+                                  training=False) if tta else emb
+                samples.append(model.apply_head(e, noise=draws[:, i, :dim] if n_samples > 1 else None))
+            return tf.stack(samples, axis=-1)
+
+        samples = model.symmetric(images, samples_of)
+        return samples, embeddings[0]
     return run
 
 

@@ -247,6 +247,24 @@ class Zoobot(KerasFitFixes, FastStart, keras.Model):
         """images [0, 255] -> pooled embedding (a view of this model: same layers, same weights)."""
         return keras.Model(self.inputs[0], self._embedding_tensor, name="embedding")
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        def forward(images):
+            return super(Zoobot, self).call(images, training=training, mask=mask, **kwargs)
+
+        return forward(inputs) if training else self.symmetric(inputs, forward)
+
+    def symmetric(self, images, outputs_of):
+        """``outputs_of(images)`` averaged with ``outputs_of`` the images mirrored left-right, the mirror's
+        outputs put back in place by the task's ``mirror_permutation`` (GZ1: its two winding directions
+        swapped), when the task knows how a mirror acts on its labels: a prediction that does not change when a
+        galaxy is mirrored. Otherwise ``outputs_of(images)``. Inference only: training sees each view once."""
+        permutation = self.task.mirror_permutation
+        outputs = outputs_of(images)
+        if permutation is None:
+            return outputs
+        mirrored = outputs_of(keras.ops.flip(images, axis=2))
+        return (outputs + keras.ops.take(mirrored, permutation, axis=1)) / 2
+
     def apply_head(self, embeddings, training: bool = False, noise=None):
         """Run the head on (batch, embedding_dim) embeddings; ``training=True`` keeps dropout on (MC dropout).
         ``noise``: (batch, embedding_dim) uniform draws in [0, 1) that choose the dropout mask (a unit is

@@ -132,6 +132,13 @@ class Task(abc.ABC):
         """{class: weight} that balances imbalanced labels (classification); None for other tasks."""
         return None
 
+    @property
+    def mirror_permutation(self) -> list[int] | None:
+        """For each output, the output a left-right mirror image of the galaxy holds it in, when the task knows
+        how a mirror acts on its labels (predictions are then averaged with the mirror image's:
+        :meth:`zoobot_tf.models.zoobot.Zoobot.symmetric`); None when it does not (the default)."""
+        return None
+
     def label_warnings(self, labels: np.ndarray) -> list[str]:
         """What training on ``labels`` cannot teach this head, one message each (classification: the classes no
         training galaxy has); :func:`zoobot_tf.finetune` logs them before training. None for other tasks."""

@@ -19,9 +19,38 @@ def infer_class_names(values: pd.Series) -> list[str]:
     return [str(c) for c in sorted(pd.unique(values.dropna()), key=lambda v: (str(type(v)), v))]
 
 
+def mirror_pairs(value, class_names: Sequence[str]) -> list[list[str]] | None:
+    """The class pairs a left-right mirror image swaps, checked against ``class_names``: from None (not known),
+    pairs (``[("clockwise", "anticlockwise")]``, ``{"clockwise": "anticlockwise"}``, or ``"a:b,c:d"``), or none
+    (``[]`` or ``""``: every class is its own mirror image)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [part.split(":") for part in value.replace(" ", "").split(",") if part]
+    pairs = [list(map(str, pair)) for pair in (value.items() if isinstance(value, Mapping) else value)]
+    seen = []
+    for pair in pairs:
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"mirror pairs are two different classes, 'a:b'. Received: {':'.join(pair)!r}")
+        unknown = [c for c in pair if c not in class_names]
+        if unknown:
+            raise ValueError(f"mirror pair {':'.join(pair)!r} names classes the task does not have: {unknown}; "
+                             f"its classes: {list(class_names)}")
+        twice = [c for c in pair if c in seen]
+        if twice:
+            raise ValueError(f"class {twice[0]!r} is in more than one mirror pair. Received: {pairs}")
+        seen += pair
+    return pairs
+
+
 @register_task
 class ClassificationTask(Task):
-    """Softmax over ``class_names`` (or ``n_classes`` unnamed classes ``"0".."N-1"``)."""
+    """Softmax over ``class_names`` (or ``n_classes`` unnamed classes ``"0".."N-1"``).
+
+    ``mirror``: how a left-right mirror image changes the labels, when known: the class pairs it swaps (GZ1:
+    ``[("clockwise_spiral", "anticlockwise_spiral")]``), or ``[]`` when it changes none. A model of such a task
+    predicts the average of each galaxy and its mirror image (the pairs swapped back). None: not known.
+    """
 
     name = "classification"
     output_name = "probabilities"
@@ -31,7 +60,7 @@ class ClassificationTask(Task):
     label_values = "labels"
 
     def __init__(self, class_names: Sequence[str] | None = None, n_classes: int | None = None,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, mirror=None):
         if class_names is not None:
             class_names = [str(c) for c in class_names]
             if n_classes is not None and n_classes != len(class_names):
@@ -47,9 +76,10 @@ class ClassificationTask(Task):
             raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing}")
         self.class_names = list(class_names)
         self.label_smoothing = float(label_smoothing)
+        self.mirror = mirror_pairs(mirror, self.class_names)
 
     @classmethod
-    def for_catalog(cls, catalog, columns=None, class_names=None, label_smoothing: float = 0.0,
+    def for_catalog(cls, catalog, columns=None, class_names=None, label_smoothing: float = 0.0, mirror=None,
                     **options) -> "ClassificationTask":
         """The classes of the catalog's label column (sorted), unless ``class_names`` are given."""
         if class_names is None:
@@ -57,12 +87,14 @@ class ClassificationTask(Task):
                 raise ValueError("A classification task needs the catalog's label column (--label_cols).")
             column = columns if isinstance(columns, str) else list(columns)[0]
             class_names = infer_class_names(catalog[column])
-        return cls(class_names=class_names, label_smoothing=label_smoothing)
+        return cls(class_names=class_names, label_smoothing=label_smoothing, mirror=mirror)
 
     def get_config(self) -> dict:
         config = {"name": self.name, "class_names": list(self.class_names)}
         if self.label_smoothing:
             config["label_smoothing"] = self.label_smoothing
+        if self.mirror is not None:
+            config["mirror"] = [list(pair) for pair in self.mirror]
         return config
 
     def __repr__(self) -> str:
@@ -71,6 +103,13 @@ class ClassificationTask(Task):
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def mirror_permutation(self) -> list[int] | None:
+        if self.mirror is None:
+            return None
+        swap = {a: b for pair in self.mirror for a, b in (pair, pair[::-1])}
+        return [self.class_names.index(swap.get(c, c)) for c in self.class_names]
 
     # ------------------------------------------------------------------ the head
     @property
