@@ -27,7 +27,8 @@ only the survey's crop and flip:
   (spiral directions' probabilities swapped): a prediction symmetric under mirroring, as GZ1's classes are;
 * ``symmetric``: the library's symmetric predictions (``Zoobot.symmetric``: each image and its exact mirror,
   the decoded pixels flipped), GZ1 with ``mirror_pairs`` (its spiral directions), sets trained with flips with
-  their classes unchanged; against the same model's predictions from the image alone;
+  their classes unchanged; against the same model's predictions from the image alone, and averaged over the
+  image turned by quarter turns too (``with_quarter_turns``: the dihedral group of the pixel grid);
 * ``cosine``: Zoobot's cosine learning-rate decay (to 1% at 100 epochs, as its ``cosine_schedule``) after a
   2-epoch linear warmup, instead of the card's constant rate;
 * ``label_smoothing``: cross-entropy against labels smoothed by 0.1 (PyTorch's definition, as Zoobot's
@@ -101,6 +102,14 @@ def pretrained_head(pretrained: str):
 OPTIONS = {"cosine": dict(cosine_schedule=True, warmup_epochs=2), "label_smoothing": dict(label_smoothing=0.1)}
 
 MIRRORED_LABELS = {"clockwise_spiral": "anticlockwise_spiral", "anticlockwise_spiral": "clockwise_spiral"}
+
+
+def quarter_turns(model):
+    """images -> the model's (symmetric) probabilities averaged over the images turned by 0, 90, 180 and 270
+    degrees (exact on the pixel grid; every morphology label is rotation-invariant)."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: tf.add_n([model(tf.image.rot90(x, k), training=False) for k in range(4)]) / 4)
 
 
 def one_view(model):
@@ -201,7 +210,9 @@ def main(argv=None):
                         row[f"tau_{tau}"] = score(log_p - tau * np.log(prior / prior.sum()))
                 elif args.variant == "symmetric":
                     alone, _, _ = holdout_predictions(result.model, catalog, one_view(result.model))
-                    row.update(alone=score(np.log(np.clip(alone, 1e-12, 1.0))), symmetric=score(log_p))
+                    turned, _, _ = holdout_predictions(result.model, catalog, quarter_turns(result.model))
+                    row.update(alone=score(np.log(np.clip(alone, 1e-12, 1.0))), symmetric=score(log_p),
+                               with_quarter_turns=score(np.log(np.clip(turned, 1e-12, 1.0))))
                 elif args.variant == "mirror_tta":
                     averaged = mirror_averaged(result.model, catalog, probabilities, Path(mirrors.name))
                     row.update(alone=score(log_p), mirror_averaged=score(np.log(np.clip(averaged, 1e-12, 1.0))))

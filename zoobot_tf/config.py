@@ -397,7 +397,8 @@ class FinetuneConfig(RuntimeConfig):
                                   "the three); default: the pretrained model's", choices=(1, 3))
     crop_fraction: float | None = option(None, "central fraction of each image kept (survey framing; default: "
                                          "the pretrained model's)", above=0.0, max=1.0)
-    flip: bool = option(True, "flip augmentation (false for tasks that label winding direction)")
+    flip: bool = option(True, "flip augmentation (false for tasks that label winding direction; then see "
+                        "--mirror_pairs)")
     mirror_pairs: str = option("", "with --flip false: the classes a mirror image swaps, a:b[,c:d] (GZ1: "
                                "clockwise_spiral:anticlockwise_spiral); predictions then average each galaxy "
                                "with its mirror image, those classes swapped back")

@@ -98,7 +98,7 @@ class ClassificationTask(Task):
         return config
 
     def __repr__(self) -> str:
-        return f"ClassificationTask({self.class_names})"
+        return f"ClassificationTask({self.class_names}" + ("" if self.mirror is None else f", mirror={self.mirror}") + ")"
 
     @property
     def n_classes(self) -> int:
