@@ -100,6 +100,12 @@ def test_predict_and_the_export_predict_symmetrically(symmetric_model, tmp_path)
         for a, b in (("cw", "acw"), ("acw", "cw"), ("elliptical", "elliptical"), ("merger", "merger")):
             assert galaxy[f"prob_{a}"] == pytest.approx(its_mirror[f"prob_{b}"], abs=1e-5)
 
+    # MC dropout and test-time views: each sample averages a view of the galaxy and the same view of its mirror
+    predict(model, folder, tmp_path / "mc.csv", n_samples=3, tta=True, progress=False)
+    mc = pd.read_csv(tmp_path / "mc.csv")
+    np.testing.assert_allclose(mc[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1.0, rtol=1e-5)
+    assert (mc.set_index("id_str")["prob_cw"] - table["prob_cw"]).abs().max() > 1e-4  # other views than above
+
     path = export.export_model(model, tmp_path / "saved", name="sym", mc_samples=2)
     images = [(folder / f"g000{i}.png").read_bytes() for i in range(3)]
     served = tf.saved_model.load(str(path)).signatures["serving_default"](image_bytes=tf.constant(images))

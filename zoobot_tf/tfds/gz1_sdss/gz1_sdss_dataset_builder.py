@@ -14,7 +14,9 @@ Put in the manual directory (the layout of ../shared/data/gz1_sdss):
   images/         the SDSS gri JPEG cutouts named in labels.csv
 Classes: 0 elliptical, 1 clockwise spiral, 2 anticlockwise spiral, 3 edge-on, 4 don't know, 5 merger
 (Lintott et al. 2008, 2011; images from SDSS DR7). Splits are made deterministically from dr7objid.
-Note: clockwise/anticlockwise are mirror images of each other: do not train with flip augmentation.
+Note: clockwise/anticlockwise are mirror images of each other: do not train with flip augmentation, and
+finetune with ``--flip false --mirror_pairs clockwise_spiral:anticlockwise_spiral`` (predictions symmetric
+under mirroring).
 """
 
 
