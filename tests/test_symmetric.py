@@ -46,6 +46,8 @@ def test_with_mirror_needs_training_without_flips_and_a_classifier():
     for augment in (True, {"flip": True}, {"rotate": False}):
         with pytest.raises(ValueError, match="needs training without flips"):
             with_mirror(task, "cw:acw", augment)
+    with pytest.raises(ValueError, match="needs training without flips"):  # a task that brings its own pairs
+        with_mirror(ClassificationTask(CLASSES, mirror="cw:acw"), None, True)
     with pytest.raises(ValueError, match="applies to classification"):
         with_mirror(make_task("regression", n_targets=1), "cw:acw", False)
 

@@ -89,7 +89,8 @@ def _serving_functions(model: Zoobot, mc_samples: int):
 
     def outputs_from(images):
         emb = embedder(images, training=False)
-        outputs = model.symmetric(images, lambda x: model.apply_head(emb if x is images else embedder(x, training=False)))
+        outputs = model.symmetric(  # the image's embedding is reused; a mirror image's is computed
+            images, lambda x: model.apply_head(emb if x is images else embedder(x, training=False)))
         return {"embedding": tf.cast(emb, tf.float32), **task.serving_outputs(outputs)}
 
     def decode(image_bytes):

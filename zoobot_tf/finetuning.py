@@ -40,7 +40,6 @@ from zoobot_tf.models.stem import transfer_encoder_weights
 from zoobot_tf.ops.optimizer import ZoobotAdamW
 from zoobot_tf.outputs import write_json
 from zoobot_tf.tasks import Task, make_task, make_task_for_catalog
-from zoobot_tf.tasks.classification import mirror_pairs as mirror_pairs_of
 
 log = logging.getLogger(__name__)
 
@@ -193,17 +192,17 @@ class Finetuner:
 def with_mirror(task: Task, mirror_pairs, augment: dict | bool) -> Task:
     """``task`` (classification) with the class pairs a left-right mirror image swaps (``[]``: none, the classes
     are mirror-invariant), so that its model predicts each galaxy as the average of it and its mirror image
-    (:meth:`~zoobot_tf.models.zoobot.Zoobot.symmetric`). ``None``: ``task`` as it is. Pairs need training
+    (:meth:`~zoobot_tf.models.zoobot.Zoobot.symmetric`); ``None``: the task's own. Pairs need training
     without flips: a flipped training image would keep the unflipped galaxy's label."""
-    if mirror_pairs is None:
-        return task
-    if not hasattr(task, "mirror"):
-        raise ValueError(f"mirror_pairs applies to classification; the task is {task!r}")
+    if mirror_pairs is not None:
+        if not hasattr(task, "mirror"):
+            raise ValueError(f"mirror_pairs applies to classification; the task is {task!r}")
+        task = make_task({**task.get_config(), "mirror": mirror_pairs})
     flips = augment is True or bool(augment) and dict(augment).get("flip", True)
-    if mirror_pairs_of(mirror_pairs, task.class_names) and flips:
-        raise ValueError(f"mirror_pairs={mirror_pairs!r} needs training without flips (augment={{'flip': False}}, "
+    if getattr(task, "mirror", None) and flips:
+        raise ValueError(f"mirror_pairs={task.mirror} needs training without flips (augment={{'flip': False}}, "
                          "--flip false): a flipped training image would keep the label of the unflipped galaxy")
-    return make_task({**task.get_config(), "mirror": mirror_pairs})
+    return task
 
 
 def learning_rate_at(epoch: int, settings: dict) -> float:

@@ -79,7 +79,7 @@ class ClassificationTask(Task):
         self.mirror = mirror_pairs(mirror, self.class_names)
 
     @classmethod
-    def for_catalog(cls, catalog, columns=None, class_names=None, label_smoothing: float = 0.0, mirror=None,
+    def for_catalog(cls, catalog, columns=None, class_names=None, label_smoothing: float = 0.0,
                     **options) -> "ClassificationTask":
         """The classes of the catalog's label column (sorted), unless ``class_names`` are given."""
         if class_names is None:
@@ -87,7 +87,7 @@ class ClassificationTask(Task):
                 raise ValueError("A classification task needs the catalog's label column (--label_cols).")
             column = columns if isinstance(columns, str) else list(columns)[0]
             class_names = infer_class_names(catalog[column])
-        return cls(class_names=class_names, label_smoothing=label_smoothing, mirror=mirror)
+        return cls(class_names=class_names, label_smoothing=label_smoothing)
 
     def get_config(self) -> dict:
         config = {"name": self.name, "class_names": list(self.class_names)}
