@@ -73,6 +73,8 @@ def main(argv=None):
     p.add_argument("--cards", default=None, help="only these cards (comma-separated keys of CARDS' order: 0,1,2,3,4)")
     p.add_argument("--write", action="store_true", help="write the best card into --pretrained (a packaged model's "
                    "name or an export folder)")
+    p.add_argument("--mirror_pairs", default=None, help="with --write: also write these class pairs a mirror "
+                   "image swaps into the card (a:b[,c:d]; finetuning then uses those its classes have)")
     p.add_argument("--write_ids", default=None, help="only write the galaxies scored here and in finetune_real.py "
                    "to this file (for make_catalog.py --exclude_ids), then stop")
     args = p.parse_args(argv)
@@ -109,7 +111,7 @@ def main(argv=None):
     if args.write:
         from zoobot_tf.export import update_export
 
-        card = cards[best] or None
+        card = {**(cards[best] or {}), **({"mirror_pairs": args.mirror_pairs} if args.mirror_pairs else {})} or None
         target = Path(args.pretrained) if Path(args.pretrained).exists() else REPO / "saved_models" / args.pretrained
         update_export(target, config={"finetuning": card}, metadata={"finetuning": card})
         print(f"card {card} written into {target}")

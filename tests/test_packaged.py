@@ -10,7 +10,7 @@ from helpers import write_images
 from zoobot_tf import export
 from zoobot_tf.config import DEFAULT_ENCODER, DEFAULT_MODEL, FinetuneConfig, PredictConfig
 from zoobot_tf.data.images import decode_image_bytes, resize_if_needed
-from zoobot_tf.finetuning import ZOOBOT_DEFAULTS
+from zoobot_tf.finetuning import CARD_KEYS
 from zoobot_tf.models.resolve import load_model, model_card, packaged_models
 
 PACKAGED = sorted(packaged_models())
@@ -31,7 +31,7 @@ def test_a_packaged_export_serves_what_its_keras_model_predicts(name, tmp_path):
     meta = export.read_metadata(folder)
     model = load_model(name)
     assert (model.view.image_size, model.view.channels) == (meta["image_size"], meta["channels"])
-    assert meta["finetuning"] and set(meta["finetuning"]) <= set(ZOOBOT_DEFAULTS)  # settings Finetuner knows
+    assert meta["finetuning"] and set(meta["finetuning"]) <= set(CARD_KEYS)  # settings Finetuner knows
     assert model.finetuning == meta["finetuning"]  # the card in the Keras file is the one in the metadata
     version = export.latest_version(folder)
     if not (version / "saved_model.pb").exists():

@@ -134,3 +134,19 @@ def test_finetune_with_mirror_pairs_keeps_them_in_the_saved_model(tmp_path):
     np.testing.assert_allclose(again(x[:, :, ::-1]).numpy(), again(x).numpy()[:, swap], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="needs training without flips"):
         Finetuner(pre, class_names=["cw", "acw"], mirror_pairs="cw:acw")
+
+
+def test_a_cards_mirror_pairs_apply_when_the_classes_have_them_and_training_does_not_flip(tmp_path):
+    pre = tmp_path / "carded.keras"
+    Zoobot(backbone="resnet_micro", image_size=32, finetuning={"mirror_pairs": "cw:acw"}).save(pre)
+    no_flips = {"flip": False}
+    assert Finetuner(pre, class_names=["cw", "acw", "e"], augment=no_flips).task.mirror == [["cw", "acw"]]
+    assert Finetuner(pre, class_names=["cw", "acw", "e"]).task.mirror is None  # flips: the card does not apply
+    assert Finetuner(pre, class_names=["cw", "e"], augment=no_flips).task.mirror is None  # no 'acw' class
+    assert Finetuner(pre, class_names=["cw", "acw"], augment=no_flips, mirror_pairs="none").task.mirror is None
+    assert Finetuner(pre, class_names=["cw", "acw", "e", "f"], augment=no_flips,
+                     mirror_pairs="e:f").task.mirror == [["e", "f"]]  # given pairs replace the card's
+    # the packaged encoder finetune starts from carries GZ1's pairs
+    gz1 = ["elliptical", "clockwise_spiral", "anticlockwise_spiral", "edge_on", "dont_know", "merger"]
+    assert Finetuner("zoobot_sdss_mini", class_names=gz1, augment=no_flips).task.mirror == [
+        ["clockwise_spiral", "anticlockwise_spiral"]]

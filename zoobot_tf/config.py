@@ -401,7 +401,8 @@ class FinetuneConfig(RuntimeConfig):
                         "--mirror_pairs)")
     mirror_pairs: str = option("", "with --flip false: the classes a mirror image swaps, a:b[,c:d] (GZ1: "
                                "clockwise_spiral:anticlockwise_spiral); predictions then average each galaxy "
-                               "with its mirror image, those classes swapped back")
+                               "with its mirror image, those classes swapped back. Default: the pretrained "
+                               "model's card's pairs whose classes the labels have; 'none': no pairs")
     balance_classes: bool = option(True, "weight classes by inverse frequency (classification)")
     label_smoothing: float = option(0.0, "label smoothing of the classification loss (as Zoobot's)", min=0.0,
                                     below=1.0)
@@ -420,10 +421,11 @@ class FinetuneConfig(RuntimeConfig):
 
         if self.catalog and not self.label_cols and not TASK_REGISTRY[self.task].fixed_label_columns:
             raise ConfigError("--catalog needs --label_cols (the column(s) holding the labels)")
-        if self.mirror_pairs and self.flip:
+        pairs = self.mirror_pairs and self.mirror_pairs.lower() != "none"
+        if pairs and self.flip:
             raise ConfigError(f"--mirror_pairs {self.mirror_pairs} needs --flip false: a flipped training image "
                               "would keep the label of the unflipped galaxy")
-        if self.mirror_pairs and self.task != "classification":
+        if pairs and self.task != "classification":
             raise ConfigError(f"--mirror_pairs applies to --task classification; received --task {self.task}")
 
     @property

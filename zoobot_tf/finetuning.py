@@ -40,6 +40,7 @@ from zoobot_tf.models.stem import transfer_encoder_weights
 from zoobot_tf.ops.optimizer import ZoobotAdamW
 from zoobot_tf.outputs import write_json
 from zoobot_tf.tasks import Task, make_task, make_task_for_catalog
+from zoobot_tf.tasks.classification import mirror_pairs as mirror_pairs_of
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,11 @@ ZOOBOT_DEFAULTS = dict(n_blocks=0, learning_rate=1e-4, lr_decay=0.75, weight_dec
                        batch_size=32, epochs=30, patience=10, cosine_schedule=False, warmup_epochs=0,
                        max_cosine_epochs=100, min_lr_factor=0.01)
 
+# what a pretrained model's card may hold: the settings above, and the class pairs a mirror image swaps
+CARD_KEYS = (*ZOOBOT_DEFAULTS, "mirror_pairs")
+
 __all__ = ["Finetuner", "finetune", "finetune_job", "FinetuneResult", "ZOOBOT_DEFAULTS", "recommended_settings",
-           "with_mirror"]
+           "with_mirror", "CARD_KEYS"]
 
 
 # A randomly initialised encoder has nothing to keep: all of it is trained, at a from-scratch learning rate,
@@ -90,6 +94,8 @@ class Finetuner:
             or pairs; GZ1's winding directions), with training without flips (``augment={"flip": False}``);
             ``[]`` for none (mirror-invariant classes). The model then predicts the average of each galaxy and
             its mirror image, those classes swapped back (:meth:`~zoobot_tf.models.zoobot.Zoobot.symmetric`).
+            None: the pretrained model's card's pairs whose classes the task has, when training does not flip
+            (``zoobot_sdss_mini``'s: GZ1's ``clockwise_spiral:anticlockwise_spiral``); ``"none"``: no pairs.
         None elsewhere means: the pretrained model's recommendation, else Zoobot's (see the module docstring).
 
     The new head starts as Keras initialises it; :func:`finetune` then starts a vote head at the training
@@ -117,7 +123,8 @@ class Finetuner:
         self.batch_size = int(s["batch_size"])
         task = make_task(task, schema=schema, class_names=class_names, n_classes=n_classes,
                          target_names=target_names, n_targets=n_targets, label_smoothing=label_smoothing or None)
-        task = with_mirror(task, mirror_pairs, augment)
+        task = with_mirror(task, mirror_pairs, augment, card_pairs=(getattr(source, "finetuning", None) or {}).get(
+            "mirror_pairs"))
         backbone = pretrained if random else source.backbone
         with dtype_policy(precision):
             self.model = Zoobot(
@@ -189,16 +196,29 @@ class Finetuner:
         return cbs
 
 
-def with_mirror(task: Task, mirror_pairs, augment: dict | bool) -> Task:
+def with_mirror(task: Task, mirror_pairs, augment: dict | bool, card_pairs=None) -> Task:
     """``task`` (classification) with the class pairs a left-right mirror image swaps (``[]``: none, the classes
     are mirror-invariant), so that its model predicts each galaxy as the average of it and its mirror image
-    (:meth:`~zoobot_tf.models.zoobot.Zoobot.symmetric`); ``None``: the task's own. Pairs need training
-    without flips: a flipped training image would keep the unflipped galaxy's label."""
+    (:meth:`~zoobot_tf.models.zoobot.Zoobot.symmetric`). ``None``: the task's own, else the pretrained model's
+    card's pairs (``card_pairs``) whose two classes the task has, when training does not flip; ``"none"``:
+    no pairs. Pairs need training without flips: a flipped training image would keep the unflipped galaxy's
+    label."""
+    flips = augment is True or bool(augment) and dict(augment).get("flip", True)
+    classifier = hasattr(task, "mirror")
+    if mirror_pairs is None and card_pairs and classifier and task.mirror is None and not flips:
+        fitting = [pair for pair in mirror_pairs_of(card_pairs) if set(pair) <= set(task.class_names)]
+        if fitting:
+            log.info("Predicting each galaxy as the mean of it and its mirror image, %s swapped: the pretrained "
+                     "model's card names them mirror classes (--mirror_pairs none, mirror_pairs='none' in Python, predicts "
+                     "from the image alone)",
+                     " and ".join(":".join(pair) for pair in fitting))
+            mirror_pairs = fitting
+    if isinstance(mirror_pairs, str) and mirror_pairs.lower() == "none":
+        return make_task({**task.get_config(), "mirror": None}) if getattr(task, "mirror", None) is not None else task
     if mirror_pairs is not None:
-        if not hasattr(task, "mirror"):
+        if not classifier:
             raise ValueError(f"mirror_pairs applies to classification; the task is {task!r}")
         task = make_task({**task.get_config(), "mirror": mirror_pairs})
-    flips = augment is True or bool(augment) and dict(augment).get("flip", True)
     if getattr(task, "mirror", None) and flips:
         raise ValueError(f"mirror_pairs={task.mirror} needs training without flips (augment={{'flip': False}}, "
                          "--flip false): a flipped training image would keep the label of the unflipped galaxy")

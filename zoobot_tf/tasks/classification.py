@@ -19,10 +19,10 @@ def infer_class_names(values: pd.Series) -> list[str]:
     return [str(c) for c in sorted(pd.unique(values.dropna()), key=lambda v: (str(type(v)), v))]
 
 
-def mirror_pairs(value, class_names: Sequence[str]) -> list[list[str]] | None:
-    """The class pairs a left-right mirror image swaps, checked against ``class_names``: from None (not known),
-    pairs (``[("clockwise", "anticlockwise")]``, ``{"clockwise": "anticlockwise"}``, or ``"a:b,c:d"``), or none
-    (``[]`` or ``""``: every class is its own mirror image)."""
+def mirror_pairs(value, class_names: Sequence[str] | None = None) -> list[list[str]] | None:
+    """The class pairs a left-right mirror image swaps, checked against ``class_names`` (if given): from None
+    (not known), pairs (``[("clockwise", "anticlockwise")]``, ``{"clockwise": "anticlockwise"}``, or
+    ``"a:b,c:d"``), or none (``[]`` or ``""``: every class is its own mirror image)."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -32,7 +32,7 @@ def mirror_pairs(value, class_names: Sequence[str]) -> list[list[str]] | None:
     for pair in pairs:
         if len(pair) != 2 or pair[0] == pair[1]:
             raise ValueError(f"mirror pairs are two different classes, 'a:b'. Received: {':'.join(pair)!r}")
-        unknown = [c for c in pair if c not in class_names]
+        unknown = [c for c in pair if class_names is not None and c not in class_names]
         if unknown:
             raise ValueError(f"mirror pair {':'.join(pair)!r} names classes the task does not have: {unknown}; "
                              f"its classes: {list(class_names)}")
