@@ -209,9 +209,8 @@ def with_mirror(task: Task, mirror_pairs, augment: dict | bool, card_pairs=None)
         fitting = [pair for pair in mirror_pairs_of(card_pairs) if set(pair) <= set(task.class_names)]
         if fitting:
             log.info("Predicting each galaxy as the mean of it and its mirror image, %s swapped: the pretrained "
-                     "model's card names them mirror classes (--mirror_pairs none, mirror_pairs='none' in Python, predicts "
-                     "from the image alone)",
-                     " and ".join(":".join(pair) for pair in fitting))
+                     "model's card names them mirror classes (--mirror_pairs none, mirror_pairs='none' in "
+                     "Python, predicts from the image alone)", " and ".join(":".join(pair) for pair in fitting))
             mirror_pairs = fitting
     if isinstance(mirror_pairs, str) and mirror_pairs.lower() == "none":
         return make_task({**task.get_config(), "mirror": None}) if getattr(task, "mirror", None) is not None else task

@@ -98,7 +98,8 @@ class ClassificationTask(Task):
         return config
 
     def __repr__(self) -> str:
-        return f"ClassificationTask({self.class_names}" + ("" if self.mirror is None else f", mirror={self.mirror}") + ")"
+        mirror = "" if self.mirror is None else f", mirror={self.mirror}"
+        return f"ClassificationTask({self.class_names}{mirror})"
 
     @property
     def n_classes(self) -> int:
