@@ -101,7 +101,9 @@ def pretrained_head(pretrained: str):
 # variants that are finetuning options of zoobot_tf.finetune, and their values
 OPTIONS = {"cosine": dict(cosine_schedule=True, warmup_epochs=2), "label_smoothing": dict(label_smoothing=0.1)}
 
-MIRRORED_LABELS = {"clockwise_spiral": "anticlockwise_spiral", "anticlockwise_spiral": "clockwise_spiral"}
+# GZ1's classes a mirror image swaps, both ways (for the benchmark's own mirrored copies)
+CLOCKWISE, ANTICLOCKWISE = MIRROR_PAIRS["gz1_sdss"].split(":")
+MIRRORED_LABELS = {CLOCKWISE: ANTICLOCKWISE, ANTICLOCKWISE: CLOCKWISE}
 
 
 def quarter_turns(model):
