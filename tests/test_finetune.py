@@ -310,3 +310,13 @@ def test_write_json_makes_plain_strict_json(tmp_path):
     write_json(obj, tmp_path / "m.json")
     assert _strict_json((tmp_path / "m.json").read_text()) == {
         "a": 0.5, "b": None, "c": [3, None, None], "d": [1.0, 2.0], "e": [[1, 2]], "f": True, "1": "key"}
+
+
+def test_label_smoothing_reaches_the_model_from_a_task_object_and_from_finetune(pretrained, tmp_path):
+    task = ClassificationTask(["faint", "bright"])
+    assert Finetuner(pretrained, task=task, label_smoothing=0.1).task.label_smoothing == 0.1
+    assert Finetuner(pretrained, task=task).task.label_smoothing == 0.0
+    result = finetune(pretrained, bright_faint_catalog(tmp_path / "imgs", n=24), label_cols="kind", epochs=1,
+                      verbose=0, label_smoothing=0.1)
+    assert result.model.task.label_smoothing == 0.1 and result.model.task.loss().__class__.__name__ == \
+        "SmoothedSparseCrossEntropy"

@@ -123,6 +123,8 @@ class Finetuner:
         self.batch_size = int(s["batch_size"])
         task = make_task(task, schema=schema, class_names=class_names, n_classes=n_classes,
                          target_names=target_names, n_targets=n_targets, label_smoothing=label_smoothing or None)
+        if label_smoothing and getattr(task, "label_smoothing", label_smoothing) != label_smoothing:
+            task = make_task({**task.get_config(), "label_smoothing": label_smoothing})  # a Task object given
         task = with_mirror(task, mirror_pairs, augment, card_pairs=(getattr(source, "finetuning", None) or {}).get(
             "mirror_pairs"))
         backbone = pretrained if random else source.backbone
@@ -268,12 +270,10 @@ def finetune(pretrained, source, label_cols=None, task: "Task | str" = "classifi
         logdir: write TensorBoard logs here (losses, metrics, grids of validation galaxies).
     """
     keras.utils.set_random_seed(seed)
-    smoothing = finetuner_kwargs.pop("label_smoothing", 0.0)
     source = _source(source, task, label_cols, split_col, finetuner_kwargs)
     source.require_splits()
-    # the model's task is the source's, with the loss options (label smoothing) the labels do not carry
-    head = make_task({**source.task.get_config(), "label_smoothing": smoothing}) if smoothing else source.task
-    tuner = Finetuner(pretrained, task=head, **finetuner_kwargs)
+    # the model's task is the source's, with the options the labels do not carry (label smoothing, mirror pairs)
+    tuner = Finetuner(pretrained, task=source.task, **finetuner_kwargs)
     train_labels = source.labels("train")  # a pass over the split for a TFDS or shard source: read once
     for message in source.task.label_warnings(train_labels):
         log.warning(message)
