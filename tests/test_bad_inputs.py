@@ -320,3 +320,16 @@ def test_every_command_prints_its_help(tmp_path):
     assert {"zoobot-tf train", "zoobot-tf finetune", "zoobot-tf scaling"} <= set(names)
     code, out = run_cli(["train", "--help"], tmp_path)
     assert code == 0 and "--lr_schedule" in out and "1%" in out, out[-2000:]
+
+
+def test_a_true_or_false_option_given_alone_means_true(tmp_path):
+    from zoobot_tf.cli import build_parser
+    from zoobot_tf.config import FinetuneConfig
+
+    (tmp_path / "c.csv").write_text("id_str,file_loc,y\n")
+    args, extras = build_parser().parse_known_args(["finetune", "--catalog", str(tmp_path / "c.csv"), "--label_cols",
+                                                    "y", "--balance_classes", "--flip", "false", "--export"])
+    assert not extras
+    assert (args.balance_classes, args.flip, args.export, args.cosine_schedule) == ("true", "false", "true", None)
+    config = FinetuneConfig.from_namespace(args)
+    assert (config.balance_classes, config.flip, config.export, config.cosine_schedule) == (True, False, True, None)

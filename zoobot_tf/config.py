@@ -217,9 +217,10 @@ class JobConfig:
             shown = f" {{{', '.join(map(str, choices))}}}" if choices is not None and not callable(choices) else ""
             shown += _accepted_text(meta)
             text = f"{meta.get('help', '')}{shown} (default: {default})"
+            bare = {"nargs": "?", "const": "true"} if base is bool else {}  # `--balance_classes` alone: true
             parser.add_argument(_flag(f.name), type=str, default=None, dest=f.name,
                                 metavar=getattr(base, "__name__", "VALUE").upper(),
-                                help=text.replace("%", "%%"))  # argparse %-formats help: "1%" must stay text
+                                help=text.replace("%", "%%"), **bare)  # argparse %-formats help: "1%" stays text
 
     @classmethod
     def from_namespace(cls, namespace):
