@@ -172,11 +172,16 @@ class _FoldsBatchNorm:
         strides = [1, *self.strides, 1]
         if depthwise:
             if p and bias is not None:  # TF 2.21 aborts on a depthwise conv with explicit padding fused with a
-                # bias ("Check failed: Invalid index from the dimension: 1, 0, H"): pad first, as ZeroPadding2D
-                # would. Without a bias (training, the batch norm not folded) the padding stays in the op: no
-                # padded copy and no Slice in the gradient (EfficientNetB0's strided depthwise convs: 224 ->
-                # 183 ms forward and backward at batch 32)
-                inputs, padding = tf.pad(inputs, padding), "VALID"
+                # bias ("Check failed: Invalid index from the dimension: 1, 0, H"). Without a bias (training,
+                # the batch norm not folded) the padding stays in the op: no padded copy and no Slice in the
+                # gradient (EfficientNetB0's strided depthwise convs: 224 -> 183 ms forward and backward at
+                # batch 32). With one, the same numbers come from 'SAME' padding (:func:`_as_same_padding`)
+                # or, failing that, from padding first as ZeroPadding2D would
+                same = _as_same_padding(kernel, p, self.strides, self.dilation_rate)
+                if same is None:
+                    inputs, padding = tf.pad(inputs, padding), "VALID"
+                else:
+                    kernel, padding = same, "SAME"
             x = tf.nn.depthwise_conv2d(tf.cast(inputs, kernel.dtype), kernel, strides, padding,
                                        dilations=self.dilation_rate)
             x = tf.cast(x, self.compute_dtype)
@@ -203,6 +208,21 @@ class _FoldsBatchNorm:
 
     def get_config(self):
         return {**super().get_config(), "explicit_padding": self.explicit_padding}
+
+
+def _as_same_padding(kernel, p: int, strides, dilation_rate):
+    """A kernel whose 'SAME' convolution equals ``kernel``'s with symmetric zero padding ``p``, or None.
+
+    For an odd k x k kernel with p = k // 2: at stride 1 'SAME' pads p on each side, the same thing. At
+    stride 2 'SAME' pads (k - 1) / 2 = p before and one more row and column after than the symmetric
+    padding reaches, for even and odd sizes alike; a (k + 1) x (k + 1) kernel whose last row and column are
+    zero reads exactly the symmetric windows. EfficientNetB0's strided depthwise convs at inference, batch
+    32: no padded copy of the input (152 MB at 112 px), 1.4-1.8x faster here, identical outputs."""
+    k = kernel.shape[0]
+    if (kernel.shape[1] != k or k % 2 == 0 or p != k // 2 or tuple(dilation_rate) != (1, 1)
+            or strides[0] != strides[1] or strides[0] not in (1, 2)):
+        return None
+    return kernel if strides[0] == 1 else tf.pad(kernel, [[0, 1], [0, 1], [0, 0], [0, 0]])
 
 
 @tf.custom_gradient

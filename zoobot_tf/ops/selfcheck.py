@@ -305,7 +305,7 @@ CASES = [
     Case("fused batch norm (training, with gradients)", _batch_norm),
     Case("conv -> batch norm folded (inference)", _folded_conv),
     Case("strided depthwise conv, padding in the op (gradients)", _depthwise_padded(False)),
-    Case("strided depthwise conv with a bias, padded first (gradients)", _depthwise_padded(True)),
+    Case("strided depthwise conv with a bias, 'SAME' with a widened kernel (gradients)", _depthwise_padded(True)),
     Case("depthwise conv in float32 when training under mixed_bfloat16 (gradients)", _depthwise_bfloat16_training,
          tol=1e-2),
     Case("7x7 depthwise conv in training, filter gradient as a conv over the batch (gradients)", _depthwise_7x7),
