@@ -173,3 +173,13 @@ def test_a_vote_catalog_is_read_with_the_only_tree_whose_columns_it_has(tree):
     shared = pd.DataFrame(columns=get_schema("gz_decals_dr8").label_cols)
     with pytest.raises(CatalogError, match="every answer column of gz_decals_dr5, gz_decals_dr8, gz_desi, whose "):
         make_task_for_catalog("votes", shared)
+
+
+def test_replace_changes_only_the_named_options_and_keeps_the_task_type():
+    task = ClassificationTask(["cw", "acw", "other"], mirror=[("cw", "acw")])
+    smoothed = task.replace(label_smoothing=0.1)
+    assert type(smoothed) is ClassificationTask and smoothed.label_smoothing == 0.1 and task.label_smoothing == 0.0
+    assert smoothed.class_names == task.class_names and smoothed.mirror == task.mirror
+    assert smoothed.replace(mirror=None).mirror is None and smoothed.mirror == task.mirror
+    votes = make_task("votes", schema="gz2")
+    assert votes.replace() == votes and type(votes.replace()) is VoteTask

@@ -124,7 +124,7 @@ class Finetuner:
         task = make_task(task, schema=schema, class_names=class_names, n_classes=n_classes,
                          target_names=target_names, n_targets=n_targets, label_smoothing=label_smoothing or None)
         if label_smoothing and getattr(task, "label_smoothing", label_smoothing) != label_smoothing:
-            task = make_task({**task.get_config(), "label_smoothing": label_smoothing})  # a Task object given
+            task = task.replace(label_smoothing=label_smoothing)  # a Task object given
         task = with_mirror(task, mirror_pairs, augment, card_pairs=(getattr(source, "finetuning", None) or {}).get(
             "mirror_pairs"))
         backbone = pretrained if random else source.backbone
@@ -215,11 +215,11 @@ def with_mirror(task: Task, mirror_pairs, augment: dict | bool, card_pairs=None)
                      "Python, predicts from the image alone)", " and ".join(":".join(pair) for pair in fitting))
             mirror_pairs = fitting
     if isinstance(mirror_pairs, str) and mirror_pairs.lower() == "none":
-        return make_task({**task.get_config(), "mirror": None}) if getattr(task, "mirror", None) is not None else task
+        return task.replace(mirror=None) if getattr(task, "mirror", None) is not None else task
     if mirror_pairs is not None:
         if not classifier:
             raise ValueError(f"mirror_pairs applies to classification; the task is {task!r}")
-        task = make_task({**task.get_config(), "mirror": mirror_pairs})
+        task = task.replace(mirror=mirror_pairs)
     if getattr(task, "mirror", None) and flips:
         raise ValueError(f"mirror_pairs={task.mirror} needs training without flips (augment={{'flip': False}}, "
                          "--flip false): a flipped training image would keep the label of the unflipped galaxy")

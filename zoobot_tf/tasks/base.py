@@ -48,6 +48,10 @@ class Task(abc.ABC):
         config.pop("name", None)
         return cls(**config)
 
+    def replace(self, **changes) -> "Task":
+        """A copy of this task with some of its config's values changed (``task.replace(label_smoothing=0.1)``)."""
+        return type(self).from_config({**self.get_config(), **changes})
+
     def __eq__(self, other) -> bool:
         return isinstance(other, Task) and self.get_config() == other.get_config()
 
