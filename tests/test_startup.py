@@ -137,3 +137,56 @@ def test_training_and_predicting_on_the_fast_path_never_import_tensorflow_probab
 
         value = question_log_likelihood(tf.constant([[2.0, 1.0]]), tf.constant([[1.5, 0.5]]))
     assert "tensorflow_probability" in sys.modules and np.isfinite(value.numpy()).all()
+
+
+def _switch_model():
+    """A Zoobot with an old-style Switch/Merge in its encoder: TensorFlow's single-threaded executor refuses
+    that op by name, so whether a call ran under it is visible from outside."""
+    def switch(t):
+        off, on = tf.raw_ops.Switch(data=t, pred=tf.reduce_sum(t) > -1.0)
+        return tf.raw_ops.Merge(inputs=[off, on])[0]
+
+    inputs = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(8, 3, strides=2)(inputs)
+    x = keras.layers.Lambda(lambda t: tf.ensure_shape(switch(t), t.shape))(x)
+    return Zoobot(backbone=keras.Model(inputs, x), image_size=32, dropout_rate=0.0, augment=False)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_inference_runs_under_the_single_threaded_executor(enabled):
+    """On the fast path Keras' predict function and the functions predict, embed and evaluate trace once run
+    their ops in order on one thread (TensorFlow's single-threaded executor); the stock path and the test
+    step keep TensorFlow's executor (Keras' evaluate: its loss and metrics run beside the forward pass)."""
+    from zoobot_tf.models.traced import embedding_fn, inference_fn
+    from zoobot_tf.predictions import sample_fn
+
+    with fast_path(enabled):
+        m = _switch_model()
+        m.compile()
+        x, y = _data(m)
+        calls = {"predict_on_batch": lambda: m.predict_on_batch(x),
+                 "predict": lambda: m.predict(x, batch_size=2, verbose=0),
+                 "inference_fn": lambda: inference_fn(m)(x),
+                 "embedding_fn": lambda: embedding_fn(m)(x),
+                 "sample_fn": lambda: sample_fn(m, 3)(x, tf.range(4, dtype=tf.int64), tf.constant(0, tf.int64))}
+        assert np.isfinite(m.evaluate(x, y, batch_size=2, verbose=0)).all()
+        for name, call in calls.items():
+            if enabled:
+                with pytest.raises(tf.errors.FailedPreconditionError, match="Single-threaded executor"):
+                    call()
+            else:
+                call()
+
+
+def test_inference_calls_set_the_executor_inside_the_block_only():
+    from tensorflow.python.eager import context
+
+    from zoobot_tf.ops.startup import SEQUENTIAL, inference_calls
+
+    before = context.context().function_call_options.executor_type
+    with inference_calls():
+        assert context.context().function_call_options.executor_type == SEQUENTIAL
+        assert _rewrite_options().meta_optimizer_iterations != 0
+    assert context.context().function_call_options.executor_type == before != SEQUENTIAL
+    with fast_path(False), inference_calls():
+        assert context.context().function_call_options.executor_type == before
