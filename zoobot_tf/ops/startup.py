@@ -90,7 +90,9 @@ class _Under:
         with self._block():
             return self._function(*args, **kwargs)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # only for names not found on the wrapper itself
+        if name.startswith("__") or name in ("_function", "_block"):  # copy and pickle probe before __init__
+            raise AttributeError(name)
         return getattr(self._function, name)
 
 
