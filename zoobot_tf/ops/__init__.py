@@ -36,6 +36,8 @@ AdamW update                    one ``ResourceApplyAdam`` per variable          
 gradient clipping               one ``L2Loss`` per tensor                        Keras' clip_by_global_norm
 Dirichlet-multinomial loss      every question at once, sums as one matmul       tfp, one question at a time
 Grappler (first call)           one round of passes, no memory optimizer         two rounds, memory optimizer
+inference executor              TensorFlow's single-threaded executor: a         TensorFlow's executor (one
+                                function's ops in order on the calling thread    inter-op thread per core)
 loss/metrics build (strategy)   from the built model's output shapes             a symbolic forward trace
 tf.data pipelines               autotuning off (AUTOTUNE: one call per core)     autotuning on
 =============================  ==============================================  ===========================
