@@ -179,6 +179,7 @@ def test_inference_runs_under_the_single_threaded_executor(enabled):
 
 
 def test_inference_calls_set_the_executor_inside_the_block_only():
+    from tensorflow.core.protobuf import rewriter_config_pb2 as rc
     from tensorflow.python.eager import context
 
     from zoobot_tf.ops.startup import SEQUENTIAL, inference_calls
@@ -186,7 +187,7 @@ def test_inference_calls_set_the_executor_inside_the_block_only():
     before = context.context().function_call_options.executor_type
     with inference_calls():
         assert context.context().function_call_options.executor_type == SEQUENTIAL
-        assert _rewrite_options().meta_optimizer_iterations != 0
+        assert _rewrite_options().meta_optimizer_iterations == rc.RewriterConfig.ONE  # and the lean Grappler
     assert context.context().function_call_options.executor_type == before != SEQUENTIAL
     with fast_path(False), inference_calls():
         assert context.context().function_call_options.executor_type == before

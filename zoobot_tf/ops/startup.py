@@ -1,6 +1,7 @@
-"""A shorter first step: less work before ``fit``, ``evaluate`` or ``predict`` runs its first batch.
+"""A shorter first step (less work before ``fit``, ``evaluate`` or ``predict`` runs its first batch), and
+how inference functions are called.
 
-Two fast paths (each behind :func:`zoobot_tf.ops.fast`, each against TensorFlow's and Keras' defaults):
+Three fast paths (each behind :func:`zoobot_tf.ops.fast`, each against TensorFlow's and Keras' defaults):
 
 * Grappler, the graph optimizer that runs when a traced step is first called, runs one round of its
   passes instead of two and without its memory optimizer (:func:`lean_grappler`). On this CPU that
@@ -14,13 +15,13 @@ Two fast paths (each behind :func:`zoobot_tf.ops.fast`, each against TensorFlow'
   (``compute_output_spec``), a forward trace that is thrown away. A functional model that is already
   built knows its output shapes, so :class:`FastStart` builds the loss and metrics from them
   (``Model._symbolic_build``; the metrics and loss are still traced symbolically, on those shapes).
-
-Inference functions (Keras' predict function on one replica, and the functions ``predict``, ``embed``
-and ``evaluate`` trace once per model, :mod:`zoobot_tf.models.traced`) also run their ops one after
-another on the calling thread (TensorFlow's single-threaded executor, :func:`inference_calls`): a forward
-pass is one chain of layers, and TensorFlow's two inter-op threads gained nothing there but raised the
-memory peak, 10-70 MB at 224 px, batch 32 (ConvNeXt-Nano ``mixed_bfloat16`` 1,174-1,247 MB against
-1,196-1,260 in 6 interleaved runs each), at the same rate. The layers' own kernels keep their threads.
+* Inference functions (Keras' predict function on one replica, and the functions ``predict``, ``embed``
+  and ``evaluate`` trace once per model, :mod:`zoobot_tf.models.traced`) run their ops one after another
+  on the calling thread (TensorFlow's single-threaded executor, :func:`inference_calls`): a forward pass
+  is one chain of layers, and TensorFlow's two inter-op threads gained nothing there but raised the
+  memory peak at the same rate (224 px, batch 32, interleaved A/B: ConvNeXt-Nano ``mixed_bfloat16``
+  1,250-1,255 -> 1,176-1,179 MB, ConvNeXt-Tiny float32 1,378-1,383 -> 1,308-1,315; the performance
+  guide's "Inference memory" has every model). The layers' own kernels keep their intra-op threads.
 """
 from __future__ import annotations
 
