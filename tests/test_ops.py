@@ -82,8 +82,9 @@ def test_strided_depthwise_training_pads_inside_the_op_and_pools_by_broadcast():
 
 
 def test_convnext_depthwise_filter_gradient_is_a_convolution_over_the_batch():
-    """ConvNeXt's 7x7 depthwise convs in training on the fast path: no oneDNN filter-gradient kernel and no
-    BiasAddGrad in the graph (both on the stock path); 3x3 depthwise convs keep TensorFlow's gradient."""
+    """ConvNeXt's 7x7 depthwise convs in training on the fast path: no oneDNN filter-gradient kernel, no
+    BiasAddGrad and no transposed copy in the graph (the filter gradient is a loop of per-image convs; both
+    kernels on the stock path); 3x3 depthwise convs keep TensorFlow's gradient."""
     import tensorflow as tf
 
     from zoobot_tf.ops import fast_path
@@ -98,8 +99,41 @@ def test_convnext_depthwise_filter_gradient_is_a_convolution_over_the_batch():
             ops[enabled, k] = _training_graph_ops(layer, x)
     assert "DepthwiseConv2dNativeBackpropFilter" not in ops[True, 7] and "BiasAddGrad" not in ops[True, 7]
     assert "DepthwiseConv2dNativeBackpropInput" in ops[True, 7]
+    assert {"While", "StatelessWhile"} & ops[True, 7] and "Transpose" not in ops[True, 7]
     assert "DepthwiseConv2dNativeBackpropFilter" in ops[False, 7] and "BiasAddGrad" in ops[False, 7]
     assert "DepthwiseConv2dNativeBackpropFilter" in ops[True, 3]
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_convnext_depthwise_gradients_with_an_unknown_batch_size_match_tensorflows(batch):
+    """The per-image loop runs over the batch the step gets (fit's last batch is smaller, and its traced
+    step has no static batch size): gradients equal TensorFlow's own kernels'."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops import fast_path
+    from zoobot_tf.ops.layers import DepthwiseConv2D
+
+    rng = np.random.default_rng(batch)
+    x = tf.constant(rng.normal(size=(batch, 12, 12, 6)).astype("float32"))
+    dy = tf.constant(rng.normal(size=(batch, 12, 12, 6)).astype("float32"))
+    weights = [rng.normal(size=(7, 7, 6, 1)).astype("float32"), rng.normal(size=6).astype("float32")]
+    grads = {}
+    for enabled in (True, False):
+        with fast_path(enabled):
+            layer = DepthwiseConv2D(7, padding="same", use_bias=True)
+            layer.build(x.shape)
+            layer.set_weights(weights)
+
+            @tf.function(input_signature=[tf.TensorSpec([None, 12, 12, 6])] * 2)
+            def step(t, d):
+                with tf.GradientTape() as tape:
+                    tape.watch(t)
+                    loss = tf.reduce_sum(layer(t, training=True) * d)
+                return tape.gradient(loss, [t] + layer.trainable_weights)
+
+            grads[enabled] = [g.numpy() for g in step(x, dy)]
+    for ours, theirs in zip(grads[True], grads[False]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
 def test_keras_internals_used_by_the_fixes_are_present():

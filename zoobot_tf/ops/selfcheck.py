@@ -308,7 +308,7 @@ CASES = [
     Case("strided depthwise conv with a bias, 'SAME' with a widened kernel (gradients)", _depthwise_padded(True)),
     Case("depthwise conv in float32 when training under mixed_bfloat16 (gradients)", _depthwise_bfloat16_training,
          tol=1e-2),
-    Case("7x7 depthwise conv in training, filter gradient as a conv over the batch (gradients)", _depthwise_7x7),
+    Case("7x7 depthwise conv in training, filter gradient image by image (gradients)", _depthwise_7x7),
     Case("swish as Sigmoid*Mul (inference)", _silu),
     Case("swish in training, four-op gradient (gradients)", _silu_training, tol=1e-5),
     Case("batch norm -> swish in training, swish input recomputed (gradients)", _batch_norm_swish),
