@@ -84,7 +84,8 @@ def test_strided_depthwise_training_pads_inside_the_op_and_pools_by_broadcast():
 def test_convnext_depthwise_filter_gradient_is_a_convolution_over_the_batch():
     """ConvNeXt's 7x7 depthwise convs in training on the fast path: no oneDNN filter-gradient kernel, no
     BiasAddGrad and no transposed copy in the graph (the filter gradient is a loop of per-image convs; both
-    kernels on the stock path); 3x3 depthwise convs keep TensorFlow's gradient."""
+    kernels on the stock path); so do EfficientNet's 5x5 ones; 3x3 depthwise convs keep TensorFlow's gradient."""
+    import keras
     import tensorflow as tf
 
     from zoobot_tf.ops import fast_path
@@ -102,25 +103,35 @@ def test_convnext_depthwise_filter_gradient_is_a_convolution_over_the_batch():
     assert {"While", "StatelessWhile"} & ops[True, 7] and "Transpose" not in ops[True, 7]
     assert "DepthwiseConv2dNativeBackpropFilter" in ops[False, 7] and "BiasAddGrad" in ops[False, 7]
     assert "DepthwiseConv2dNativeBackpropFilter" in ops[True, 3]
+    for dtype in ("float32", "mixed_bfloat16"):  # EfficientNet's 5x5: no bias, float32 in training either way
+        with fast_path(True):
+            layer = DepthwiseConv2D(5, padding="same", use_bias=False, dtype=keras.DTypePolicy(dtype))
+            layer.build(x.shape)
+            five = _training_graph_ops(layer, x)
+        assert "DepthwiseConv2dNativeBackpropFilter" not in five and {"While", "StatelessWhile"} & five
 
 
-@pytest.mark.parametrize("batch", [1, 5])
-def test_convnext_depthwise_gradients_with_an_unknown_batch_size_match_tensorflows(batch):
-    """The per-image loop runs over the batch the step gets (fit's last batch is smaller, and its traced
-    step has no static batch size): gradients equal TensorFlow's own kernels'."""
+@pytest.mark.parametrize("batch, k, use_bias, dtype", [(1, 7, True, "float32"), (5, 7, True, "float32"),
+                                                     (3, 5, False, "float32"), (3, 5, False, "mixed_bfloat16")])
+def test_large_depthwise_gradients_with_an_unknown_batch_size_match_tensorflows(batch, k, use_bias, dtype):
+    """ConvNeXt's 7x7 (with a bias) and EfficientNet's 5x5 (without; in training under mixed_bfloat16 in
+    float32) stride-1 depthwise convs: the per-image loop runs over the batch the step gets (fit's last batch
+    is smaller, and its traced step has no static batch size), and the gradients equal TensorFlow's own
+    kernels' (to bfloat16 rounding under mixed_bfloat16, where the stock path computes in bfloat16)."""
+    import keras
     import tensorflow as tf
 
     from zoobot_tf.ops import fast_path
     from zoobot_tf.ops.layers import DepthwiseConv2D
 
-    rng = np.random.default_rng(batch)
+    rng = np.random.default_rng(batch + k)
     x = tf.constant(rng.normal(size=(batch, 12, 12, 6)).astype("float32"))
     dy = tf.constant(rng.normal(size=(batch, 12, 12, 6)).astype("float32"))
-    weights = [rng.normal(size=(7, 7, 6, 1)).astype("float32"), rng.normal(size=6).astype("float32")]
+    weights = [rng.normal(size=(k, k, 6, 1)).astype("float32")] + [rng.normal(size=6).astype("float32")] * use_bias
     grads = {}
     for enabled in (True, False):
         with fast_path(enabled):
-            layer = DepthwiseConv2D(7, padding="same", use_bias=True)
+            layer = DepthwiseConv2D(k, padding="same", use_bias=use_bias, dtype=keras.DTypePolicy(dtype))
             layer.build(x.shape)
             layer.set_weights(weights)
 
@@ -128,12 +139,14 @@ def test_convnext_depthwise_gradients_with_an_unknown_batch_size_match_tensorflo
             def step(t, d):
                 with tf.GradientTape() as tape:
                     tape.watch(t)
-                    loss = tf.reduce_sum(layer(t, training=True) * d)
+                    loss = tf.reduce_sum(tf.cast(layer(t, training=True), tf.float32) * d)
                 return tape.gradient(loss, [t] + layer.trainable_weights)
 
             grads[enabled] = [g.numpy() for g in step(x, dy)]
+    tolerance = 1e-4 if dtype == "float32" else 3e-2
     for ours, theirs in zip(grads[True], grads[False]):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+        scale = np.abs(theirs).max()
+        np.testing.assert_allclose(ours / scale, theirs / scale, atol=tolerance)
 
 
 def test_keras_internals_used_by_the_fixes_are_present():

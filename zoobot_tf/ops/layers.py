@@ -159,12 +159,13 @@ class _FoldsBatchNorm:
             return inputs
         kernel, bias, fold = self._kernel_and_bias(training)
         depthwise = isinstance(self, layers.DepthwiseConv2D)
-        if depthwise and training and self._large_same_depthwise(inputs):
-            bias = tf.zeros([kernel.shape[2]], kernel.dtype) if bias is None else bias
-            return self.activation(_depthwise_same(inputs, tf.convert_to_tensor(kernel), tf.convert_to_tensor(bias)))
         # TensorFlow's bfloat16 depthwise-convolution gradients are slow on CPUs (EfficientNetB0 trained at 13
         # img/s in mixed_bfloat16 against 20 in float32): in training, the depthwise conv runs in float32
         wide = depthwise and bool(training) and self.compute_dtype == "bfloat16"
+        if depthwise and training and self._large_same_depthwise(inputs):
+            x = _depthwise_same(tf.cast(inputs, tf.float32), tf.cast(kernel, tf.float32),
+                                None if bias is None else tf.cast(bias, tf.float32))
+            return self.activation(tf.cast(x, self.compute_dtype))
         if not fold and not p and not wide:
             return super().call(inputs)
         kernel = tf.cast(kernel, tf.float32 if wide else self.compute_dtype)
@@ -192,13 +193,14 @@ class _FoldsBatchNorm:
         return self.activation(x)
 
     def _large_same_depthwise(self, inputs) -> bool:
-        """A 7x7 (or larger) stride-1 'same' float32 depthwise conv with one filter per channel: ConvNeXt's,
-        whose filter gradient :func:`_depthwise_same` computes faster than oneDNN's kernel."""
-        return (self.kernel_size[0] >= 7 and self.kernel_size[0] == self.kernel_size[1] and self.kernel_size[0] % 2
+        """A 5x5 (or larger) stride-1 'same' depthwise conv with one filter per channel, in float32 (or in
+        float32 for training under a bfloat16 policy, as above): ConvNeXt's 7x7 and EfficientNet's 5x5, whose
+        filter gradient :func:`_depthwise_same` computes faster than oneDNN's kernel (3x3: slower)."""
+        return (self.kernel_size[0] >= 5 and self.kernel_size[0] == self.kernel_size[1] and self.kernel_size[0] % 2
                 and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1) and self.padding == "same"
-                and self.depth_multiplier == 1 and self.data_format == "channels_last"
-                and self.compute_dtype == "float32" and inputs.dtype == tf.float32 and on_cpu_only()
-                and None not in inputs.shape[1:])
+                and not self.explicit_padding and self.depth_multiplier == 1 and self.data_format == "channels_last"
+                and self.compute_dtype in ("float32", "bfloat16") and inputs.dtype in (tf.float32, tf.bfloat16)
+                and on_cpu_only() and None not in inputs.shape[1:])
 
     def compute_output_shape(self, input_shape):
         p = 2 * self.explicit_padding
@@ -225,33 +227,39 @@ def _as_same_padding(kernel, p: int, strides, dilation_rate):
     return kernel if strides[0] == 1 else tf.pad(kernel, [[0, 1], [0, 1], [0, 0], [0, 0]])
 
 
-@tf.custom_gradient
-def _depthwise_same(x, kernel, bias):
-    """A stride-1 'same' depthwise conv (odd k x k kernel, one filter per channel) + bias for training on CPU.
-    oneDNN computes a 7x7 depthwise filter gradient with a generic kernel (ConvNeXt-Nano: ~330 ms of a
-    1.46 s mixed_bfloat16 step); here it is, image by image, a forward depthwise conv of the image (padded
-    inside the op) with its dy as the (H, W, C) filter, summed over the batch in a loop: 1.6-2.7x faster
-    than putting the batch and channels side by side in one convolution, which needs a transposed copy of
-    x and of dy (ConvNeXt-Nano's stages at batch 32), and a loop of a few ops whatever the batch. The bias
-    gradient is a MatMul column sum (:func:`_bias_gradient`), not BiasAddGrad."""
+def _depthwise_same(x, kernel, bias=None):
+    """A stride-1 'same' depthwise conv (odd k x k kernel, one filter per channel) [+ bias] for training on
+    CPU. oneDNN computes a 5x5 or 7x7 depthwise filter gradient with a generic kernel (ConvNeXt-Nano: ~330 ms
+    of a 1.46 s mixed_bfloat16 step); here it is, image by image, a forward depthwise conv of the image
+    (padded inside the op) with its dy as the (H, W, C) filter, summed over the batch in a loop: 1.6-2.7x
+    faster than putting the batch and channels side by side in one convolution, which needs a transposed
+    copy of x and of dy (ConvNeXt-Nano's stages at batch 32), 2-2.5x faster than oneDNN's kernel for
+    EfficientNetB0's 5x5 layers, and a loop of a few ops whatever the batch. The bias gradient is a MatMul
+    column sum (:func:`_bias_gradient`), not BiasAddGrad."""
     k = kernel.shape[0]
 
-    def grad(dy):
-        _, h, w, c = x.shape
-        dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
-            input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")
-        p = k // 2
+    @tf.custom_gradient
+    def run(x, kernel, *bias):
+        def grad(dy):
+            _, h, w, c = x.shape
+            dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")
+            p = k // 2
 
-        def add_image(b, total):  # (1, k, k, C): this image's share of the filter gradient
-            return b + 1, total + tf.nn.depthwise_conv2d(x[b][None], tf.reshape(dy[b], [h, w, c, 1]),
-                                                         [1, 1, 1, 1], [[0, 0], [p, p], [p, p], [0, 0]])
+            def add_image(b, total):  # (1, k, k, C): this image's share of the filter gradient
+                return b + 1, total + tf.nn.depthwise_conv2d(x[b][None], tf.reshape(dy[b], [h, w, c, 1]),
+                                                             [1, 1, 1, 1], [[0, 0], [p, p], [p, p], [0, 0]])
 
-        batch = tf.shape(x)[0]
-        _, dkernel = tf.while_loop(lambda b, _: b < batch, add_image, (0, tf.zeros([1, k, k, c], x.dtype)),
-                                   parallel_iterations=2)
-        return dx, tf.reshape(dkernel, [k, k, c, 1]), _bias_gradient(tf.reshape(dy, [-1, c]), bias.dtype)
+            batch = tf.shape(x)[0]
+            _, dkernel = tf.while_loop(lambda b, _: b < batch, add_image, (0, tf.zeros([1, k, k, c], x.dtype)),
+                                       parallel_iterations=2)
+            return (dx, tf.reshape(dkernel, [k, k, c, 1]),
+                    *[_bias_gradient(tf.reshape(dy, [-1, c]), b.dtype) for b in bias])
 
-    return tf.nn.bias_add(tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME"), bias), grad
+        y = tf.nn.depthwise_conv2d(x, kernel, [1, 1, 1, 1], "SAME")
+        return (tf.nn.bias_add(y, bias[0]) if bias else y), grad
+
+    return run(x, kernel, *([] if bias is None else [bias]))
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")
