@@ -142,15 +142,17 @@ def _se_projection(size):
     return _with_grads(lambda t: model(t, training=True), lambda: model.trainable_weights), (x,)
 
 
-def _depthwise_7x7(size):
-    from zoobot_tf.ops.layers import DepthwiseConv2D
+def _depthwise_same(k: int, use_bias: bool):
+    def make(size):
+        from zoobot_tf.ops.layers import DepthwiseConv2D
 
-    layer = DepthwiseConv2D(7, padding="same", use_bias=True)
-    x = _rng(27).normal(size=(8, size, size, 48)).astype("float32")
-    layer.build(x.shape)
-    layer.set_weights([(_rng(28).normal(size=(7, 7, 48, 1)) * 0.2).astype("float32"),
-                       _rng(29).normal(size=48).astype("float32")])
-    return _with_grads(lambda t: layer(t, training=True), lambda: layer.trainable_weights), (x,)
+        layer = DepthwiseConv2D(k, padding="same", use_bias=use_bias)
+        x = _rng(27).normal(size=(8, size, size, 48)).astype("float32")
+        layer.build(x.shape)
+        layer.set_weights([(_rng(28).normal(size=(k, k, 48, 1)) * 0.2).astype("float32")]
+                          + [_rng(29).normal(size=48).astype("float32")] * use_bias)
+        return _with_grads(lambda t: layer(t, training=True), lambda: layer.trainable_weights), (x,)
+    return make
 
 
 def _silu(size):
@@ -308,7 +310,8 @@ CASES = [
     Case("strided depthwise conv with a bias, 'SAME' with a widened kernel (gradients)", _depthwise_padded(True)),
     Case("depthwise conv in float32 when training under mixed_bfloat16 (gradients)", _depthwise_bfloat16_training,
          tol=1e-2),
-    Case("7x7 depthwise conv in training, filter gradient image by image (gradients)", _depthwise_7x7),
+    Case("7x7 depthwise conv in training, filter gradient image by image (gradients)", _depthwise_same(7, True)),
+    Case("5x5 depthwise conv without a bias in training, the same (gradients)", _depthwise_same(5, False)),
     Case("swish as Sigmoid*Mul (inference)", _silu),
     Case("swish in training, four-op gradient (gradients)", _silu_training, tol=1e-5),
     Case("batch norm -> swish in training, swish input recomputed (gradients)", _batch_norm_swish),
