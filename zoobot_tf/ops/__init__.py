@@ -18,6 +18,8 @@ conv -> batch norm (inference)  batch norm folded into the conv's kernel/bias   
 strided conv padding            padding inside the conv op                       ``tf.pad`` then a valid conv
 bfloat16 depthwise training     the conv in float32 (bfloat16 gradients are      Keras' bfloat16 depthwise conv
                                 slow on CPUs)
+5x5+ depthwise gradient         stride 1: the filter gradient image by image,    oneDNN's filter-gradient
+                                a loop of per-image depthwise convs              kernel
 swish                           Sigmoid * Mul (fused by oneDNN) at inference;     ``keras.activations.silu``
                                 a four-op gradient in training
 BN -> swish (training)          one op; the backward pass recomputes the swish   batch norm, then swish

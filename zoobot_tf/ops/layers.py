@@ -271,8 +271,8 @@ class Conv2D(_FoldsBatchNorm, layers.Conv2D):
 @keras.saving.register_keras_serializable(package="zoobot_tf")
 class DepthwiseConv2D(_FoldsBatchNorm, layers.DepthwiseConv2D):
     """``keras.layers.DepthwiseConv2D`` with ``explicit_padding`` and batch-norm folding, as Conv2D; in
-    training on the fast path a 7x7 (or larger) stride-1 'same' float32 one computes its filter gradient as a
-    convolution over the batch (:func:`_depthwise_same`)."""
+    training on the fast path a 5x5 (or larger) stride-1 'same' one computes its filter gradient image by image
+    (:func:`_depthwise_same`)."""
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")
