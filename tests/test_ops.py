@@ -264,6 +264,36 @@ def test_bfloat16_global_pool_gradient_is_correctly_rounded():
     np.testing.assert_array_equal(got, np.broadcast_to(expected, got.shape))
 
 
+def test_xla_kernels_round_to_bfloat16_as_tensorflow_casts():
+    """The XLA kernels' float32 -> bfloat16 rounding by bits (:func:`zoobot_tf.ops.layers._xla_cast`) gives
+    TensorFlow's own cast: to nearest with ties to even, overflow to infinity, subnormals, signed zeros and
+    infinities, and NaN (also NaNs whose payload sits in the dropped bits, or would carry out of the top)."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops.layers import _gelu_backward, _gelu_forward, _xla_cast
+
+    rng = np.random.default_rng(0)
+    spread = rng.normal(size=50_000) * 10.0 ** rng.uniform(-45, 38, 50_000)
+    ties = 1.0 + np.arange(1, 64) * 2.0 ** -8 / 2  # halfway and between bfloat16 neighbours of 1
+    special = [0.0, -0.0, np.inf, -np.inf, np.nan, 3.4028235e38, -3.4028235e38, 1e-45, 1e-40, -1e-39]
+    payload_nans = np.array([0x7F800001, 0xFFFFFFFF, 0x7FFFFFFF, 0xFF800001, 0x7FC07FFF], np.uint32).view(np.float32)
+    x = tf.constant(np.concatenate([spread.astype(np.float32), ties.astype(np.float32),
+                                    np.array(special, np.float32), payload_nans]))
+    got = tf.function(lambda t: _xla_cast(t, tf.bfloat16), jit_compile=True)(x)
+    assert got.dtype == tf.bfloat16
+    got, want = np.float32(tf.cast(got, tf.float32)), np.float32(tf.cast(tf.cast(x, tf.bfloat16), tf.float32))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(got.view(np.uint32)[~np.isnan(want)], want.view(np.uint32)[~np.isnan(want)])
+    # the GELU's kernels round their float32 results the same way in bfloat16
+    h = tf.constant(rng.normal(0.0, 3.0, (64, 257)), tf.bfloat16)
+    dy = tf.constant(rng.normal(size=(64, 257)), tf.bfloat16)
+    hf, dyf = tf.cast(h, tf.float32), tf.cast(dy, tf.float32)
+    np.testing.assert_array_equal(np.float32(tf.cast(_gelu_forward(h), tf.float32)),
+                                  np.float32(tf.cast(tf.cast(_gelu_forward(hf), tf.bfloat16), tf.float32)))
+    np.testing.assert_array_equal(np.float32(tf.cast(_gelu_backward(h, dy), tf.float32)),
+                                  np.float32(tf.cast(tf.cast(_gelu_backward(hf, dyf), tf.bfloat16), tf.float32)))
+
+
 @pytest.mark.parametrize("policy, input_dtype", [("float32", "bfloat16"), ("mixed_bfloat16", "float32")])
 def test_layer_norm_across_precisions_trains_as_it_predicts(policy, input_dtype):
     """A LayerNorm between precisions computes, in training and at inference on the fast path, the LayerNorm

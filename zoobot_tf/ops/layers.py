@@ -21,6 +21,21 @@ def on_cpu_only() -> bool:
     return not tf.config.list_logical_devices("GPU")
 
 
+def _xla_cast(y, dtype):
+    """``tf.cast(y, dtype)`` inside an XLA kernel; to bfloat16 by rounding the float32 bits (to nearest,
+    ties to even, NaN kept NaN): the same numbers as XLA's own conversion, which on this CPU is most of an
+    elementwise kernel's time (ConvNeXt's GELU on a 32x56x56x320 bfloat16 tensor, forward 19-22 -> 12 ms,
+    backward 27-31 -> 21)."""
+    if tf.as_dtype(dtype) != tf.bfloat16 or y.dtype != tf.float32:
+        return tf.cast(y, dtype)
+    bits = tf.bitcast(y, tf.uint32)
+    lsb = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 16), 1)
+    rounded = tf.bitwise.right_shift(bits + (0x7FFF + lsb), 16)
+    quiet_nan = tf.bitwise.bitwise_or(tf.bitwise.right_shift(bits, 16), 0x40)
+    top = tf.where(tf.math.is_nan(y), quiet_nan, rounded)
+    return tf.bitcast(tf.cast(top, tf.uint16), tf.bfloat16)
+
+
 @keras.saving.register_keras_serializable(package="zoobot_tf")
 class FusedBatchNormalization(layers.BatchNormalization):
     """BatchNormalization through TensorFlow's fused kernel (``FusedBatchNormV3``) for NHWC images.
@@ -431,7 +446,7 @@ def _swish_grad_after_batch_norm(x, mean, variance, gamma, beta, dz, epsilon):
 def _swish_grad_affine(x, scale, shift, dz):
     y = tf.cast(x, tf.float32) * scale + shift
     s = tf.sigmoid(y)
-    return tf.cast(tf.cast(dz, tf.float32) * (s + tf.raw_ops.SigmoidGrad(y=s, dy=y)), dz.dtype)
+    return _xla_cast(tf.cast(dz, tf.float32) * (s + tf.raw_ops.SigmoidGrad(y=s, dy=y)), dz.dtype)
 
 
 @keras.saving.register_keras_serializable(package="zoobot_tf")
@@ -492,7 +507,7 @@ def _layer_norm_math(x, gamma, beta, epsilon):
 @tf.function(jit_compile=True, autograph=False)
 def _layer_norm_last_axis(x, gamma, beta, epsilon, dtype):
     """LayerNorm over the last axis as one XLA kernel (statistics in float32), the output in ``dtype``."""
-    return tf.cast(_layer_norm_math(x, gamma, beta, epsilon)[0], dtype)
+    return _xla_cast(_layer_norm_math(x, gamma, beta, epsilon)[0], dtype)
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -500,7 +515,7 @@ def _layer_norm_forward(x, gamma, beta, epsilon, dtype):
     """LayerNorm over the last axis, one XLA kernel, in float32 and the output rounded to ``dtype``
     (as Keras'); also returns the statistics."""
     y, mean, rstd = _layer_norm_math(x, gamma, beta, epsilon)
-    return tf.cast(y, dtype), mean, rstd
+    return _xla_cast(y, dtype), mean, rstd
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -512,7 +527,7 @@ def _layer_norm_backward(x, mean, rstd, gamma, dy):
     g = dy * gamma
     dx = rstd * (g - tf.reduce_mean(g, axis=-1, keepdims=True)
                  - xhat * tf.reduce_mean(g * xhat, axis=-1, keepdims=True))
-    return tf.cast(dx, x.dtype), dy * xhat
+    return _xla_cast(dx, x.dtype), dy * xhat
 
 
 def _layer_norm_trained(x, gamma, beta, epsilon, dtype):
@@ -579,13 +594,13 @@ def _gelu_cdf_pdf(x):
 @tf.function(jit_compile=True, autograph=False)
 def _gelu_forward(x):
     xf, cdf, _ = _gelu_cdf_pdf(x)  # (XLA drops the unused pdf)
-    return tf.cast(xf * cdf, x.dtype)
+    return _xla_cast(xf * cdf, x.dtype)
 
 
 @tf.function(jit_compile=True, autograph=False)
 def _gelu_backward(x, dy):
     xf, cdf, pdf = _gelu_cdf_pdf(x)
-    return tf.cast(tf.cast(dy, tf.float32) * (cdf + xf * pdf), dy.dtype)
+    return _xla_cast(tf.cast(dy, tf.float32) * (cdf + xf * pdf), dy.dtype)
 
 
 @tf.custom_gradient
