@@ -264,6 +264,36 @@ def test_bfloat16_global_pool_gradient_is_correctly_rounded():
     np.testing.assert_array_equal(got, np.broadcast_to(expected, got.shape))
 
 
+@pytest.mark.parametrize("precision", [None, "mixed_bfloat16"])
+def test_convnext_mlp_at_inference_on_large_inputs_computes_in_bands(precision):
+    """At inference on the fast path a linked MLP whose hidden activations exceed ``MLP_BAND`` values an
+    image computes fc1 -> GELU -> fc2 in bands of rows, one after another, so no op outputs the whole
+    4x-wide tensor; small inputs and training keep one pass. The numbers are the stock path's (selfcheck)."""
+    import tensorflow as tf
+
+    from zoobot_tf.ops import fast_path
+    from zoobot_tf.ops.layers import MLP_BAND
+
+    model = selfcheck.mlp_model(72, precision)
+    fc1 = model.get_layer("fc1")
+    assert 72 * 72 * fc1.units > 2 * MLP_BAND and fc1._bands(tf.zeros([1, 72, 72, 32])) == [24, 24, 24]
+
+    def largest_output(training, size=72):
+        fn = tf.function(lambda t: model(t, training=training))
+        graph = fn.get_concrete_function(tf.TensorSpec([4, size, size, 32])).graph
+        sizes = [o.shape.num_elements() or 0 for op in graph.get_operations() for o in op.outputs]
+        return max(sizes), sum(op.type in ("MatMul", "Conv2D") for op in graph.get_operations())
+
+    hidden = 4 * 72 * 72 * fc1.units
+    biggest, matmuls = largest_output(False)
+    assert biggest < hidden and matmuls == 6  # fc1 and fc2, three bands each
+    biggest, _ = largest_output(True)
+    assert biggest >= hidden  # training keeps the whole tensor (its gradient needs it)
+    with fast_path(False):
+        assert largest_output(False)[0] >= hidden
+    assert fc1._bands(tf.zeros([1, 16, 16, 32])) == [16]  # small inputs: one band
+
+
 def test_xla_kernels_round_to_bfloat16_as_tensorflow_casts():
     """The XLA kernels' float32 -> bfloat16 rounding by bits (:func:`zoobot_tf.ops.layers._xla_cast`) gives
     TensorFlow's own cast: to nearest with ties to even, overflow to infinity, subnormals, signed zeros and

@@ -388,11 +388,16 @@ def fuse_mlp_gelu(model: keras.Model) -> int:
     first's only consumer, so that training on the fast path hands the second the GELU's input and the
     second applies GELU and its MatMul as one op whose backward pass recomputes the GELU's output
     (:func:`_gelu_matmul`) instead of keeping that 4x-wide tensor from the forward pass: less peak memory,
-    the same numbers. Returns the number linked. Nothing changes on the stock path or at inference."""
+    the same numbers. At inference on large inputs (ConvNeXt's first two stages at 224 px) the first hands
+    the second its own input and the second computes both in bands of rows, one after another
+    (:meth:`Pointwise._bands`), so the 4x-wide activations never exist whole: less peak memory, the same
+    numbers. Either way the first layer's output is not its own: read features after the MLP, not between
+    its layers. Returns the number linked. Nothing changes on the stock path."""
     n = 0
     for fc1, fc2 in _only_consumer_pairs(model, Pointwise, Pointwise):
         if fc1.activation is keras.activations.gelu and fc2.activation is keras.activations.linear and fc2.use_bias:
             _link(fc1, "_gelu_into", fc2, "_gelu_from")
+            fc2.input_spec = None  # at inference on large inputs it is handed fc1's input (C channels), not 4C
             n += 1
     return n
 
@@ -672,6 +677,10 @@ def _gelu_matmul(h, kernel, bias):
     return run(h, kernel, bias)
 
 
+# values of an MLP's hidden (4x-wide) activations per image in one band at inference (:meth:`Pointwise._bands`)
+MLP_BAND = 2 ** 18
+
+
 @keras.saving.register_keras_serializable(package="zoobot_tf")
 class Pointwise(layers.Dense):
     """A Dense layer over the channels of an NHWC tensor (ConvNeXt's MLP), with an optional folded layer scale.
@@ -709,15 +718,23 @@ class Pointwise(layers.Dense):
         if not fast():
             x = super().call(inputs)
             return x * tf.cast(self.gamma, x.dtype) if self.layer_scale is not None else x
+        before = _linked(self, "_gelu_from")
+        if self.hands_on_input(inputs, training):
+            return inputs  # the next Pointwise computes this layer too, piece by piece
+        if before is not None and before.hands_on_input(inputs, training):
+            return self._mlp_in_pieces(before, inputs)
         shape = tf.shape(inputs)
-        x = tf.reshape(inputs, [-1, inputs.shape[-1]])
+        x = self._apply(tf.reshape(inputs, [-1, inputs.shape[-1]]), training, before)
+        return tf.reshape(x, tf.concat([shape[:-1], [self.units]], axis=0))
+
+    def _apply(self, x, training, before):
+        """This layer on 2-D (positions, channels) ``x``, fast path."""
         kernel, bias = self.kernel, self.bias if self.use_bias else None
         if self.layer_scale is not None:
             kernel = kernel * self.gamma
             bias = None if bias is None else bias * self.gamma
         # bfloat16 on CPU: the forward MatMul as a 1x1 convolution, so no MatMul to fuse the GELU into
         as_conv = bias is not None and x.dtype == tf.bfloat16 and on_cpu_only()
-        before = _linked(self, "_gelu_from")
         if before is not None and before.defers_gelu(training):
             x = _gelu_matmul(x, tf.cast(kernel, x.dtype), tf.cast(bias, x.dtype))
         elif as_conv:
@@ -737,12 +754,40 @@ class Pointwise(layers.Dense):
                 x = tf.nn.gelu(x, approximate=False)  # fused into the MatMul by oneDNN
         elif self.activation is not keras.activations.linear:
             x = self.activation(x)
-        return tf.reshape(x, tf.concat([shape[:-1], [self.units]], axis=0))
+        return x
+
+    def _mlp_in_pieces(self, fc1, inputs):
+        """fc2(fc1(inputs)) in bands of rows, one band after another (control dependencies), so that only
+        one band of the 4x-wide hidden activations exists at a time."""
+        outputs = []
+        for band in tf.split(inputs, fc1._bands(inputs), axis=1):
+            if outputs:
+                with tf.control_dependencies([outputs[-1]]):
+                    band = tf.identity(band)
+            shape = tf.shape(band)
+            y = self._apply(fc1._apply(tf.reshape(band, [-1, band.shape[-1]]), False, None), False, fc1)
+            outputs.append(tf.reshape(y, tf.concat([shape[:-1], [self.units]], axis=0)))
+        return tf.concat(outputs, axis=1)
+
+    def _bands(self, inputs) -> list[int]:
+        """Row counts that split an NHWC input so that each band's output holds at most ``MLP_BAND``
+        values per image (one band when the rows are unknown or few)."""
+        if inputs.shape.rank != 4 or inputs.shape[1] is None or inputs.shape[2] is None:
+            return [inputs.shape[1]]
+        rows = inputs.shape[1]
+        n = max(1, min(rows, math.ceil(rows * inputs.shape[2] * self.units / MLP_BAND)))
+        return [rows // n + (i < rows % n) for i in range(n)]
 
     def defers_gelu(self, training) -> bool:
         """True when this layer returns its GELU's input and the Pointwise after it applies the GELU (fast
         path, training, on CPU; see :func:`fuse_mlp_gelu`)."""
         return fast() and _linked(self, "_gelu_into") is not None and bool(training) and on_cpu_only()
+
+    def hands_on_input(self, inputs, training) -> bool:
+        """True when this layer returns its input and the Pointwise after it computes both layers in bands
+        of rows (fast path, inference, on CPU, a large input; see :func:`fuse_mlp_gelu`)."""
+        return (fast() and _linked(self, "_gelu_into") is not None and not training and on_cpu_only()
+                and len(self._bands(inputs)) > 1)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

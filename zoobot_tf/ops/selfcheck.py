@@ -219,6 +219,15 @@ def _mlp_bfloat16(training):
     return make
 
 
+def _mlp_in_bands(precision):
+    """At inference, a linked MLP on a large input (fc1's 4x-wide output over ``MLP_BAND`` values an image)
+    computed in bands of rows; 72 x 72 x 128 hidden values an image: 3 bands, whatever ``size``."""
+    def make(size):
+        model = mlp_model(max(size, 72), precision)
+        x = (_rng(28).normal(size=(4, max(size, 72), max(size, 72), 32)) * 2).astype("float32")
+        return (lambda t: model(t, training=False)), (x,)
+    return make
+
 def _mlp_gelu(size):
     model = mlp_model(size)
     x = _rng(24).normal(size=(8, size, size, 32)).astype("float32")
@@ -321,6 +330,9 @@ CASES = [
     Case("ConvNeXt MLP in training, GELU output recomputed (gradients)", _mlp_gelu),
     Case("ConvNeXt MLP in bfloat16 (inference): 1x1 conv forward", _mlp_bfloat16(False), tol=1e-2),
     Case("ConvNeXt MLP in bfloat16 in training: 1x1 conv forward (gradients)", _mlp_bfloat16(True), tol=1e-2),
+    Case("ConvNeXt MLP at inference on large inputs, in bands of rows", _mlp_in_bands(None), tol=1e-5),
+    Case("ConvNeXt MLP in bfloat16 at inference on large inputs, in bands of rows", _mlp_in_bands("mixed_bfloat16"),
+         tol=1e-2),
     Case("LayerNorm as one XLA kernel (inference)", _layer_norm(False), tol=1e-5),
     Case("LayerNorm in training: XLA forward and backward (gradients)", _layer_norm(True), tol=1e-5),
     Case("LayerNorm in training on bfloat16 inputs: XLA kernels in float32 (gradients)",
