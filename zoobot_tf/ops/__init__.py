@@ -31,7 +31,11 @@ ConvNeXt MLP (bfloat16, CPU)    forward as a 1x1 conv (oneDNN's AMX kernels),   
 LayerNorm (CPU)                 one XLA kernel at inference; in training one     ``keras.layers.LayerNormalization``
                                 forward, one backward, column sums as MatMuls
 GELU gradient (training, CPU)   one XLA kernel forward, one backward (erf)       ``tf.nn.gelu`` (erfc)
+bfloat16 out of XLA kernels     rounded by the float32 bits (XLA's own           no XLA kernels
+                                conversion is slow on CPUs), same numbers
 MLP GELU output (training)      recomputed in fc2's backward pass, not kept      kept from the forward pass
+MLP on large inputs (inference) fc1 -> GELU -> fc2 in bands of rows, one      one pass over the whole
+                                after another (no whole 4x-wide tensor)          tensor
 view shift (inference)          two 2-tap filters                                projective transform
 greyscale view                  the channel mean as a 1x1 convolution            ``tf.reduce_mean``
 AdamW update                    one ``ResourceApplyAdam`` per variable           Keras' AdamW update
