@@ -322,6 +322,15 @@ def test_xla_kernels_round_to_bfloat16_as_tensorflow_casts():
                                   np.float32(tf.cast(tf.cast(_gelu_forward(hf), tf.bfloat16), tf.float32)))
     np.testing.assert_array_equal(np.float32(tf.cast(_gelu_backward(h, dy), tf.float32)),
                                   np.float32(tf.cast(tf.cast(_gelu_backward(hf, dyf), tf.bfloat16), tf.float32)))
+    # and differentiate as a cast: the inference kernels are differentiated when gradients are taken
+    # through a model called with training=False (its GELU here against TensorFlow's, on the same bfloat16 h)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h)
+        ours, theirs = _gelu_forward(h), tf.nn.gelu(tf.cast(h, tf.float32), approximate=False)
+    got, want = tape.gradient(ours, h, output_gradients=dy), tape.gradient(theirs, h, output_gradients=dyf)
+    assert got is not None
+    np.testing.assert_allclose(np.float32(tf.cast(got, tf.float32)), np.float32(tf.cast(want, tf.float32)),
+                               rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.parametrize("policy, input_dtype", [("float32", "bfloat16"), ("mixed_bfloat16", "float32")])
@@ -355,12 +364,13 @@ def test_layer_norm_across_precisions_trains_as_it_predicts(policy, input_dtype)
                 assert y.dtype == (tf.bfloat16 if policy == "mixed_bfloat16" else tf.float32)
                 if fast:
                     outputs.append(np.float64(tf.cast(y, tf.float32)))
-                if training:
-                    gradients[fast] = grads
+                gradients[fast, training] = grads
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert np.mean(outputs[0] == rounded) > 0.99  # the float32 result rounded (ties may round either way)
     np.testing.assert_allclose(outputs[0], expected, rtol=2 ** -8, atol=1e-6)
-    for got, keras_own in zip(gradients[True], gradients[False]):
-        assert got.dtype == keras_own.dtype
-        np.testing.assert_allclose(np.float64(tf.cast(got, tf.float32)), np.float64(tf.cast(keras_own, tf.float32)),
-                                   rtol=1e-2, atol=1e-2 * float(tf.reduce_max(tf.abs(tf.cast(keras_own, tf.float32)))))
+    for training in (True, False):  # at inference too: gradients through a model called with training=False
+        for got, keras_own in zip(gradients[True, training], gradients[False, training], strict=True):
+            assert got is not None and got.dtype == keras_own.dtype
+            np.testing.assert_allclose(
+                np.float64(tf.cast(got, tf.float32)), np.float64(tf.cast(keras_own, tf.float32)),
+                rtol=1e-2, atol=1e-2 * float(tf.reduce_max(tf.abs(tf.cast(keras_own, tf.float32)))))
