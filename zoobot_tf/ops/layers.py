@@ -45,6 +45,7 @@ def _round_to_bfloat16(y):
 
     return tf.bitcast(tf.cast(top, tf.uint16), tf.bfloat16), grad
 
+
 @keras.saving.register_keras_serializable(package="zoobot_tf")
 class FusedBatchNormalization(layers.BatchNormalization):
     """BatchNormalization through TensorFlow's fused kernel (``FusedBatchNormV3``) for NHWC images.
@@ -701,6 +702,8 @@ class Pointwise(layers.Dense):
     In bfloat16 on CPU the forward MatMul is a 1x1 convolution (:func:`_dense`; oneDNN's bfloat16 fused
     MatMul is a generic GEMM) and the GELU its own XLA pass: ConvNeXt-Nano's bfloat16 inference 1.25-1.35x
     and training 1.1x as fast.
+    Linked to the next Pointwise (:func:`fuse_mlp_gelu`), at inference on large inputs the two compute in
+    bands of rows, so the 4x-wide hidden activations never exist whole.
     ``layer_scale`` (ConvNeXt's per-channel ``gamma``, initial value) is folded into the kernel and bias
     (``x @ (W g) + b g``). Stock path: ``Dense`` then ``x * gamma``. Same weights either way (kernel,
     bias[, gamma]); ``layer_scale_name`` is the timm key of ``gamma`` (for :mod:`zoobot_tf.pretrained`).
@@ -729,9 +732,9 @@ class Pointwise(layers.Dense):
             return x * tf.cast(self.gamma, x.dtype) if self.layer_scale is not None else x
         before = _linked(self, "_gelu_from")
         if self.hands_on_input(inputs, training):
-            return inputs  # the next Pointwise computes this layer too, piece by piece
+            return inputs  # the next Pointwise computes this layer too, band by band
         if before is not None and before.hands_on_input(inputs, training):
-            return self._mlp_in_pieces(before, inputs)
+            return self._mlp_in_bands(before, inputs)
         shape = tf.shape(inputs)
         x = self._apply(tf.reshape(inputs, [-1, inputs.shape[-1]]), training, before)
         return tf.reshape(x, tf.concat([shape[:-1], [self.units]], axis=0))
@@ -765,7 +768,7 @@ class Pointwise(layers.Dense):
             x = self.activation(x)
         return x
 
-    def _mlp_in_pieces(self, fc1, inputs):
+    def _mlp_in_bands(self, fc1, inputs):
         """fc2(fc1(inputs)) in bands of rows, one band after another (control dependencies), so that only
         one band of the 4x-wide hidden activations exists at a time."""
         outputs = []
@@ -781,10 +784,10 @@ class Pointwise(layers.Dense):
     def _bands(self, inputs) -> list[int]:
         """Row counts that split an NHWC input so that each band's output holds at most ``MLP_BAND``
         values per image (one band when the rows are unknown or few)."""
-        if inputs.shape.rank != 4 or inputs.shape[1] is None or inputs.shape[2] is None:
-            return [inputs.shape[1]]
-        rows = inputs.shape[1]
-        n = max(1, min(rows, math.ceil(rows * inputs.shape[2] * self.units / MLP_BAND)))
+        rows, cols = inputs.shape[1:3] if inputs.shape.rank == 4 else (None, None)
+        if rows is None or cols is None:
+            return [rows]
+        n = max(1, min(rows, math.ceil(rows * cols * self.units / MLP_BAND)))
         return [rows // n + (i < rows % n) for i in range(n)]
 
     def defers_gelu(self, training) -> bool:
