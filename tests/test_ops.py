@@ -81,7 +81,7 @@ def test_strided_depthwise_training_pads_inside_the_op_and_pools_by_broadcast():
     assert "Pad" in ops[False, False]
 
 
-def test_convnext_depthwise_filter_gradient_is_a_convolution_over_the_batch():
+def test_large_depthwise_filter_gradient_is_a_loop_of_per_image_convolutions():
     """ConvNeXt's 7x7 depthwise convs in training on the fast path: no oneDNN filter-gradient kernel, no
     BiasAddGrad and no transposed copy in the graph (the filter gradient is a loop of per-image convs; both
     kernels on the stock path); so do EfficientNet's 5x5 ones; 3x3 depthwise convs keep TensorFlow's gradient."""

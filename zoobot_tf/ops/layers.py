@@ -186,11 +186,11 @@ class _FoldsBatchNorm:
         depthwise = isinstance(self, layers.DepthwiseConv2D)
         # TensorFlow's bfloat16 depthwise-convolution gradients are slow on CPUs (EfficientNetB0 trained at 13
         # img/s in mixed_bfloat16 against 20 in float32): in training, the depthwise conv runs in float32
-        wide = depthwise and bool(training) and self.compute_dtype == "bfloat16"
         if depthwise and training and self._large_same_depthwise(inputs):
             x = _depthwise_same(tf.cast(inputs, tf.float32), tf.cast(kernel, tf.float32),
                                 None if bias is None else tf.cast(bias, tf.float32))
             return self.activation(tf.cast(x, self.compute_dtype))
+        wide = depthwise and bool(training) and self.compute_dtype == "bfloat16"
         if not fold and not p and not wide:
             return super().call(inputs)
         kernel = tf.cast(kernel, tf.float32 if wide else self.compute_dtype)

@@ -230,6 +230,7 @@ def _mlp_in_bands(precision):
         return _with_grads(lambda t: model(t, training=False), _but_biases(model)), (x,)
     return make
 
+
 def _mlp_gelu(size):
     model = mlp_model(size)
     x = _rng(24).normal(size=(8, size, size, 32)).astype("float32")
@@ -334,8 +335,7 @@ CASES = [
     Case("ConvNeXt MLP in bfloat16 in training: 1x1 conv forward (gradients)", _mlp_bfloat16(True), tol=1e-2),
     Case("ConvNeXt MLP at inference on large inputs, in bands of rows (gradients)", _mlp_in_bands(None), tol=1e-4),
     Case("ConvNeXt MLP in bfloat16 at inference on large inputs, in bands of rows (gradients)",
-         _mlp_in_bands("mixed_bfloat16"),
-         tol=1e-2),
+         _mlp_in_bands("mixed_bfloat16"), tol=1e-2),
     Case("LayerNorm as one XLA kernel (inference)", _layer_norm(False), tol=1e-5),
     Case("LayerNorm in training: XLA forward and backward (gradients)", _layer_norm(True), tol=1e-5),
     Case("LayerNorm in training on bfloat16 inputs: XLA kernels in float32 (gradients)",
