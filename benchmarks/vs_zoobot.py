@@ -151,11 +151,14 @@ LABELS = {"train_img_s": "training img/s", "infer_img_s": "inference img/s", "fi
 def summary_table(report: dict) -> str:
     """The README's and the performance guide's table: per model and measure, zoobot-tf in float32 and
     mixed_bfloat16, the peer in both precisions, each of ours against the faster peer (bold where issue 18's
-    target is met) and the phase's peak RSS on both sides in both precisions; then folder -> table when
+    target is met), achieved GFLOP/s with its share of the matmul peak at the same precision (ours in both,
+    the faster peer), and the phase's peak RSS on both sides in both precisions; then folder -> table when
     the run has it."""
+    peaks = {p: report["peaks"][f"matmul_peak_gflops_{p}"] for p in PEER_PRECISIONS}
     lines = ["| model | measure | zoobot-tf float32 | zoobot-tf mixed_bfloat16 | Zoobot float32 | Zoobot bf16 autocast "
-             "| ours / faster Zoobot, float32 / bf16 | peak RSS MB, ours float32 / bf16, Zoobot float32 / bf16 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| ours / faster Zoobot, float32 / bf16 | GFLOP/s (share of that precision's matmul peak), ours float32 / "
+             "bf16, faster Zoobot | peak RSS MB, ours float32 / bf16, Zoobot float32 / bf16 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for backbone, part in report["backbones"].items():
         for measure in MEASURES:
             by_prec = {r["precision"]: r for r in part["rows"] if r["measure"] == measure}
@@ -165,9 +168,13 @@ def summary_table(report: dict) -> str:
             rss = "" if measure == "first_step_s" else (
                 f"{f32['ours_rss_mb']:.0f} / {bf16['ours_rss_mb']:.0f}, {f32['peer_float32_rss_mb']:.0f} / "
                 f"{f32['peer_bfloat16_rss_mb']:.0f}")
+            flops = "" if measure == "first_step_s" else (
+                f"{f32['gflops']:.0f} ({f32['share_of_float32_peak']:.0%}) / {bf16['gflops']:.0f} "
+                f"({bf16['share_of_bfloat16_peak']:.0%}), {f32['peer_gflops']:.0f} "
+                f"({f32['peer_gflops'] / peaks[f32['peer_best']]:.0%})")
             lines.append(f"| {NAMES.get(backbone, backbone)} | {LABELS[measure]} | {f32['ours']:.1f} "
                          f"| {bf16['ours']:.1f} | {f32['peer_float32']:.1f} | {f32['peer_bfloat16']:.1f} "
-                         f"| {ratios}{unit} | {rss} |")
+                         f"| {ratios}{unit} | {flops} | {rss} |")
     if "predict" in report:
         rounds = report["predict"]["rounds"]
         models = list(rounds[0]["ours"])  # float32, then mixed_bfloat16 (predict_round's order)
@@ -175,7 +182,7 @@ def summary_table(report: dict) -> str:
         ratios = " / ".join((f"**{report['predict'][m]['ratio']:.2f}x**" if report["predict"][m]["met"]
                              else f"{report['predict'][m]['ratio']:.2f}x") for m in models)
         lines.append(f"| EfficientNetB0 | folder of JPEGs -> table, img/s | {ours_rate[0]:.1f} | {ours_rate[1]:.1f} "
-                     f"| {statistics.median(r['peer'] for r in rounds):.1f} (`predict_on_catalog`) | | {ratios} | |")
+                     f"| {statistics.median(r['peer'] for r in rounds):.1f} (`predict_on_catalog`) | | {ratios} | | |")
     return "\n".join(lines)
 
 
