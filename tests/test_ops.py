@@ -246,7 +246,6 @@ def test_bias_gradient_accumulates_bfloat16_in_float32():
     assert np.max(np.abs(drifted - exact)) > 10 * np.max(np.abs(np.asarray(tf.cast(ours, tf.float64)) - exact))
 
 
-
 def test_bias_gradient_graph_is_small_and_takes_any_row_count():
     """Traced with a static row count (as in a training step of fixed batch) the bias gradient is a few ops,
     with no shape arithmetic (it is called ~66 times in a ConvNeXt-Nano step, and every op costs trace time in
@@ -263,6 +262,7 @@ def test_bias_gradient_graph_is_small_and_takes_any_row_count():
     dynamic = step.get_concrete_function(tf.TensorSpec([None, 8], tf.float32))
     for n in (37, 1):
         np.testing.assert_allclose(dynamic(tf.constant(rows[:n])), rows[:n].sum(axis=0), rtol=1e-5, atol=1e-5)
+
 
 def test_bfloat16_global_pool_gradient_is_correctly_rounded():
     """The fast global pool's gradient in bfloat16 is dy / (H W) computed in float32 and rounded once, as
